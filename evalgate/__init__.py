@@ -1,0 +1,16 @@
+"""evalgate: evaluation-gated cost and latency optimisation for LLM applications.
+
+Public API (everything else is internal)::
+
+    import evalgate
+
+    @evalgate.grader("mentions-refund")
+    def mentions_refund(output, case):
+        return "refund" in output.lower()
+"""
+
+from evalgate.graders.registry import Grade, grader
+from evalgate.trim import TrimResult, trim_context
+
+__all__ = ["Grade", "TrimResult", "grader", "trim_context"]
+__version__ = "0.1.0"

@@ -1,0 +1,99 @@
+"""Persistent response cache for configs with ``cache: true``.
+
+Keyed by (model, messages, generation parameters, repeat index): two configs that send
+exactly the same request share entries; repeats stay independent samples. Only successful
+calls are stored: an error is never cached and so never replayed.
+
+SQLite in WAL mode: safe for several processes (xdist workers) on one host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from evalgate.results import CallResult
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    created REAL NOT NULL,
+    result TEXT NOT NULL
+)
+"""
+
+
+def cache_key(
+    model: str,
+    messages: Sequence[Mapping[str, str]],
+    params: Mapping[str, Any],
+    repeat: int,
+) -> str:
+    """A stable digest of everything that determines a response."""
+    payload = json.dumps(
+        {"model": model, "messages": list(messages), "params": dict(params), "repeat": repeat},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """What is kept of an original call."""
+
+    result: CallResult
+    created: float
+
+
+class ResponseCache:
+    """A thread-safe handle on the on-disk cache."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30.0,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(SCHEMA)
+
+    def get(self, key: str) -> CacheEntry | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT result, created FROM responses WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return None
+        try:
+            return CacheEntry(CallResult(**json.loads(row[0])), row[1])
+        except (TypeError, ValueError):
+            return None  # an entry from an incompatible version: treat as a miss
+
+    def put(self, key: str, model: str, result: CallResult) -> None:
+        if result.error is not None or result.cached:
+            return  # never cache errors; never re-store a hit as if it were original
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses (key, model, created, result) "
+                "VALUES (?, ?, ?, ?)",
+                (key, model, time.time(), json.dumps(asdict(result))),
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,149 @@
+"""One model call through litellm's async API, measured: output, tokens, cost, latency, TTFT."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from evalgate.results import CallResult
+from evalgate.suite.model import Price
+
+
+@dataclass(frozen=True, slots=True)
+class CallSpec:
+    """Everything one call needs.
+
+    Attributes:
+        model: the tier's model string as written in the suite (the cache identity).
+        messages: rendered chat messages.
+        max_tokens, temperature, stream: generation parameters.
+        repeat: 0-based repeat index (part of the cache key).
+        tier: tier name (for rate limits).
+        use_cache: read and write the response cache.
+        price: explicit price; None -> litellm's price map.
+        api_base, api_key_env: endpoint override and the env var holding the key.
+        timeout_s: per-attempt timeout.
+    """
+
+    model: str
+    messages: tuple[Mapping[str, str], ...]
+    max_tokens: int
+    temperature: float
+    stream: bool
+    repeat: int
+    tier: str
+    use_cache: bool = False
+    price: Price | None = None
+    api_base: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = 120.0
+
+    def generation_params(self) -> dict[str, Any]:
+        # stream is not part of the response's identity: a streamed and a non-streamed
+        # call of the same request produce the same text.
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature}
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a call actually goes: litellm model name, base URL and key."""
+
+    model: str
+    api_base: str | None
+    api_key: str | None
+
+
+class CallFailed(Exception):
+    """An attempt failed; carries the original exception for retry decisions."""
+
+
+_litellm: Any = None
+
+
+def litellm_module() -> Any:
+    """Imports litellm once, configured for offline use (no cost-map download, no banner)."""
+    global _litellm
+    if _litellm is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        litellm.suppress_debug_info = True
+        litellm.telemetry = False
+        _litellm = litellm
+    return _litellm
+
+
+def call_cost(spec: CallSpec, endpoint: Endpoint, input_tokens: int | None,
+              output_tokens: int | None) -> float | None:
+    """USD for the call: the suite's price if given, else litellm's map, else None."""
+    if input_tokens is None or output_tokens is None:
+        return None
+    if spec.price is not None:
+        return spec.price.cost(input_tokens, output_tokens)
+    try:
+        prompt_cost, completion_cost = litellm_module().cost_per_token(
+            model=endpoint.model, prompt_tokens=input_tokens, completion_tokens=output_tokens
+        )
+    except Exception:  # litellm raises for models it has no price for
+        return None
+    return float(prompt_cost) + float(completion_cost)
+
+
+async def attempt(spec: CallSpec, endpoint: Endpoint) -> CallResult:
+    """Makes one attempt; raises the provider's exception on failure."""
+    litellm = litellm_module()
+    kwargs: dict[str, Any] = {
+        "model": endpoint.model,
+        "messages": [dict(m) for m in spec.messages],
+        "max_tokens": spec.max_tokens,
+        "temperature": spec.temperature,
+        "timeout": spec.timeout_s,
+        "max_retries": 0,  # the engine retries, with backoff that honours Retry-After
+    }
+    if endpoint.api_base:
+        kwargs["api_base"] = endpoint.api_base
+    if endpoint.api_key:
+        kwargs["api_key"] = endpoint.api_key
+    started = time.perf_counter()
+    ttft_ms: float | None = None
+    finish_reason: str | None = None
+    usage: Any = None
+    if spec.stream:
+        kwargs["stream"] = True
+        kwargs["stream_options"] = {"include_usage": True}
+        parts: list[str] = []
+        response = await litellm.acompletion(**kwargs)
+        async for chunk in response:
+            for choice in chunk.choices:
+                content = choice.delta.content
+                if content:
+                    if ttft_ms is None:
+                        ttft_ms = (time.perf_counter() - started) * 1000
+                    parts.append(content)
+                if choice.finish_reason:
+                    finish_reason = choice.finish_reason
+            chunk_usage = getattr(chunk, "usage", None)
+            if chunk_usage is not None:
+                usage = chunk_usage
+        output = "".join(parts)
+    else:
+        response = await litellm.acompletion(**kwargs)
+        choice = response.choices[0]
+        output = choice.message.content or ""
+        finish_reason = choice.finish_reason
+        usage = getattr(response, "usage", None)
+    latency_ms = (time.perf_counter() - started) * 1000
+    input_tokens = getattr(usage, "prompt_tokens", None) if usage is not None else None
+    output_tokens = getattr(usage, "completion_tokens", None) if usage is not None else None
+    return CallResult(
+        output=output,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=call_cost(spec, endpoint, input_tokens, output_tokens),
+        latency_ms=latency_ms,
+        ttft_ms=ttft_ms,
+        finish_reason=finish_reason,
+    )

@@ -1,0 +1,234 @@
+"""The one wire and storage format for results.
+
+A :class:`CaseResult` is one finished item: one call of one case under one config
+(and one repeat), with its grades. Workers append it to the run's ``results.jsonl`` the
+moment it finishes; the controller reads the same lines back to build every report. No
+other shape of result travels between modules.
+
+Only builtin-typed, JSON-safe data lives here, so a line can be written by any process
+and read by any other, and so a line never carries secrets (API keys are never part of
+a call's recorded parameters).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """What one model call produced and what it cost.
+
+    Attributes:
+        output: the generated text ("" when the call failed).
+        input_tokens: prompt tokens reported by the provider (None if unknown).
+        output_tokens: completion tokens reported by the provider (None if unknown).
+        cost_usd: what this call cost now; 0.0 for a cache hit; None if no price is known.
+        saved_usd: the cost a cache hit avoided (the original call's cost), else 0.0.
+        latency_ms: wall time of the real model call; for a cache hit, the original
+            call's latency, so latency statistics describe the model, not the cache.
+        ttft_ms: time to the first content token of the real call (None without streaming).
+        cached: True when the result came from the response cache.
+        hit_latency_ms: measured wall time of serving a cache hit (None for a real call).
+        attempts: number of attempts made (1 when the first attempt succeeded).
+        error: the final error after retries, as "Type: message"; None on success.
+        finish_reason: the provider's finish reason ("stop", "length", ...).
+    """
+
+    output: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+    saved_usd: float = 0.0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    cached: bool = False
+    hit_latency_ms: float | None = None
+    attempts: int = 1
+    error: str | None = None
+    finish_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class GradeResult:
+    """One grader's verdict on one output.
+
+    Attributes:
+        grader: the grader's name as written in the suite (``contains``, ``not-regex``...).
+        score: in [0, 1].
+        passed: whether the score reaches the grader's own pass mark.
+        reason: one line a human can read ("expected '391' in output, found '381'").
+        weight: the grader's weight in the case's weighted mean.
+        error: set when the grader itself could not run (bad user code, judge failure);
+            such a grade counts as score 0 and makes the item fail.
+    """
+
+    grader: str
+    score: float
+    passed: bool
+    reason: str
+    weight: float = 1.0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    """One finished item: one line of ``results.jsonl``.
+
+    Attributes:
+        item_key: stable key of the item, ``suite::case[config]`` (``[config-rN]`` when
+            the config has several repeats); identical to the pytest item name suffix.
+        run_id: the run that produced this line.
+        suite: suite name.  feature: the suite's feature tag.
+        suite_hash: hash of the suite definition (config + cases) the line was made with.
+        case_id, config_id, repeat: what was run (repeat is 0-based).
+        group: the case's cluster for resampling (None when the case has none).
+        tier, model: the config's tier name and its litellm model string.
+        must_pass: whether the case was marked must-pass.
+        call: the call's result.
+        grades: each grader's verdict.
+        score: weighted mean of the grades, in [0, 1] (0 when the call failed).
+        passed: score >= the suite's pass threshold and the call succeeded.
+        expected: a short human-readable statement of what was expected, for failures.
+        worker: "main" or the xdist worker id that ran it.
+        finished_at: unix time the result was recorded.
+    """
+
+    item_key: str
+    run_id: str
+    suite: str
+    feature: str
+    suite_hash: str
+    case_id: str
+    config_id: str
+    repeat: int
+    group: str | None
+    tier: str
+    model: str
+    must_pass: bool
+    call: CallResult
+    grades: tuple[GradeResult, ...] = ()
+    score: float = 0.0
+    passed: bool = False
+    expected: str = ""
+    worker: str = "main"
+    finished_at: float = 0.0
+    version: int = FORMAT_VERSION
+
+    @property
+    def errored(self) -> bool:
+        """True when the call (or a grader) failed, so the quality score is not data."""
+        return self.call.error is not None or any(g.error for g in self.grades)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaseResult:
+        data = dict(data)
+        data["call"] = CallResult(**data["call"])
+        data["grades"] = tuple(GradeResult(**g) for g in data.get("grades", ()))
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class ResultsWriter:
+    """Appends results to a JSONL file, one ``write`` per line, flushed at once.
+
+    Several processes (xdist workers) may append to the same file: the file is opened
+    with O_APPEND and each line goes out in a single ``os.write`` under an exclusive
+    ``flock``, so lines never interleave and a crash loses at most the line being written.
+    """
+
+    path: Path
+    _fd: int = field(default=-1, init=False)
+
+    def __post_init__(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def append(self, result: CaseResult) -> None:
+        import fcntl
+
+        data = (result.to_json() + "\n").encode("utf-8")
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+
+def read_results(path: Path) -> Iterator[CaseResult]:
+    """Yields every complete line of a results file; a torn last line is skipped."""
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                break  # the writer died mid-line; everything before it is intact
+            try:
+                yield CaseResult.from_dict(json.loads(line))
+            except (ValueError, TypeError, KeyError):
+                continue
+
+
+def latest_by_item(results: Iterable[CaseResult]) -> dict[str, CaseResult]:
+    """The last recorded result of each item (a resumed or re-run item supersedes)."""
+    latest: dict[str, CaseResult] = {}
+    for result in results:
+        latest[result.item_key] = result
+    return latest
+
+
+def to_rows(results: Iterable[CaseResult]) -> list[dict[str, Any]]:
+    """Flat per-item rows (for pandas and for the report's per-case table)."""
+    rows = []
+    for r in results:
+        c = r.call
+        rows.append(
+            {
+                "suite": r.suite,
+                "feature": r.feature,
+                "case_id": r.case_id,
+                "config_id": r.config_id,
+                "repeat": r.repeat,
+                "group": r.group,
+                "tier": r.tier,
+                "model": r.model,
+                "score": r.score,
+                "passed": r.passed,
+                "error": r.errored,
+                "error_message": c.error,
+                "cost_usd": c.cost_usd,
+                "saved_usd": c.saved_usd,
+                "input_tokens": c.input_tokens,
+                "output_tokens": c.output_tokens,
+                "latency_ms": c.latency_ms,
+                "ttft_ms": c.ttft_ms,
+                "cached": c.cached,
+                "hit_latency_ms": c.hit_latency_ms,
+                "attempts": c.attempts,
+                "output": c.output,
+            }
+        )
+    return rows

@@ -1,0 +1,165 @@
+"""Per-process execution: prefetch calls, grade them as they finish, record each at once.
+
+Each pytest process (the only one, or each xdist worker) has one Runner. When the first
+item of a batch runs, the runner submits the calls of every item in that batch to the
+engine, so up to ``concurrency`` calls are in flight while pytest walks the items in order.
+Each finished call is graded and appended to results.jsonl immediately, in the engine's
+thread, so an interrupted run keeps every finished result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from evalgate.engine.calls import CallSpec, Endpoint
+from evalgate.engine.engine import Engine
+from evalgate.graders.grading import grade_output
+from evalgate.plan import ItemPlan
+from evalgate.results import CallResult, CaseResult, ResultsWriter
+from evalgate.runs import RunPaths
+from evalgate.suite.model import LOCAL_PREFIX
+
+
+class Endpoints:
+    """Resolves a call's endpoint: local servers (from the run's servers.json) or providers."""
+
+    def __init__(self, servers_file: os.PathLike[str] | str) -> None:
+        self._servers_file = servers_file
+        self._local: dict[str, str] | None = None
+
+    def set_local(self, local: Mapping[str, str]) -> None:
+        self._local = dict(local)
+
+    def _local_urls(self) -> dict[str, str]:
+        if self._local is None:
+            try:
+                with open(self._servers_file, encoding="utf-8") as fh:
+                    self._local = dict(json.load(fh))
+            except (OSError, ValueError):
+                self._local = {}
+        return self._local
+
+    def __call__(self, spec: CallSpec) -> Endpoint:
+        if spec.model.startswith(LOCAL_PREFIX):
+            name = spec.model[len(LOCAL_PREFIX):]
+            url = self._local_urls().get(name)
+            if url is None:
+                raise RuntimeError(f"no server is running for {spec.model}")
+            return Endpoint(model=f"openai/{name}", api_base=url, api_key="local")
+        api_key = None
+        if spec.api_key_env:
+            api_key = os.environ.get(spec.api_key_env)
+            if not api_key:
+                raise RuntimeError(f"environment variable {spec.api_key_env} is not set "
+                                   f"(needed for {spec.model})")
+        return Endpoint(model=spec.model, api_base=spec.api_base, api_key=api_key)
+
+
+class Runner:
+    """Runs this process's items and records their results."""
+
+    def __init__(
+        self,
+        paths: RunPaths,
+        engine: Engine,
+        *,
+        worker: str = "main",
+        done: Mapping[str, CaseResult] | None = None,
+    ) -> None:
+        self.paths = paths
+        self.engine = engine
+        self.worker = worker
+        self._done = dict(done or {})
+        self._writer = ResultsWriter(paths.results)
+        # One recorder thread grades and appends, so the event loop never blocks on
+        # CPU-bound graders and lines are written in completion order.
+        self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalgate-rec")
+        self._futures: dict[str, concurrent.futures.Future[CaseResult]] = {}
+
+    def prefetch(self, plans: Iterable[ItemPlan]) -> None:
+        """Submits the calls of items not yet submitted and not already done."""
+        for plan in plans:
+            if plan.key in self._futures or self._reusable(plan) is not None:
+                continue
+            self._futures[plan.key] = self.engine.submit_coroutine(self._execute(plan))
+
+    def _reusable(self, plan: ItemPlan) -> CaseResult | None:
+        """A finished result of a resumed run, if it is for the same suite definition."""
+        done = self._done.get(plan.key)
+        if done is not None and done.suite_hash == plan.suite.suite_hash and not done.errored:
+            return done
+        return None
+
+    async def _execute(self, plan: ItemPlan) -> CaseResult:
+        call = await self.engine.run(plan.spec)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._recorder, self._record, plan, call)
+
+    def _record(self, plan: ItemPlan, call: CallResult) -> CaseResult:
+        suite, case = plan.suite, plan.case
+        graders = (*suite.graders, *case.graders)
+        if call.error is None:
+            grades, score, passed = grade_output(call.output, case, graders, suite.threshold)
+        else:
+            grades, score, passed = (), 0.0, False
+        result = CaseResult(
+            item_key=plan.key,
+            run_id=self.paths.run_id,
+            suite=suite.name,
+            feature=suite.feature,
+            suite_hash=suite.suite_hash,
+            case_id=case.id,
+            config_id=plan.config.id,
+            repeat=plan.repeat,
+            group=case.group,
+            tier=plan.config.tier,
+            model=plan.spec.model,
+            must_pass=case.must_pass,
+            call=call,
+            grades=grades,
+            score=score,
+            passed=passed,
+            expected=expected_text(plan),
+            worker=self.worker,
+            finished_at=time.time(),
+        )
+        self._writer.append(result)
+        return result
+
+    def result_for(self, plan: ItemPlan) -> tuple[CaseResult, bool]:
+        """Blocks until the item's result is recorded: (result, reused from a resumed run)."""
+        reused = self._reusable(plan)
+        if reused is not None:
+            return replace(reused, worker=self.worker), True
+        if plan.key not in self._futures:
+            self.prefetch([plan])
+        return self._futures.pop(plan.key).result(), False
+
+    def close(self) -> None:
+        for future in self._futures.values():
+            future.cancel()
+        self._recorder.shutdown(wait=True)
+        self._writer.close()
+
+
+def expected_text(plan: ItemPlan) -> str:
+    """A short statement of what the graders expect, for failure messages."""
+    from evalgate.suite.templates import render
+
+    parts = []
+    for spec in (*plan.suite.graders, *plan.case.graders):
+        shown = {k: v for k, v in spec.params.items() if isinstance(v, str | int | float | list)}
+        rendered = {
+            k: render(v, dict(plan.case.vars)) if isinstance(v, str) else v
+            for k, v in shown.items()
+        }
+        args = ", ".join(f"{k}={v!r}" for k, v in rendered.items())
+        parts.append(f"{spec.type}({args})")
+    return "; ".join(parts)

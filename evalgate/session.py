@@ -1,0 +1,291 @@
+"""One evalgate pytest session: run identity, local servers, engine, report.
+
+Registered as a plugin only when ``--evalgate`` is given. Side effects that belong to the
+whole run (starting local model servers, writing reports) happen on the controller only;
+every process (controller without xdist, or each worker) runs its own engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from evalgate import options
+from evalgate.runs import RunPaths, latest_run_id, mark_latest, new_run_id
+from evalgate.scheduling import is_eval_nodeid, shard_of
+
+if TYPE_CHECKING:
+    from evalgate.collect import EvalItem
+    from evalgate.engine.servers import LocalServers
+    from evalgate.results import CaseResult
+    from evalgate.runner import Runner
+    from evalgate.suite.model import Suite
+
+SESSION_KEY = pytest.StashKey["EvalgateSession"]()
+PROGRESS_EVERY_S = 10.0
+
+
+def session_of(config: pytest.Config) -> EvalgateSession:
+    return config.stash[SESSION_KEY]
+
+
+class EvalgateSession:
+    """Per-process state of an evalgate run (hooks are methods of this plugin object)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.worker_id: str | None = None
+        workerinput = getattr(config, "workerinput", None)
+        reports = Path(config.getoption(options.REPORTS)).resolve()
+        if workerinput is not None:
+            self.worker_id = str(workerinput["workerid"])
+            self.worker_count = int(workerinput["workercount"])
+            run_id = str(workerinput["evalgate_run_id"])
+            reports = Path(workerinput["evalgate_reports"])
+        elif config.getoption(options.RESUME):
+            run_id = latest_run_id(reports) or ""
+            if not run_id:
+                raise pytest.UsageError(f"--evalgate-resume: no earlier run under {reports}/runs")
+        else:
+            run_id = new_run_id()
+        self.paths = RunPaths(reports, run_id)
+        self.resuming = bool(config.getoption(options.RESUME))
+        self._runner: Runner | None = None
+        self._items: list[EvalItem] = []
+        self._prefetched_shards: set[int] = set()
+        self._prefetched_all = False
+        self.suites: dict[str, Suite] = {}  # controller: suite name -> Suite, for the report
+        self._servers: LocalServers | None = None
+        self._progress_total = 0
+        self._progress_done = 0
+        self._progress_stamp = time.monotonic()
+        self.report: dict[str, Any] | None = None
+        if self.is_controller:
+            mark_latest(self.paths)
+            self.paths.servers.unlink(missing_ok=True)  # stale ports from an earlier session
+
+    # -- roles ---------------------------------------------------------------------------
+
+    @property
+    def is_worker(self) -> bool:
+        return self.worker_id is not None
+
+    @property
+    def is_controller(self) -> bool:
+        return not self.is_worker
+
+    def _uses_xdist(self) -> bool:
+        return self.config.pluginmanager.has_plugin("dsession")
+
+    # -- xdist plumbing ------------------------------------------------------------------
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["evalgate_run_id"] = self.paths.run_id
+        node.workerinput["evalgate_reports"] = str(self.paths.reports)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        if config.getoption("dist", "load") == "each":
+            return None
+        from evalgate.scheduling import make_scheduler
+
+        return make_scheduler(config, log)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: Sequence[str]) -> None:
+        eval_ids = [i for i in ids if is_eval_nodeid(i)]
+        self._progress_total = len(eval_ids)
+        if self.config.option.collectonly or self.suites:
+            return
+        self._load_suites_for(eval_ids)
+        self._start_servers(self._local_models_for_ids(eval_ids))
+
+    # -- collection ----------------------------------------------------------------------
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        from evalgate.collect import EvalItem
+
+        self._items = [i for i in session.items if isinstance(i, EvalItem)]
+        if self.is_worker or self._uses_xdist():
+            return
+        self._progress_total = len(self._items)
+        for item in self._items:
+            self.suites.setdefault(item.plan.suite.name, item.plan.suite)
+        if not self.config.option.collectonly and self._items:
+            models = {i.plan.spec.model for i in self._items}
+            self._start_servers(_local_names(models))
+
+    def _load_suites_for(self, nodeids: Iterable[str]) -> None:
+        from evalgate.suite.loader import load_suite
+
+        rootpath = self.config.rootpath
+        for path in sorted({n.split("::", 1)[0] for n in nodeids}):
+            suite = load_suite(rootpath / path)
+            self.suites[suite.name] = suite
+
+    def _local_models_for_ids(self, nodeids: Iterable[str]) -> set[str]:
+        models: set[str] = set()
+        for nodeid in nodeids:
+            _, suite_name, item = nodeid.split("::", 2)
+            suite = self.suites.get(suite_name)
+            if suite is None:
+                continue
+            config_part = item[item.rfind("[") + 1 : -1]
+            for config in suite.configs:
+                if config_part == config.id or config_part.startswith(config.id + "-r"):
+                    models.add(suite.tier_of(config).model)
+        return _local_names(models)
+
+    def _start_servers(self, names: set[str]) -> None:
+        if not names:
+            return
+        from evalgate.engine.servers import LocalServers
+
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None:
+            terminal.write_line(f"evalgate: starting local model server(s): "
+                                f"{', '.join(sorted(names))}")
+        self._servers = LocalServers(self.paths.run_dir, threads=_server_threads())
+        try:
+            running = self._servers.ensure(sorted(names))
+        except Exception as exc:  # MissingModelError, LocalServerError: one clear line
+            raise pytest.UsageError(str(exc)) from None
+        urls = {name: server.base_url for name, server in running.items()}
+        tmp = self.paths.servers.with_suffix(".tmp")
+        tmp.write_text(json.dumps(urls))
+        os.replace(tmp, self.paths.servers)
+
+    # -- running -------------------------------------------------------------------------
+
+    def runner(self) -> Runner:
+        if self._runner is None:
+            from evalgate.engine.cache import ResponseCache
+            from evalgate.engine.engine import Engine
+            from evalgate.engine.retry import RetryPolicy
+            from evalgate.paths import cache_dir
+            from evalgate.results import latest_by_item, read_results
+            from evalgate.runner import Endpoints, Runner
+
+            cache = None
+            if not self.config.getoption(options.NO_CACHE):
+                directory = self.config.getoption(options.CACHE_DIR)
+                base = Path(directory) if directory else cache_dir()
+                cache = ResponseCache(base / "responses.sqlite3")
+            endpoints = Endpoints(self.paths.servers)
+            engine = Engine(
+                endpoints,
+                concurrency=self.config.getoption(options.CONCURRENCY),
+                cache=cache,
+                retry=RetryPolicy(max_attempts=self.config.getoption(options.MAX_ATTEMPTS)),
+                tier_limits=self._tier_limits(),
+            )
+            done = latest_by_item(read_results(self.paths.results)) if self.resuming else {}
+            self._runner = Runner(self.paths, engine, worker=self.worker_id or "main",
+                                  done=done)
+        return self._runner
+
+    def _tier_limits(self) -> dict[str, tuple[int | None, int | None]]:
+        """Model -> (rpm, tpm): provider limits are per model, so suites sharing one share it."""
+        limits: dict[str, tuple[int | None, int | None]] = {}
+        for suite in {id(i.plan.suite): i.plan.suite for i in self._items}.values():
+            for tier in suite.tiers.values():
+                rpm, tpm = limits.get(tier.model, (None, None))
+                limits[tier.model] = (_min(rpm, tier.rpm), _min(tpm, tier.tpm))
+        return limits
+
+    def run_item(self, item: EvalItem) -> tuple[CaseResult, bool]:
+        runner = self.runner()
+        if self.is_worker:
+            shard = shard_of(item.nodeid, self.worker_count)
+            if shard not in self._prefetched_shards:
+                self._prefetched_shards.add(shard)
+                runner.prefetch(
+                    i.plan for i in self._items if shard_of(i.nodeid, self.worker_count) == shard
+                )
+        elif not self._prefetched_all:
+            self._prefetched_all = True
+            # Honour -x / --maxfail: don't submit far ahead when the user wants to stop early.
+            runner.prefetch(i.plan for i in self._items)
+        return runner.result_for(item.plan)
+
+    # -- progress and the end of the run -------------------------------------------------
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.is_worker or report.when != "call" or not is_eval_nodeid(report.nodeid):
+            return
+        self._progress_done += 1
+        now = time.monotonic()
+        if now - self._progress_stamp >= PROGRESS_EVERY_S and self._progress_total:
+            self._progress_stamp = now
+            terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+            if terminal is not None and self.config.getoption("verbose") >= 0:
+                terminal.write_line(f"evalgate: {self._progress_done}/{self._progress_total} "
+                                    "calls done")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self._runner is not None:
+            self._runner.close()
+            self._runner.engine.close()
+            self._runner = None
+        if self.is_worker:
+            return
+        self._stop_servers()
+        if self.config.option.collectonly:
+            return
+        self.report = self._write_report()
+
+    def _write_report(self) -> dict[str, Any] | None:
+        from evalgate.report.summary import build_report, write_json
+        from evalgate.results import latest_by_item, read_results
+
+        latest = latest_by_item(read_results(self.paths.results))
+        if not latest:
+            return None
+        baselines = {name: suite.baseline for name, suite in self.suites.items()}
+        orders = {name: [c.id for c in suite.configs] for name, suite in self.suites.items()}
+        document = build_report(latest.values(), run_id=self.paths.run_id, baselines=baselines,
+                                config_orders=orders)
+        write_json(document, self.paths.report_json)
+        write_json(document, self.paths.run_dir / "evalgate.json")
+        return document
+
+    def _stop_servers(self) -> None:
+        if self._servers is not None:
+            self._servers.stop_all()
+            self._servers = None
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self._stop_servers()  # also after an internal error or Ctrl-C during collection
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.is_worker or self.report is None:
+            return
+        from evalgate.report.summary import format_tables
+
+        terminalreporter.section("evalgate")
+        for line in format_tables(self.report):
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"report: {self.paths.report_json}  "
+                                    f"results: {self.paths.results}")
+
+
+def _local_names(models: Iterable[str]) -> set[str]:
+    from evalgate.suite.model import LOCAL_PREFIX
+
+    return {m[len(LOCAL_PREFIX):] for m in models if m.startswith(LOCAL_PREFIX)}
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _server_threads() -> int:
+    return int(os.environ.get("EVALGATE_LOCAL_THREADS", str(min(2, os.cpu_count() or 2))))

@@ -1,0 +1,782 @@
+"""One suite's per-item rows -> figures, paired comparisons, verdicts, frontier, gate.
+
+:func:`analyze_suite` is pure and seeded: the same rows (in any order) and seed give the
+same :class:`SuiteAnalysis`. Every random draw comes from a generator seeded by ``seed``
+and the name of what it is for, so adding a config leaves the others' numbers unchanged.
+
+Conventions (the design's "Statistics" section is the standard):
+
+- a case's score is the mean over its repeats that completed (``error`` False); repeats
+  are never counted as cases. A case counts as completed when at least one repeat did.
+- errored calls are counted (``n_errors``, ``error_rate`` = errored calls / calls) but
+  left out of quality, pairing, cost and latency figures;
+- cost and latency describe completed calls; a config's cost is unknown (None) if any of
+  its completed calls has no price;
+- the score kind is "binary" when every case score (after averaging repeats, all configs)
+  is 0 or 1, else "continuous".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evalgate.stats._common import Record, Units, derive_seed, finite_or_none, make_units
+from evalgate.stats.noninferiority import NonInferiorityTest, Verdict, holm, noninferiority_test
+from evalgate.stats.paired import (
+    Interval,
+    difference_test,
+    mean_ci,
+    paired_delta_ci,
+    ratio_ci,
+    resample_blocks,
+)
+from evalgate.stats.pareto import frontier_probability, pareto_front
+from evalgate.stats.quantiles import QuantileCI, quantile_ci
+
+MIN_GATE_CASES = 100
+"""Below this many baseline-completed cases a suite reports but does not gate."""
+ERROR_EXCESS = 0.05
+"""A candidate whose error rate exceeds the baseline's by more than this is flagged."""
+ERROR_MAX = 0.10
+"""A candidate whose error rate exceeds this is flagged."""
+FRONTIER_RESAMPLES = 2000
+CI_LEVEL = 0.95
+SLO_KEYS = ("p95_latency_ms", "cost_per_case")
+
+_CI_ALPHA = 1 - CI_LEVEL
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigStats(Record):
+    """One config's figures in the suite.
+
+    Attributes:
+        config_id: the config.  is_baseline: whether it is the suite's baseline.
+        n_cases: distinct cases run.  n_completed: cases with at least one completed call.
+        n_calls: calls (items, repeats included).  n_errors: calls that errored.
+        error_rate: n_errors / n_calls.
+        quality: mean case score with its 95% interval (bootstrap over cases, resampling
+            groups when cases are clustered; t-interval from 300 units on).
+        pass_rate: share of completed calls that passed.
+        cost_per_case: mean cost of a case (mean over its completed repeats) with its 95%
+            interval; None when any completed call has an unknown price.
+        total_cost_usd: cost of all completed calls (None when unknown).
+        latency_p50, latency_p95, ttft_p50, ttft_p95: quantiles over completed calls with
+            order-statistic 95% intervals (None when there is no value at all).
+        cache_hits: completed calls served from the cache.  saved_usd: what they saved.
+    """
+
+    config_id: str
+    is_baseline: bool
+    n_cases: int
+    n_completed: int
+    n_calls: int
+    n_errors: int
+    error_rate: float
+    quality: Interval
+    pass_rate: float | None
+    cost_per_case: Interval | None
+    total_cost_usd: float | None
+    latency_p50: QuantileCI | None
+    latency_p95: QuantileCI | None
+    ttft_p50: QuantileCI | None
+    ttft_p95: QuantileCI | None
+    cache_hits: int
+    saved_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison(Record):
+    """A candidate against the baseline, paired on cases both completed.
+
+    Attributes:
+        config_id, baseline: the two configs.
+        n_paired: cases both completed.
+        delta: mean paired difference cand - base with its 95% interval.
+        sd_delta: sd of the paired differences (NaN under 2 pairs).
+        zero_variance: every paired difference is identical (e.g. a cache replaying the
+            baseline); ``delta`` then has zero width, which the verdict does not rely on.
+        p_value, test: two-sided difference test ("mcnemar-exact" for binary scores,
+            "wilcoxon-zsplit" for continuous ones).
+        discordant: (cases only the candidate passed, cases only the baseline passed) for
+            binary scores, else None.
+        savings_pct: cost saving vs the baseline in %, 100·(1 - Σcost_cand/Σcost_base)
+            over paired cases, with its 95% interval; None when a cost is unknown.
+        latency_p95_ratio: candidate p95 latency / baseline p95 latency.
+        noninferiority: the non-inferiority test before multiplicity adjustment.
+        p_adjusted: its one-sided p, Holm-adjusted across the suite's candidates.
+        error_flag: error rate above the baseline's by > 5 points, or above 10%.
+        quality_verdict: the statistical verdict (after Holm).
+        verdict: the final verdict: ``quality_verdict``, except FAIL when ``error_flag``
+            (a config that errors more fails its users however good its answers are).
+        reason: one line a human can read.
+    """
+
+    config_id: str
+    baseline: str
+    n_paired: int
+    delta: Interval
+    sd_delta: float
+    zero_variance: bool
+    p_value: float
+    test: str
+    discordant: tuple[int, int] | None
+    savings_pct: Interval | None
+    latency_p95_ratio: float | None
+    noninferiority: NonInferiorityTest
+    p_adjusted: float
+    error_flag: bool
+    quality_verdict: Verdict
+    verdict: Verdict
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pareto(Record):
+    """Pareto frontier over the observed means, and the bootstrap chance of being on it.
+
+    Attributes:
+        objectives: the objectives used, of "quality" (higher is better), "cost_per_case"
+            and "latency_p95_ms" (lower is better). Cost is left out when no config has a
+            known cost.
+        frontier: configs on the observed frontier.
+        probability: config -> share of joint resamples (same resampled cases for every
+            config) in which it is on the frontier; None for a config that cannot be
+            placed (no completed call, or unknown cost while cost is an objective).
+        n_resamples: joint resamples drawn.
+    """
+
+    objectives: tuple[str, ...]
+    frontier: tuple[str, ...]
+    probability: dict[str, float | None]
+    n_resamples: int
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation(Record):
+    """The cheapest candidate that passes non-inferiority (after Holm) and meets the SLOs.
+
+    Attributes:
+        config_id: the recommended config.  verdict: its verdict (PASS).
+        delta: mean paired quality difference with its 95% interval.
+        n_paired: paired cases.  p_value: Holm-adjusted one-sided non-inferiority p.
+        savings_pct: cost saving vs the baseline in % with its interval (None if unknown).
+        cost_per_case, latency_p95_ms: its point figures.
+        reason: one line a human can read.
+    """
+
+    config_id: str
+    verdict: Verdict
+    delta: Interval
+    n_paired: int
+    p_value: float
+    savings_pct: Interval | None
+    cost_per_case: float | None
+    latency_p95_ms: float | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class GateReason(Record):
+    """Why one gated config blocks: its verdict and a line a human can read."""
+
+    config_id: str
+    verdict: Verdict
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gate(Record):
+    """The PR gate's input: blocking reasons, when the suite gates at all.
+
+    Attributes:
+        gating: whether this suite gates (enough cases, or forced).
+        note: why it does or does not gate.
+        fail: gated configs whose verdict is FAIL (always block).
+        inconclusive: gated configs whose verdict is INCONCLUSIVE (the caller decides;
+            they block by default).
+    """
+
+    gating: bool
+    note: str
+    fail: tuple[GateReason, ...]
+    inconclusive: tuple[GateReason, ...]
+
+    def blocks(self, *, inconclusive_blocks: bool = True) -> bool:
+        return bool(self.fail or (inconclusive_blocks and self.inconclusive))
+
+
+@dataclass(frozen=True, slots=True)
+class SuiteAnalysis(Record):
+    """Everything the statistics say about one suite. ``to_dict()`` is JSON-safe.
+
+    Attributes:
+        baseline, margin, alpha, seed, n_boot: the inputs that shaped the numbers.
+        score_kind: "binary" or "continuous".
+        clustered: some cases share a group (resampled together).
+        n_cases: distinct cases in the suite.
+        configs: config id -> :class:`ConfigStats` (baseline first).
+        comparisons: candidate id -> :class:`Comparison`.
+        pareto: the frontier.  recommendation: or None when no candidate qualifies.
+        gate: blocking reasons.  notes: anything a reader should know (one line each).
+    """
+
+    baseline: str
+    margin: float
+    alpha: float
+    seed: int
+    n_boot: int
+    score_kind: str
+    clustered: bool
+    n_cases: int
+    configs: dict[str, ConfigStats]
+    comparisons: dict[str, Comparison]
+    pareto: Pareto
+    recommendation: Recommendation | None
+    gate: Gate
+    notes: tuple[str, ...]
+
+
+# --- input ---------------------------------------------------------------------------------
+
+
+def _normalise(df: pd.DataFrame) -> pd.DataFrame:
+    """The columns analysis needs, with builtin-friendly dtypes and defaults."""
+    missing = [c for c in ("case_id", "config_id", "score") if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"results frame lacks column(s) {missing}; it has {sorted(map(str, df.columns))}"
+        )
+    n = len(df)
+
+    def column(name: str, default: Any) -> pd.Series:
+        if name in df.columns:
+            return df[name].reset_index(drop=True)
+        return pd.Series([default] * n, dtype=object)
+
+    def flags(name: str) -> np.ndarray:
+        return np.asarray(column(name, False).fillna(False).to_numpy(), dtype=bool)
+
+    def numbers(name: str, default: float = math.nan) -> np.ndarray:
+        return pd.to_numeric(column(name, default), errors="coerce").to_numpy(dtype=float)
+
+    rows = pd.DataFrame(
+        {
+            "case_id": column("case_id", "").astype(str).to_numpy(dtype=object),
+            "config_id": column("config_id", "").astype(str).to_numpy(dtype=object),
+            "group": column("group", None).to_numpy(dtype=object),
+            "score": numbers("score"),
+            "passed": flags("passed"),
+            "error": flags("error"),
+            "cost_usd": numbers("cost_usd"),
+            "saved_usd": np.nan_to_num(numbers("saved_usd", 0.0)),
+            "latency_ms": numbers("latency_ms"),
+            "ttft_ms": numbers("ttft_ms"),
+            "cached": flags("cached"),
+        }
+    )
+    scores = rows.loc[~rows["error"], "score"]
+    bad = scores[~scores.between(0.0, 1.0)]
+    if len(bad):
+        first = rows.loc[bad.index[0]]
+        raise ValueError(
+            f"score must be a number in [0, 1] for every completed call; {len(bad)} are not "
+            f"(first: case {first['case_id']!r}, config {first['config_id']!r}, "
+            f"score {first['score']!r})"
+        )
+    return rows
+
+
+def _case_units(rows: pd.DataFrame, cases: np.ndarray) -> tuple[Units, bool]:
+    """Resampling units of the suite's cases; True if a case carries two different groups."""
+    labelled = rows[rows["group"].notna()]
+    per_case = labelled.groupby("case_id")["group"]
+    conflict = bool((per_case.nunique() > 1).any())
+    labels = per_case.first().reindex(cases)
+    # Sorted group labels keep the unit numbering, hence the draws, independent of row order.
+    labels = labels.astype(object).where(labels.notna(), None).to_numpy()
+    present = [g for g in labels if g is not None]
+    order = {g: i for i, g in enumerate(sorted(set(map(str, present))))}
+    keyed = [None if g is None else order[str(g)] for g in labels]
+    return make_units(keyed, len(cases)), conflict
+
+
+def _case_means(codes: tuple[np.ndarray, np.ndarray], values: np.ndarray, shape: tuple[int, int]):
+    """Mean of ``values`` per (case, config) cell; NaN for empty cells."""
+    sums = np.zeros(shape)
+    counts = np.zeros(shape)
+    np.add.at(sums, codes, values)
+    np.add.at(counts, codes, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / counts, np.nan)
+
+
+# --- formatting ------------------------------------------------------------------------------
+
+
+def _f(value: float | None, spec: str = "+.3f") -> str:
+    return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def _reason(c: dict[str, Any], margin: float, alpha: float, base_error_rate: float) -> str:
+    ni: NonInferiorityTest = c["ni"]
+    level = f"{1 - 2 * alpha:.0%}"
+    facts = f"Δ={_f(c['delta'].estimate)}, {ni.test}, N={ni.n}"
+    if c["error_flag"]:
+        return (
+            f"FAIL: error rate {c['error_rate']:.1%} vs baseline {base_error_rate:.1%} "
+            f"(flagged above +{ERROR_EXCESS:.0%} or {ERROR_MAX:.0%}); "
+            f"quality {c['quality_verdict']} ({facts})"
+        )
+    if ni.n == 0:
+        return "INCONCLUSIVE: no case completed by both the candidate and the baseline"
+    verdict = c["quality_verdict"]
+    if verdict is Verdict.PASS:
+        return (
+            f"PASS: {level} lower bound {_f(ni.lower)} > -δ={-margin:.3f} "
+            f"({facts}, Holm p={_f(c['p_adjusted'], '.3g')})"
+        )
+    if verdict is Verdict.FAIL:
+        return f"FAIL: {level} upper bound {_f(ni.upper)} < -δ={-margin:.3f} ({facts})"
+    extra = ""
+    if ni.p_value < alpha:
+        extra = f"; passes unadjusted (p={_f(ni.p_value, '.3g')}) but not after Holm"
+    need = f"about {ni.n_needed} cases" if ni.n_needed else "more cases"
+    return (
+        f"INCONCLUSIVE: {level} CI [{_f(ni.lower)}, {_f(ni.upper)}] includes "
+        f"-δ={-margin:.3f} ({facts}){extra}; {need} give 80% power if the true Δ is 0; "
+        f"this N can show δ >= {_f(ni.min_detectable_margin, '.3f')}"
+    )
+
+
+# --- the analysis ----------------------------------------------------------------------------
+
+
+def analyze_suite(
+    df: pd.DataFrame,
+    *,
+    baseline: str,
+    margin: float = 0.05,
+    alpha: float = 0.05,
+    gated: Collection[str] | None = None,
+    force_gate: bool = False,
+    slo: Mapping[str, float] | None = None,
+    seed: int = 0,
+    n_boot: int = 10_000,
+    n_frontier_boot: int = FRONTIER_RESAMPLES,
+) -> SuiteAnalysis:
+    """Analyse one suite's per-item rows against its baseline config.
+
+    Args:
+        df: one row per item (call) with columns case_id, config_id, repeat, group, score,
+            passed, error, cost_usd, saved_usd, latency_ms, ttft_ms, cached (only case_id,
+            config_id and score are required; the rest default to "absent").
+        baseline: the baseline config id.
+        margin: non-inferiority margin δ on the score scale.  alpha: one-sided level α.
+        gated: config ids whose verdict can block (None: every candidate).
+        force_gate: gate even under 100 cases.
+        slo: optional limits a recommendation must meet: ``p95_latency_ms``,
+            ``cost_per_case``.
+        seed: seeds every resampling.  n_boot: bootstrap resamples for intervals.
+        n_frontier_boot: joint resamples for the frontier probability.
+
+    Raises:
+        ValueError: on a missing column, a score outside [0, 1], an absent baseline, or
+            parameters out of range (naming what was expected and what arrived).
+    """
+    if not 0 < margin < 1:
+        raise ValueError(f"margin must be in (0, 1) (got {margin!r})")
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5) (got {alpha!r})")
+    slo = dict(slo or {})
+    unknown = sorted(set(slo) - set(SLO_KEYS))
+    if unknown:
+        raise ValueError(f"slo keys must be among {list(SLO_KEYS)} (got {unknown})")
+
+    rows = _normalise(df)
+    present = list(dict.fromkeys(rows["config_id"]))
+    if baseline not in present:
+        raise ValueError(
+            f"baseline {baseline!r} has no results in this suite (configs: {sorted(present)})"
+        )
+    order = [baseline] + [c for c in present if c != baseline]
+    candidates = order[1:]
+    notes: list[str] = []
+
+    cases = np.sort(rows["case_id"].unique())
+    units, conflict = _case_units(rows, cases)
+    if conflict:
+        notes.append("some cases carry different groups in different rows; the first is used")
+    case_code = pd.Categorical(rows["case_id"], categories=cases).codes.astype(np.int64)
+    config_code = pd.Categorical(rows["config_id"], categories=order).codes.astype(np.int64)
+    ok = ~rows["error"].to_numpy()
+    shape = (len(cases), len(order))
+    cells = (case_code[ok], config_code[ok])
+    scores = _case_means(cells, rows["score"].to_numpy()[ok], shape)
+    costs = _case_means(cells, rows["cost_usd"].to_numpy()[ok], shape)
+    completed = ~np.isnan(scores)
+
+    values = scores[completed]
+    binary = bool(len(values)) and bool(np.all((values == 0) | (values == 1)))
+    groups_all = units.index if units.clustered else None
+
+    # --- per config
+    configs: dict[str, ConfigStats] = {}
+    call_latencies: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for j, cid in enumerate(order):
+        mine = config_code == j
+        good = mine & ok
+        r = rows[good]
+        mask = completed[:, j]
+        groups = groups_all[mask] if groups_all is not None else None
+        cost_known = bool(good.any()) and not bool(r["cost_usd"].isna().any())
+        lat = r["latency_ms"].to_numpy()
+        ttft = r["ttft_ms"].to_numpy()
+        lat_ok = ~np.isnan(lat)
+        sort = np.argsort(lat[lat_ok], kind="stable")
+        call_latencies[cid] = (lat[lat_ok][sort], units.index[case_code[good][lat_ok]][sort])
+        n_calls = int(mine.sum())
+        n_errors = n_calls - int(good.sum())
+        configs[cid] = ConfigStats(
+            config_id=cid,
+            is_baseline=j == 0,
+            n_cases=int(np.unique(case_code[mine]).size),
+            n_completed=int(mask.sum()),
+            n_calls=n_calls,
+            n_errors=n_errors,
+            error_rate=n_errors / n_calls,
+            quality=mean_ci(
+                scores[mask, j],
+                groups,
+                alpha=_CI_ALPHA,
+                n_boot=n_boot,
+                seed=derive_seed(seed, "quality", cid),
+            ),
+            pass_rate=float(r["passed"].mean()) if len(r) else None,
+            cost_per_case=mean_ci(
+                costs[mask, j],
+                groups,
+                alpha=_CI_ALPHA,
+                n_boot=n_boot,
+                seed=derive_seed(seed, "cost", cid),
+            )
+            if cost_known
+            else None,
+            total_cost_usd=float(r["cost_usd"].sum()) if cost_known else None,
+            latency_p50=quantile_ci(lat, 0.50) if lat_ok.any() else None,
+            latency_p95=quantile_ci(lat, 0.95) if lat_ok.any() else None,
+            ttft_p50=quantile_ci(ttft, 0.50) if (~np.isnan(ttft)).any() else None,
+            ttft_p95=quantile_ci(ttft, 0.95) if (~np.isnan(ttft)).any() else None,
+            cache_hits=int(r["cached"].sum()),
+            saved_usd=float(r["saved_usd"].sum()),
+        )
+    base = configs[baseline]
+    if base.n_completed == 0:
+        notes.append(f"the baseline {baseline!r} completed no case: nothing can be compared")
+
+    # --- per candidate
+    raw: dict[str, dict[str, Any]] = {}
+    for j, cid in enumerate(order[1:], start=1):
+        pair = completed[:, 0] & completed[:, j]
+        d = scores[pair, j] - scores[pair, 0]
+        groups = groups_all[pair] if groups_all is not None else None
+        p_value, test = difference_test(d, binary=binary)
+        savings = None
+        if configs[cid].cost_per_case is not None and base.cost_per_case is not None:
+            ratio = ratio_ci(
+                costs[pair, j],
+                costs[pair, 0],
+                groups,
+                alpha=_CI_ALPHA,
+                n_boot=n_boot,
+                seed=derive_seed(seed, "savings", cid),
+            )
+            savings = Interval(
+                100 * (1 - ratio.estimate),
+                100 * (1 - ratio.high),
+                100 * (1 - ratio.low),
+                ratio.level,
+                ratio.method,
+                ratio.n,
+                ratio.n_units,
+            )
+        p95_c, p95_b = configs[cid].latency_p95, base.latency_p95
+        lat_ratio = None
+        if p95_c is not None and p95_b is not None and p95_b.estimate:
+            lat_ratio = finite_or_none(p95_c.estimate / p95_b.estimate)
+        cand_err = configs[cid].error_rate
+        ni = noninferiority_test(d, margin=margin, alpha=alpha, binary=binary, groups=groups)
+        raw[cid] = {
+            "n_paired": int(pair.sum()),
+            "delta": paired_delta_ci(
+                d, groups, alpha=_CI_ALPHA, n_boot=n_boot, seed=derive_seed(seed, "delta", cid)
+            ),
+            "sd_delta": float(d.std(ddof=1)) if len(d) > 1 else math.nan,
+            "zero_variance": ni.identical,
+            "p_value": p_value,
+            "test": test,
+            "discordant": (int(np.sum(d > 0)), int(np.sum(d < 0))) if binary else None,
+            "savings": savings,
+            "lat_ratio": lat_ratio,
+            "ni": ni,
+            "error_rate": cand_err,
+            "error_flag": cand_err > base.error_rate + ERROR_EXCESS or cand_err > ERROR_MAX,
+        }
+
+    adjusted = holm([raw[c]["ni"].p_value for c in candidates])
+    comparisons: dict[str, Comparison] = {}
+    for cid, p_adj in zip(candidates, adjusted, strict=True):
+        c = raw[cid]
+        c["p_adjusted"] = float(p_adj)
+        c["quality_verdict"] = c["ni"].verdict(p_adjusted=float(p_adj))
+        c["verdict"] = Verdict.FAIL if c["error_flag"] else c["quality_verdict"]
+        comparisons[cid] = Comparison(
+            config_id=cid,
+            baseline=baseline,
+            n_paired=c["n_paired"],
+            delta=c["delta"],
+            sd_delta=c["sd_delta"],
+            zero_variance=c["zero_variance"],
+            p_value=c["p_value"],
+            test=c["test"],
+            discordant=c["discordant"],
+            savings_pct=c["savings"],
+            latency_p95_ratio=c["lat_ratio"],
+            noninferiority=c["ni"],
+            p_adjusted=c["p_adjusted"],
+            error_flag=c["error_flag"],
+            quality_verdict=c["quality_verdict"],
+            verdict=c["verdict"],
+            reason=_reason(c, margin, alpha, base.error_rate),
+        )
+        if c["zero_variance"]:
+            notes.append(
+                f"{cid}: every paired difference is identical ({_f(c['delta'].estimate)}); "
+                "its verdict uses the exact bound for identical outcomes, not the zero-width "
+                "interval"
+            )
+
+    pareto = _pareto(configs, order, scores, costs, units, call_latencies, seed, n_frontier_boot)
+    recommendation = _recommend(configs, comparisons, slo, margin, baseline)
+    if recommendation is None:
+        why = "no candidate passes non-inferiority"
+        if slo and any(c.verdict is Verdict.PASS for c in comparisons.values()):
+            why = "no candidate that passes non-inferiority meets the SLOs"
+        notes.append(f"no recommendation: {why} at δ={margin} (Holm-adjusted α={alpha})")
+    gate = _gate(comparisons, baseline, candidates, gated, force_gate, base.n_completed)
+    if not gate.gating:
+        notes.append(gate.note)
+    return SuiteAnalysis(
+        baseline=baseline,
+        margin=margin,
+        alpha=alpha,
+        seed=seed,
+        n_boot=n_boot,
+        score_kind="binary" if binary else "continuous",
+        clustered=units.clustered,
+        n_cases=len(cases),
+        configs=configs,
+        comparisons=comparisons,
+        pareto=pareto,
+        recommendation=recommendation,
+        gate=gate,
+        notes=tuple(notes),
+    )
+
+
+def _gate(
+    comparisons: dict[str, Comparison],
+    baseline: str,
+    candidates: list[str],
+    gated: Collection[str] | None,
+    force_gate: bool,
+    n_baseline: int,
+) -> Gate:
+    gating = force_gate or n_baseline >= MIN_GATE_CASES
+    if force_gate:
+        note = "gating (forced)"
+    elif gating:
+        note = f"gating: the baseline completed {n_baseline} cases (>= {MIN_GATE_CASES})"
+    else:
+        note = (
+            f"reports but does not gate: the baseline completed {n_baseline} cases "
+            f"(< {MIN_GATE_CASES}); force the gate to block anyway"
+        )
+    fail: list[GateReason] = []
+    inconclusive: list[GateReason] = []
+    if gating:
+        targets = candidates if gated is None else list(dict.fromkeys(gated))
+        for cid in targets:
+            if cid == baseline:
+                continue
+            comp = comparisons.get(cid)
+            if comp is None:
+                message = f"{cid}: no results in this suite"
+                inconclusive.append(GateReason(cid, Verdict.INCONCLUSIVE, message))
+            elif comp.verdict is Verdict.FAIL:
+                fail.append(GateReason(cid, comp.verdict, f"{cid}: {comp.reason}"))
+            elif comp.verdict is Verdict.INCONCLUSIVE:
+                inconclusive.append(GateReason(cid, comp.verdict, f"{cid}: {comp.reason}"))
+    return Gate(gating, note, tuple(fail), tuple(inconclusive))
+
+
+def _recommend(
+    configs: dict[str, ConfigStats],
+    comparisons: dict[str, Comparison],
+    slo: dict[str, float],
+    margin: float,
+    baseline: str,
+) -> Recommendation | None:
+    def p95(cid: str) -> float | None:
+        q = configs[cid].latency_p95
+        return q.estimate if q is not None else None
+
+    def cost(cid: str) -> float | None:
+        c = configs[cid].cost_per_case
+        return c.estimate if c is not None else None
+
+    def within(value: float | None, key: str) -> bool:
+        return key not in slo or (value is not None and value <= slo[key])
+
+    def meets(cid: str) -> bool:
+        return within(p95(cid), "p95_latency_ms") and within(cost(cid), "cost_per_case")
+
+    passing = [cid for cid, c in comparisons.items() if c.verdict is Verdict.PASS]
+    qualifying = [cid for cid in passing if meets(cid)]
+    if not qualifying:
+        return None
+    inf = math.inf
+    best = min(
+        qualifying,
+        key=lambda c: (
+            cost(c) if cost(c) is not None else inf,
+            p95(c) if p95(c) is not None else inf,
+            c,
+        ),
+    )
+    comp = comparisons[best]
+    saving = comp.savings_pct
+    saving_text = (
+        f"saves {saving.estimate:.1f}% cost [{_f(saving.low, '.1f')}, {_f(saving.high, '.1f')}]"
+        if saving is not None
+        else "cost saving unknown"
+    )
+    slo_text = " and meeting the SLOs" if slo else ""
+    reason = (
+        f"{best}: cheapest of {len(qualifying)} candidate(s) passing non-inferiority at "
+        f"δ={margin}{slo_text} vs {baseline}; Δ={_f(comp.delta.estimate)} "
+        f"[{_f(comp.delta.low)}, {_f(comp.delta.high)}], N={comp.n_paired}, "
+        f"Holm p={_f(comp.p_adjusted, '.3g')}, {saving_text}"
+    )
+    return Recommendation(
+        config_id=best,
+        verdict=comp.verdict,
+        delta=comp.delta,
+        n_paired=comp.n_paired,
+        p_value=comp.p_adjusted,
+        savings_pct=saving,
+        cost_per_case=cost(best),
+        latency_p95_ms=p95(best),
+        reason=reason,
+    )
+
+
+def _pareto(
+    configs: dict[str, ConfigStats],
+    order: list[str],
+    scores: np.ndarray,
+    costs: np.ndarray,
+    units: Units,
+    call_latencies: dict[str, tuple[np.ndarray, np.ndarray]],
+    seed: int,
+    n_resamples: int,
+) -> Pareto:
+    use_cost = any(configs[c].cost_per_case is not None for c in order)
+    objectives = (
+        ("quality", "cost_per_case", "latency_p95_ms")
+        if use_cost
+        else ("quality", "latency_p95_ms")
+    )
+    maximize = (True, False, False) if use_cost else (True, False)
+    placed = [
+        j
+        for j, c in enumerate(order)
+        if configs[c].n_completed > 0
+        and configs[c].latency_p95 is not None
+        and (configs[c].cost_per_case is not None or not use_cost)
+    ]
+    probability: dict[str, float | None] = {c: None for c in order}
+    if not placed:
+        return Pareto(objectives, (), probability, 0)
+
+    def observed(c: ConfigStats) -> list[float]:
+        p95 = c.latency_p95.estimate if c.latency_p95 else math.nan
+        cost = c.cost_per_case.estimate if c.cost_per_case else math.nan
+        return [c.quality.estimate, cost, p95] if use_cost else [c.quality.estimate, p95]
+
+    points = np.array([observed(configs[order[j]]) for j in placed], dtype=float)
+    front = pareto_front(points, maximize)
+    probs = _joint_frontier_probability(
+        scores[:, placed],
+        costs[:, placed] if use_cost else None,
+        units,
+        [call_latencies[order[j]] for j in placed],
+        maximize,
+        np.random.default_rng(derive_seed(seed, "frontier")),
+        n_resamples,
+    )
+    for j, p in zip(placed, probs, strict=True):
+        probability[order[j]] = float(p)
+    frontier = tuple(order[j] for j, on in zip(placed, front, strict=True) if on)
+    return Pareto(objectives, frontier, probability, n_resamples)
+
+
+def _joint_frontier_probability(
+    scores: np.ndarray,
+    costs: np.ndarray | None,
+    units: Units,
+    latencies: list[tuple[np.ndarray, np.ndarray]],
+    maximize: tuple[bool, ...],
+    rng: np.random.Generator,
+    n_resamples: int,
+    q: float = 0.95,
+) -> np.ndarray:
+    """Frontier probability from a joint bootstrap of cases (or groups).
+
+    Every config sees the same resampled units in a resample, so the configs' correlation
+    (same hard cases) is kept. A resample's quality and cost are means over the config's
+    completed cases drawn; its p95 is the weighted (inverted-CDF) 95th percentile of the
+    latencies of the calls of the drawn cases.
+    """
+    if n_resamples <= 0:
+        return np.full(scores.shape[1], math.nan)
+
+    def unit_sums(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seen = ~np.isnan(matrix)
+        return units.totals(np.where(seen, matrix, 0.0)), units.totals(seen.astype(float))
+
+    q_num, q_den = unit_sums(scores)
+    c_num, c_den = unit_sums(costs) if costs is not None else (None, None)
+    widest = max(len(lat) for lat, _ in latencies)
+    on_front = np.zeros(scores.shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for counts in resample_blocks(units.count, n_resamples, rng, width=widest):
+            columns = [(counts @ q_num) / (counts @ q_den)]
+            if c_num is not None:
+                columns.append((counts @ c_num) / (counts @ c_den))
+            p95 = np.full((len(counts), len(latencies)), math.nan)
+            for k, (lat, lat_units) in enumerate(latencies):
+                cum = np.cumsum(counts[:, lat_units], axis=1)
+                total = cum[:, -1]
+                index = np.minimum((cum < q * total[:, None]).sum(axis=1), len(lat) - 1)
+                p95[:, k] = np.where(total > 0, lat[index], math.nan)
+            columns.append(p95)
+            samples = np.stack(columns, axis=-1)
+            on_front += frontier_probability(samples, maximize) * len(counts)
+    return on_front / n_resamples

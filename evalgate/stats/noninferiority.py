@@ -1,0 +1,356 @@
+"""Non-inferiority of a candidate against the baseline, at margin δ and level α.
+
+H0: Δ <= -δ (the candidate loses at least the margin) against H1: Δ > -δ, where
+Δ = E[cand - base] over cases. Three outcomes (:class:`Verdict`):
+
+- PASS: the one-sided p of H0 (Holm-adjusted across a suite's candidates) is below α,
+  i.e. the lower bound of the (1-2α) interval of Δ lies above -δ;
+- FAIL: the upper bound of that interval lies below -δ (the loss exceeds the margin);
+- INCONCLUSIVE: neither; the report then says how many cases would settle it.
+
+Tests: Tango's score test for binary scores (paired proportions), the paired t-test on
+d + δ for continuous ones, a cluster-robust t when cases are grouped, and an exact,
+distribution-free bound when every paired difference is identical (see
+:func:`identical_noninferiority`).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, stats
+
+from evalgate.stats._common import Record, make_units
+from evalgate.stats.paired import GroupLabels
+
+POWER = 0.8
+
+
+class Verdict(enum.StrEnum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    INCONCLUSIVE = "INCONCLUSIVE"
+
+
+@dataclass(frozen=True, slots=True)
+class NonInferiorityTest(Record):
+    """One candidate's non-inferiority test (before any multiplicity adjustment).
+
+    Attributes:
+        test: ``"tango"``, ``"paired-t"``, ``"cluster-t"``, ``"exact-identical"`` (every
+            paired difference identical), or ``"none"`` (fewer pairs than the test needs).
+        margin, alpha: δ and α.
+        n: paired cases.  n_units: independent units (groups when clustered).
+        statistic: Tango's z or the t statistic (NaN for the exact test).
+        p_value: one-sided p of H0: Δ <= -δ (small -> PASS).
+        p_worse: one-sided p of H0': Δ >= -δ (small -> FAIL).
+        lower, upper: the (1-2α) two-sided interval of Δ that the same test gives
+            (Tango: score-test inversion; exact-identical: the exact bound).
+        sd: sd of the paired differences used for planning (clustered: se·sqrt(n), i.e.
+            including the design effect).
+        identical: every paired difference is the same value.
+        n_needed: cases for 80% power at this sd if the true Δ is 0 (exact-identical: cases
+            for the exact bound to pass if the outputs stay identical).
+        min_detectable_margin: the smallest δ this n can demonstrate at 80% power
+            (exact-identical: the smallest δ the exact bound passes at this n).
+    """
+
+    test: str
+    margin: float
+    alpha: float
+    n: int
+    n_units: int
+    statistic: float
+    p_value: float
+    p_worse: float
+    lower: float
+    upper: float
+    sd: float
+    identical: bool
+    n_needed: int | None
+    min_detectable_margin: float | None
+
+    def verdict(self, p_adjusted: float | None = None) -> Verdict:
+        """PASS if the (adjusted) p < α; FAIL if the upper bound < -δ; else INCONCLUSIVE."""
+        p = self.p_value if p_adjusted is None else p_adjusted
+        if p < self.alpha:
+            return Verdict.PASS
+        if self.upper < -self.margin:
+            return Verdict.FAIL
+        return Verdict.INCONCLUSIVE
+
+
+def _z_sum(alpha: float, power: float = POWER) -> float:
+    return float(stats.norm.ppf(1 - alpha) + stats.norm.ppf(power))
+
+
+def n_needed(sd: float, margin: float, *, alpha: float = 0.05, power: float = POWER) -> int | None:
+    """Cases for ``power`` to show non-inferiority at ``margin`` when the true Δ is 0.
+
+    ((z_{1-α} + z_power) · sd / δ)², rounded up; None when sd is unknown (NaN).
+    """
+    if not math.isfinite(sd) or margin <= 0:
+        return None
+    return max(1, math.ceil((_z_sum(alpha, power) * sd / margin) ** 2 - 1e-9))
+
+
+def min_detectable_margin(
+    sd: float, n: int, *, alpha: float = 0.05, power: float = POWER
+) -> float | None:
+    """The smallest margin ``n`` cases demonstrate with ``power``: (z_{1-α}+z_power)·sd/√n."""
+    if n <= 0 or not math.isfinite(sd):
+        return None
+    return _z_sum(alpha, power) * sd / math.sqrt(n)
+
+
+def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p-values (same order as given).
+
+    A NaN p (a test that could not be run) stays NaN but still counts in the family size,
+    as if its p were 1: leaving it out would make the others' adjustment less strict.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    m = len(p)
+    if m == 0:
+        return p.copy()
+    filled = np.where(np.isnan(p), 1.0, p)
+    order = np.argsort(filled, kind="stable")
+    adjusted = np.maximum.accumulate((m - np.arange(m)) * filled[order])
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted, 1.0)
+    out[np.isnan(p)] = np.nan
+    return out
+
+
+# --- Tango's score test ------------------------------------------------------------------
+
+
+def _tango_z(b, c, n, delta0):
+    """Tango's score statistic for H0: p_cand - p_base = delta0 (vectorised).
+
+    b: pairs (cand=1, base=0); c: pairs (cand=0, base=1); n: pairs. With p10 = P(b-cell)
+    and p01 = P(c-cell), Δ = p10 - p01 and Var(b - c) = n(p10 + p01 - Δ²). The variance is
+    evaluated at the restricted MLE of p01 under Δ = delta0 (Tango 1998, eq. 3; Nam 1997):
+    the larger root of 2n·q² + [-(b+c) + (2n - b + c)·delta0]·q - c·delta0·(1 - delta0).
+    """
+    b, c, n, d0 = (np.asarray(v, dtype=float) for v in (b, c, n, delta0))
+    big_b = -(b + c) + (2 * n - b + c) * d0
+    big_c = -c * d0 * (1 - d0)
+    disc = np.maximum(big_b**2 - 8 * n * big_c, 0.0)
+    q01 = (-big_b + np.sqrt(disc)) / (4 * n)
+    var = n * (2 * q01 + d0 - d0**2)
+    num = b - c - n * d0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = num / np.sqrt(var)
+    degenerate = ~(var > 0)
+    if np.any(degenerate):
+        z = np.where(degenerate, np.sign(num) * np.inf, z)
+        z = np.where(degenerate & (num == 0), 0.0, z)
+    return z
+
+
+def tango_statistic(b, c, n, margin):
+    """Tango's z for H0: p_cand - p_base = -margin; large z favours non-inferiority.
+
+    Vectorised over arrays of discordant counts ``b`` (candidate-only passes), ``c``
+    (baseline-only passes) and pair counts ``n``. With ``margin=0`` it is McNemar's score
+    statistic (b - c)/sqrt(b + c).
+    """
+    return _tango_z(b, c, n, -np.asarray(margin, dtype=float))
+
+
+def tango_interval(b: int, c: int, n: int, *, level: float = 0.90) -> tuple[float, float]:
+    """Two-sided ``level`` interval of p_cand - p_base by inverting Tango's score test."""
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    lo_end, hi_end = -1 + 1e-12, 1 - 1e-12
+
+    def root(target: float, default: float) -> float:
+        f = lambda d0: float(_tango_z(b, c, n, d0)) - target  # noqa: E731
+        f_lo, f_hi = f(lo_end), f(hi_end)
+        if np.sign(f_lo) == np.sign(f_hi):
+            return default
+        return float(optimize.brentq(f, lo_end, hi_end, xtol=1e-10))
+
+    # z decreases in delta0: the lower bound is where z = +z_crit, the upper where -z_crit.
+    return root(z, -1.0), root(-z, 1.0)
+
+
+# --- identical differences ---------------------------------------------------------------
+
+
+def identical_noninferiority(
+    value: float, n: int, margin: float, *, alpha: float = 0.05
+) -> tuple[float, float, float, float]:
+    """Exact, distribution-free test when all ``n`` paired differences equal ``value``.
+
+    Returns (p_value, p_worse, lower, upper), the bounds forming the (1-2α) interval.
+
+    Why: the sd of identical differences is 0, so a t-interval has zero width and would
+    "pass" any margin (e.g. a cached config replaying the baseline's outputs), while a
+    floor on the sd would be arbitrary. Instead use what bounded scores imply: d lies in
+    [-1, 1], so if E[d] <= -δ then P(d >= value) <= (1 - δ)/(1 + value) (from
+    E[d] >= value·P - (1 - P)), and n independent cases all at ``value`` have probability at
+    most ((1 - δ)/(1 + value))^n. That bound is the p-value; it is sharp (a loss of δ hidden
+    as a fraction δ of cases dropping by 1). Mirror-wise P(all equal | E[d] >= -δ) <=
+    ((1 + δ)/(1 - value))^n gives p_worse. For value = 0 and δ = 0.05, n >= 59 identical
+    cases pass at α = 0.05 (Tango's asymptotic test would pass at 52); under the same
+    argument the interval is [(1 + value)·α^(1/n) - 1, 1 - (1 - value)·α^(1/n)].
+    With clustered cases pass the number of groups as ``n``.
+    """
+    if n <= 0:
+        return math.nan, math.nan, math.nan, math.nan
+    with np.errstate(divide="ignore"):
+        r_pass = (1 - margin) / (1 + value) if value > -1 else math.inf
+        r_worse = (1 + margin) / (1 - value) if value < 1 else math.inf
+    p_value = min(1.0, r_pass**n)
+    p_worse = min(1.0, r_worse**n)
+    root = alpha ** (1 / n)
+    return p_value, p_worse, (1 + value) * root - 1, 1 - (1 - value) * root
+
+
+def _identical_planning(value: float, n: int, margin: float, alpha: float):
+    """(n_needed, min_detectable_margin) for the exact identical-differences test."""
+    ratio = (1 - margin) / (1 + value) if value > -1 else math.inf
+    needed = math.floor(math.log(alpha) / math.log(ratio)) + 1 if 0 < ratio < 1 else None
+    mdm = max(0.0, 1 - (1 + value) * alpha ** (1 / n)) if n > 0 else None
+    return needed, mdm
+
+
+def _all_identical(d: np.ndarray) -> bool:
+    return len(d) > 0 and float(np.ptp(d)) <= 1e-12
+
+
+# --- public tests --------------------------------------------------------------------------
+
+
+def tango_noninferiority(
+    cand: Sequence[float] | np.ndarray, base: Sequence[float] | np.ndarray, margin: float
+) -> tuple[float, float]:
+    """(z, one-sided p) of Tango's test of H0: p_cand - p_base <= -margin, on 0/1 pairs.
+
+    When every pair has the same difference (e.g. identical outputs: no discordant pair)
+    the exact bound of :func:`identical_noninferiority` gives p (and z is NaN).
+    """
+    cand = np.asarray(cand, dtype=float)
+    base = np.asarray(base, dtype=float)
+    if cand.shape != base.shape:
+        raise ValueError("cand and base must be paired arrays of the same length")
+    if not np.all(np.isin(cand, (0.0, 1.0)) & np.isin(base, (0.0, 1.0))):
+        raise ValueError("Tango's test needs binary (0/1) outcomes")
+    d = cand - base
+    if len(d) == 0:
+        return math.nan, math.nan
+    if _all_identical(d):
+        return math.nan, identical_noninferiority(float(d[0]), len(d), margin)[0]
+    z = float(tango_statistic(int(np.sum(d > 0)), int(np.sum(d < 0)), len(d), margin))
+    return z, float(stats.norm.sf(z))
+
+
+def _t_parts(d: np.ndarray, groups: GroupLabels) -> tuple[float, float, int, int]:
+    """(mean, se, df, units): the plain paired t, or cluster-robust (CR1) with groups."""
+    units = make_units(groups, len(d))
+    n, g = len(d), units.count
+    mean = float(d.mean())
+    if g < 2:
+        return mean, math.nan, 0, g
+    if units.clustered:
+        resid = units.totals(d - mean)
+        se = math.sqrt(g / (g - 1) * float(np.sum(resid**2))) / n
+    else:
+        se = float(d.std(ddof=1)) / math.sqrt(n)
+    return mean, se, g - 1, g
+
+
+def paired_t_noninferiority(
+    d: Sequence[float] | np.ndarray, margin: float, groups: GroupLabels = None
+) -> tuple[float, float]:
+    """(t, one-sided p) of the paired t-test of H0: mean(d) <= -margin, i.e. on d + margin.
+
+    Without groups this equals ``scipy.stats.ttest_1samp(d + margin, 0,
+    alternative="greater")``; with groups the standard error is cluster-robust (CR1) on
+    G-1 df. Identical differences use the exact bound of :func:`identical_noninferiority`
+    (t is NaN) instead of a zero standard error.
+    """
+    d = np.asarray(d, dtype=float)
+    if len(d) == 0:
+        return math.nan, math.nan
+    if _all_identical(d):
+        n_units = make_units(groups, len(d)).count
+        return math.nan, identical_noninferiority(float(d[0]), n_units, margin)[0]
+    mean, se, df, _ = _t_parts(d, groups)
+    if df < 1:
+        return math.nan, math.nan
+    t = (mean + margin) / se
+    return float(t), float(stats.t.sf(t, df))
+
+
+def noninferiority_test(
+    d: Sequence[float] | np.ndarray,
+    *,
+    margin: float,
+    alpha: float = 0.05,
+    binary: bool = False,
+    groups: GroupLabels = None,
+) -> NonInferiorityTest:
+    """Non-inferiority of paired differences d = cand - base at margin δ and level α.
+
+    Chooses the test: exact bound when every difference is identical; Tango's score test
+    for binary scores without clustering; otherwise the paired t on d + δ (cluster-robust
+    with groups: Tango assumes independent pairs, which grouped cases are not).
+    """
+    if not 0 < margin < 1:
+        raise ValueError(f"margin must be in (0, 1) (got {margin!r})")
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5) (got {alpha!r})")
+    d = np.asarray(d, dtype=float)
+    n = len(d)
+    units = make_units(groups, n)
+    nan = math.nan
+    identical = _all_identical(d)
+    if n == 0:
+        test, statistic, p, p_worse, lower, upper, sd = "none", nan, nan, nan, nan, nan, nan
+    elif identical:
+        value = float(d[0])
+        test, statistic, sd = "exact-identical", nan, 0.0
+        p, p_worse, lower, upper = identical_noninferiority(value, units.count, margin, alpha=alpha)
+    elif binary and not units.clustered:
+        b, c = int(np.sum(d > 0)), int(np.sum(d < 0))
+        test, statistic = "tango", float(tango_statistic(b, c, n, margin))
+        p, p_worse = float(stats.norm.sf(statistic)), float(stats.norm.cdf(statistic))
+        lower, upper = tango_interval(b, c, n, level=1 - 2 * alpha)
+        sd = float(d.std(ddof=1)) if n > 1 else nan
+    else:
+        test = "cluster-t" if units.clustered else "paired-t"
+        mean, se, df, _ = _t_parts(d, groups)
+        if df < 1 or not se > 0:
+            statistic, p, p_worse, lower, upper, sd = nan, nan, nan, nan, nan, nan
+        else:
+            statistic = (mean + margin) / se
+            p, p_worse = float(stats.t.sf(statistic, df)), float(stats.t.cdf(statistic, df))
+            half = float(stats.t.ppf(1 - alpha, df)) * se
+            lower, upper, sd = mean - half, mean + half, se * math.sqrt(n)
+    if identical:
+        needed, mdm = _identical_planning(float(d[0]), units.count, margin, alpha)
+    else:
+        needed = n_needed(sd, margin, alpha=alpha)
+        mdm = min_detectable_margin(sd, n, alpha=alpha)
+    return NonInferiorityTest(
+        test=test,
+        margin=margin,
+        alpha=alpha,
+        n=n,
+        n_units=units.count,
+        statistic=statistic,
+        p_value=p,
+        p_worse=p_worse,
+        lower=lower,
+        upper=upper,
+        sd=sd,
+        identical=identical,
+        n_needed=needed,
+        min_detectable_margin=mdm,
+    )

@@ -1,0 +1,77 @@
+"""Quantiles (latency p50/p95) with distribution-free order-statistic intervals."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from evalgate.stats._common import Record
+
+
+@dataclass(frozen=True, slots=True)
+class QuantileCI(Record):
+    """A sample quantile with its order-statistic confidence interval.
+
+    Attributes:
+        q: the quantile (0.95 for p95).
+        estimate: the sample quantile (linear interpolation); None without data.
+        low, high: interval bounds, each an observed value; None where the sample is too
+            small for that bound to exist at this confidence (not a number we made up).
+        bounds_defined: both bounds exist.
+        n: observations.  confidence: the two-sided confidence level.
+        min_n: the smallest n for which both bounds exist (72 for a 95% interval of p95).
+    """
+
+    q: float
+    estimate: float | None
+    low: float | None
+    high: float | None
+    bounds_defined: bool
+    n: int
+    confidence: float
+    min_n: int
+
+
+def min_n_for_quantile_ci(q: float, conf: float = 0.95) -> int:
+    """Smallest n for which the two-sided order-statistic interval of quantile q exists.
+
+    The upper bound needs q^n <= (1-conf)/2 (some order statistic above the quantile with
+    enough probability), the lower one (1-q)^n < (1-conf)/2.
+    """
+    tail = (1 - conf) / 2
+    n_high = math.ceil(math.log(tail) / math.log(q))
+    n_low = math.floor(math.log(tail) / math.log(1 - q)) + 1
+    return max(n_high, n_low)
+
+
+def quantile_ci(x: Sequence[float] | np.ndarray, q: float, conf: float = 0.95) -> QuantileCI:
+    """Sample quantile ``q`` of ``x`` with a two-sided ``conf`` order-statistic interval.
+
+    The interval is [x_(l), x_(u)] with B ~ Binomial(n, q) the count of observations at
+    or below the true quantile: l = ppf_B((1-conf)/2), u = isf_B((1-conf)/2) + 1 (1-based),
+    each tail holding at most (1-conf)/2 for any continuous distribution. It is the same
+    construction as ``scipy.stats.quantile_test(...).confidence_interval()``, which the
+    tests check, computed here without the test's overhead. NaNs in ``x`` are ignored.
+    """
+    if not 0 < q < 1:
+        raise ValueError(f"q must be in (0, 1) (got {q!r})")
+    if not 0 < conf < 1:
+        raise ValueError(f"conf must be in (0, 1) (got {conf!r})")
+    values = np.asarray(x, dtype=float)
+    values = np.sort(values[~np.isnan(values)])
+    n = len(values)
+    min_n = min_n_for_quantile_ci(q, conf)
+    if n == 0:
+        return QuantileCI(q, None, None, None, False, 0, conf, min_n)
+    tail = (1 - conf) / 2
+    dist = stats.binom(n, q)
+    low_index = int(dist.ppf(tail)) - 1
+    high_index = int(dist.isf(tail))
+    low = float(values[low_index]) if low_index >= 0 else None
+    high = float(values[high_index]) if high_index < n else None
+    estimate = float(np.quantile(values, q))
+    return QuantileCI(q, estimate, low, high, low is not None and high is not None, n, conf, min_n)

@@ -1,0 +1,538 @@
+"""YAML suite file -> validated, frozen :class:`Suite`, or one :class:`SuiteError`.
+
+Validation happens here, once, at the edge; everything inward trusts the types. Each
+error names ``file:line``, the key path, what was expected and what was found, and the
+closest valid key when a key looks misspelt.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from evalgate.suite.errors import SuiteError, did_you_mean
+from evalgate.suite.model import (
+    Case,
+    Config,
+    Gate,
+    GraderSpec,
+    Message,
+    Price,
+    Suite,
+    Tier,
+    TrimSpec,
+    frozen_mapping,
+)
+from evalgate.suite.yamlpos import Path_, Positions, dotted, load_with_positions
+
+_SUITE_DECLARATION = re.compile(r"^suite\s*:", re.MULTILINE)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# Ids end up inside pytest node ids (`suite::case[config]`): no brackets, spaces or '::'.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-+:/]*$")
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+TOP_KEYS = (
+    "suite", "feature", "description", "tiers", "prompt", "dataset", "cases", "assert",
+    "threshold", "defaults", "configs", "baseline", "gate", "trim",
+)
+TIER_KEYS = ("model", "price", "api_base", "api_key_env", "rpm", "tpm", "timeout_s")
+PRICE_KEYS = ("input_per_mtok", "output_per_mtok")
+CONFIG_KEYS = (
+    "id", "tier", "context_trim", "max_tokens", "cache", "temperature", "stream", "repeats",
+    "gate",
+)
+CASE_KEYS = ("id", "vars", "assert", "must_pass", "group")
+DATASET_KEYS = ("path", "limit")
+GATE_KEYS = ("margin", "alpha")
+TRIM_KEYS = ("variable", "query")
+MESSAGE_KEYS = ("role", "content")
+ROLES = ("system", "user", "assistant")
+# Columns of a dataset row that are not template variables.
+ROW_RESERVED = ("id", "group", "must_pass", "assert")
+
+
+def declares_suite(path: Path) -> bool:
+    """True when a YAML file declares a suite (a top-level ``suite:`` key).
+
+    A cheap text check, so collection never parses unrelated YAML (CI configs, k8s...).
+    """
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return bool(_SUITE_DECLARATION.search(fh.read(65536)))
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _display(path: Path) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+class _Checker:
+    """Type checks against one file's positions, raising located SuiteErrors."""
+
+    def __init__(self, positions: Positions) -> None:
+        self.pos = positions
+
+    def fail(self, path: Path_, message: str) -> SuiteError:
+        return SuiteError(self.pos.file, self.pos.line(path), dotted(path), message)
+
+    def mapping(
+        self, value: Any, path: Path_, allowed: tuple[str, ...], required: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"expected a mapping, found {_kind(value)}")
+        for key in value:
+            if not isinstance(key, str) or key not in allowed:
+                raise self.fail(
+                    (*path, str(key)),
+                    f"unknown key, expected one of {', '.join(allowed)}; found {key!r}"
+                    + did_you_mean(str(key), allowed),
+                )
+        for key in required:
+            if key not in value:
+                raise self.fail(path, f"missing required key {key!r}")
+        return value
+
+    def string(self, value: Any, path: Path_, pattern: re.Pattern[str] | None = None,
+               what: str = "a string") -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise self.fail(path, f"expected {what}, found {_kind(value)}")
+        text = str(value)
+        if pattern is not None and not pattern.match(text):
+            raise self.fail(path, f"expected {what}, found {text!r}")
+        return text
+
+    def number(self, value: Any, path: Path_, *, low: float | None = None,
+               high: float | None = None, low_open: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(path, f"expected a number, found {_kind(value)}")
+        bad_low = low is not None and (value <= low if low_open else value < low)
+        if bad_low or (high is not None and value > high):
+            lo = "(" if low_open else "["
+            raise self.fail(path, f"expected a number in {lo}{low}, {high}], found {value!r}")
+        return float(value)
+
+    def integer(self, value: Any, path: Path_, *, low: int = 0) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(path, f"expected an integer, found {_kind(value)}")
+        if value < low:
+            raise self.fail(path, f"expected an integer >= {low}, found {value}")
+        return value
+
+    def boolean(self, value: Any, path: Path_) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, f"expected true or false, found {_kind(value)}")
+        return value
+
+    def sequence(self, value: Any, path: Path_, *, non_empty: bool = True) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail(path, f"expected a list, found {_kind(value)}")
+        if non_empty and not value:
+            raise self.fail(path, "expected a non-empty list, found []")
+        return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"a string ({value!r})" if len(value) < 40 else "a string"
+    return f"{type(value).__name__} ({value!r})"
+
+
+def load_suite(path: Path) -> Suite:
+    """Loads and validates one suite file.
+
+    Raises:
+        SuiteError: the first problem found, located to a file and line.
+    """
+    file = _display(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(file, 1, "", f"cannot read suite file: {exc}") from None
+    raw, positions = load_with_positions(text, file)
+    check = _Checker(positions)
+    top = check.mapping(raw, (), TOP_KEYS, required=("suite", "tiers", "prompt", "configs"))
+
+    name = check.string(top["suite"], ("suite",), _NAME, "a name of letters, digits, '.', '_', '-'")
+    feature = check.string(top.get("feature", name), ("feature",), _NAME, "a feature name")
+    description = check.string(top.get("description", ""), ("description",))
+    tiers = _tiers(check, top["tiers"])
+    prompt = _prompt(check, top["prompt"])
+    graders = _graders(check, top.get("assert", []), ("assert",))
+    threshold = None
+    if top.get("threshold") is not None:
+        threshold = check.number(top["threshold"], ("threshold",), low=0, high=1)
+    gate = _gate(check, top.get("gate", {}))
+    trim = _trim(check, top.get("trim", {}))
+    configs = _configs(check, top, tiers)
+    baseline = configs[0].id
+    if "baseline" in top:
+        baseline = check.string(top["baseline"], ("baseline",))
+        ids = [c.id for c in configs]
+        if baseline not in ids:
+            raise check.fail(
+                ("baseline",),
+                f"expected the id of a config ({', '.join(ids)}), found {baseline!r}"
+                + did_you_mean(baseline, ids),
+            )
+
+    cases: list[Case] = []
+    if "dataset" in top:
+        cases.extend(_dataset(check, top["dataset"], path.parent))
+    for index, entry in enumerate(check.sequence(top.get("cases", []), ("cases",),
+                                                 non_empty=False)):
+        cases.append(_inline_case(check, entry, ("cases", index)))
+    if not cases:
+        raise check.fail((), "the suite has no cases: add `cases:` or `dataset:`")
+    _check_unique([c.id for c in cases], [c.source for c in cases], "case id")
+
+    _check_variables(check, prompt, graders, cases, configs, trim)
+    suite_hash = _hash(top, cases)
+    return Suite(
+        name=name, feature=feature, path=file, tiers=frozen_mapping(tiers),
+        prompt=prompt, cases=tuple(cases), graders=graders, configs=configs,
+        baseline=baseline, threshold=threshold, gate=gate, trim=trim,
+        description=description, suite_hash=suite_hash,
+    )
+
+
+def _tiers(check: _Checker, raw: Any) -> dict[str, Tier]:
+    if not isinstance(raw, dict) or not raw:
+        raise check.fail(("tiers",), f"expected a mapping of tier names, found {_kind(raw)}")
+    tiers: dict[str, Tier] = {}
+    for tier_name, spec in raw.items():
+        path: Path_ = ("tiers", str(tier_name))
+        check.string(tier_name, path, _NAME, "a tier name")
+        if isinstance(spec, str):  # shorthand: `small: openai/gpt-4o-mini`
+            spec = {"model": spec}
+        spec = check.mapping(spec, path, TIER_KEYS, required=("model",))
+        price = None
+        if spec.get("price") is not None:
+            p = check.mapping(spec["price"], (*path, "price"), PRICE_KEYS, required=PRICE_KEYS)
+            price = Price(
+                check.number(p["input_per_mtok"], (*path, "price", "input_per_mtok"), low=0),
+                check.number(p["output_per_mtok"], (*path, "price", "output_per_mtok"), low=0),
+            )
+        key_env = spec.get("api_key_env")
+        if key_env is not None:
+            key_env = check.string(key_env, (*path, "api_key_env"), _ENV_VAR,
+                                   "the NAME of an environment variable (never the key itself)")
+        tiers[str(tier_name)] = Tier(
+            name=str(tier_name),
+            model=check.string(spec["model"], (*path, "model"), what="a litellm model string"),
+            price=price,
+            api_base=check.string(spec["api_base"], (*path, "api_base"))
+            if spec.get("api_base") else None,
+            api_key_env=key_env,
+            rpm=check.integer(spec["rpm"], (*path, "rpm"), low=1) if "rpm" in spec else None,
+            tpm=check.integer(spec["tpm"], (*path, "tpm"), low=1) if "tpm" in spec else None,
+            timeout_s=check.number(spec.get("timeout_s", 120.0), (*path, "timeout_s"),
+                                   low=0, low_open=True),
+        )
+    return tiers
+
+
+def _prompt(check: _Checker, raw: Any) -> tuple[Message, ...]:
+    if isinstance(raw, str):
+        raw = [{"role": "user", "content": raw}]
+    messages = []
+    for index, entry in enumerate(check.sequence(raw, ("prompt",))):
+        path: Path_ = ("prompt", index)
+        entry = check.mapping(entry, path, MESSAGE_KEYS, required=MESSAGE_KEYS)
+        role = check.string(entry["role"], (*path, "role"))
+        if role not in ROLES:
+            raise check.fail((*path, "role"), f"expected one of {', '.join(ROLES)}, found "
+                             f"{role!r}" + did_you_mean(role, ROLES))
+        content = check.string(entry["content"], (*path, "content"))
+        _syntax_check(check, content, (*path, "content"))
+        messages.append(Message(role, content))
+    return tuple(messages)
+
+
+def _syntax_check(check: _Checker, template: str, path: Path_) -> None:
+    from evalgate.suite.templates import variables_used
+
+    try:
+        variables_used(template)
+    except Exception as exc:  # jinja2.TemplateSyntaxError, imported lazily
+        raise check.fail(path, f"invalid template: {exc}") from None
+
+
+def _graders(check: _Checker, raw: Any, path: Path_) -> tuple[GraderSpec, ...]:
+    from evalgate.graders.registry import known_names, lookup
+
+    specs = []
+    for index, entry in enumerate(check.sequence(raw, path, non_empty=False)):
+        here: Path_ = (*path, index)
+        if not isinstance(entry, dict) or "type" not in entry:
+            raise check.fail(here, f"expected a grader mapping with a 'type', found "
+                             f"{_kind(entry)}")
+        type_name = check.string(entry["type"], (*here, "type"))
+        found = lookup(type_name)
+        if found is None:
+            names = known_names()
+            raise check.fail((*here, "type"), f"unknown grader {type_name!r}; known graders: "
+                             f"{', '.join(names)}" + did_you_mean(type_name, names))
+        definition, _ = found
+        allowed = ("type", "weight", *definition.params)
+        check.mapping(entry, here, allowed,
+                      required=("type", *sorted(definition.required)))
+        params = {}
+        for key, value in entry.items():
+            if key in ("type", "weight"):
+                continue
+            expected = definition.params[key]
+            kinds = expected if isinstance(expected, tuple) else (expected,)
+            if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+                names = " or ".join(k.__name__ for k in kinds)
+                raise check.fail((*here, key), f"expected {names}, found {_kind(value)}")
+            if key in definition.templated:
+                for text in value if isinstance(value, list) else [value]:
+                    if isinstance(text, str):
+                        _syntax_check(check, text, (*here, key))
+            params[key] = value
+        weight = check.number(entry.get("weight", 1.0), (*here, "weight"), low=0)
+        specs.append(GraderSpec(type_name, frozen_mapping(params), weight,
+                                check.pos.line(here)))
+    return tuple(specs)
+
+
+def _gate(check: _Checker, raw: Any) -> Gate:
+    raw = check.mapping(raw, ("gate",), GATE_KEYS)
+    return Gate(
+        margin=check.number(raw.get("margin", 0.05), ("gate", "margin"), low=0, high=1,
+                            low_open=True),
+        alpha=check.number(raw.get("alpha", 0.05), ("gate", "alpha"), low=0, high=0.5,
+                           low_open=True),
+    )
+
+
+def _trim(check: _Checker, raw: Any) -> TrimSpec:
+    raw = check.mapping(raw, ("trim",), TRIM_KEYS)
+    return TrimSpec(
+        variable=check.string(raw.get("variable", "context"), ("trim", "variable")),
+        query=check.string(raw.get("query", "question"), ("trim", "query")),
+    )
+
+
+_CONFIG_FIELDS: dict[str, Callable[[_Checker, Any, Path_], Any]] = {
+    "tier": lambda c, v, p: c.string(v, p),
+    "context_trim": lambda c, v, p: c.number(v, p, low=0, high=1, low_open=True),
+    "max_tokens": lambda c, v, p: c.integer(v, p, low=1),
+    "cache": lambda c, v, p: c.boolean(v, p),
+    "temperature": lambda c, v, p: c.number(v, p, low=0, high=2),
+    "stream": lambda c, v, p: c.boolean(v, p),
+    "repeats": lambda c, v, p: c.integer(v, p, low=1),
+    "gate": lambda c, v, p: c.boolean(v, p),
+}
+
+
+def _configs(check: _Checker, top: Mapping[str, Any], tiers: Mapping[str, Tier]
+             ) -> tuple[Config, ...]:
+    defaults_allowed = tuple(k for k in CONFIG_KEYS if k != "id")
+    defaults = check.mapping(top.get("defaults", {}), ("defaults",), defaults_allowed)
+    checked_defaults = {k: _CONFIG_FIELDS[k](check, v, ("defaults", k))
+                        for k, v in defaults.items()}
+    configs = []
+    for index, entry in enumerate(check.sequence(top["configs"], ("configs",))):
+        path: Path_ = ("configs", index)
+        entry = check.mapping(entry, path, CONFIG_KEYS, required=("id",))
+        values = dict(checked_defaults)
+        for key, value in entry.items():
+            if key != "id":
+                values[key] = _CONFIG_FIELDS[key](check, value, (*path, key))
+        if "tier" not in values:
+            raise check.fail(path, "missing required key 'tier' (in the config or defaults)")
+        if values["tier"] not in tiers:
+            where = (*path, "tier") if "tier" in entry else ("defaults", "tier")
+            raise check.fail(where, f"expected one of the tiers {', '.join(tiers)}, found "
+                             f"{values['tier']!r}" + did_you_mean(values["tier"], tiers))
+        config_id = check.string(entry["id"], (*path, "id"), _ID, "an id of letters, digits, "
+                                 "'.', '_', '-', '+', ':', '/'")
+        configs.append(Config(id=config_id, **values))
+    _check_unique([c.id for c in configs],
+                  [f"{check.pos.file}:{check.pos.line(('configs', i, 'id'))}"
+                   for i in range(len(configs))], "config id")
+    return tuple(configs)
+
+
+def _check_unique(ids: list[str], sources: list[str], what: str) -> None:
+    seen: dict[str, str] = {}
+    for ident, source in zip(ids, sources, strict=True):
+        if ident in seen:
+            file, _, line = source.rpartition(":")
+            raise SuiteError(file, int(line or 1), "id",
+                             f"duplicate {what} {ident!r} (first defined at {seen[ident]})")
+        seen[ident] = source
+
+
+def _inline_case(check: _Checker, entry: Any, path: Path_) -> Case:
+    entry = check.mapping(entry, path, CASE_KEYS, required=("id",))
+    variables = check.mapping(entry.get("vars", {}), (*path, "vars"),
+                              tuple(str(k) for k in entry.get("vars", {}) or {}))
+    return Case(
+        id=check.string(entry["id"], (*path, "id"), _ID, "an id of letters, digits, '.', "
+                        "'_', '-', '+', ':', '/'"),
+        vars=frozen_mapping(variables),
+        graders=_graders(check, entry.get("assert", []), (*path, "assert")),
+        must_pass=check.boolean(entry.get("must_pass", False), (*path, "must_pass")),
+        group=check.string(entry["group"], (*path, "group")) if entry.get("group") is not None
+        else None,
+        source=f"{check.pos.file}:{check.pos.line(path)}",
+    )
+
+
+def _dataset(check: _Checker, raw: Any, base: Path) -> list[Case]:
+    where: Path_ = ("dataset",)
+    if isinstance(raw, str):
+        raw = {"path": raw}
+    else:
+        where = ("dataset", "path")
+    raw = check.mapping(raw, ("dataset",), DATASET_KEYS, required=("path",))
+    rel = check.string(raw["path"], where)
+    limit = check.integer(raw["limit"], ("dataset", "limit"), low=1) if "limit" in raw else None
+    data_path = (base / rel).resolve()
+    if not data_path.is_file():
+        raise check.fail(where, f"expected an existing JSONL or CSV file, found no file at "
+                         f"{_display(data_path)}")
+    suffix = data_path.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise check.fail(where, f"expected a .jsonl or .csv file, found {data_path.name!r}")
+    file = _display(data_path)
+    rows = _jsonl_rows(data_path, file) if suffix == ".jsonl" else _csv_rows(data_path, file)
+    cases = []
+    for line, row in rows:
+        if limit is not None and len(cases) >= limit:
+            break
+        cases.append(_row_case(row, file, line))
+    return cases
+
+
+def _jsonl_rows(path: Path, file: str) -> list[tuple[int, dict[str, Any]]]:
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise SuiteError(file, line_no, "", f"invalid JSON: {exc}") from None
+            if not isinstance(row, dict):
+                raise SuiteError(file, line_no, "", f"expected a JSON object per line, found "
+                                 f"{_kind(row)}")
+            rows.append((line_no, row))
+    return rows
+
+
+def _csv_rows(path: Path, file: str) -> list[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if "assert" in (reader.fieldnames or []):
+            raise SuiteError(file, 1, "assert", "per-case graders need a JSONL dataset; a CSV "
+                             "column cannot hold a list of graders")
+        return [(reader.line_num, dict(row)) for row in reader]
+
+
+def _row_case(row: dict[str, Any], file: str, line: int) -> Case:
+    def fail(key: str, message: str) -> SuiteError:
+        return SuiteError(file, line, key, message)
+
+    if row.get("id") in (None, ""):
+        raise fail("id", "missing required key 'id' (every case needs a stable id)")
+    case_id = str(row["id"])
+    if not _ID.match(case_id):
+        raise fail("id", f"expected an id of letters, digits, '.', '_', '-', '+', ':', '/', "
+                   f"found {case_id!r}")
+    must_pass = row.get("must_pass", False)
+    if isinstance(must_pass, str):  # CSV cells are strings
+        must_pass = must_pass.strip().lower() in ("1", "true", "yes", "y")
+    if not isinstance(must_pass, bool):
+        raise fail("must_pass", f"expected true or false, found {_kind(must_pass)}")
+    graders: tuple[GraderSpec, ...] = ()
+    if "assert" in row:
+        positions = Positions(file)
+        positions.set((), line)
+        graders = _graders(_Checker(positions), row["assert"], ("assert",))
+    group = row.get("group")
+    return Case(
+        id=case_id,
+        vars=frozen_mapping({k: v for k, v in row.items() if k not in ROW_RESERVED}),
+        graders=graders,
+        must_pass=must_pass,
+        group=str(group) if group not in (None, "") else None,
+        source=f"{file}:{line}",
+    )
+
+
+def _check_variables(check: _Checker, prompt: tuple[Message, ...],
+                     graders: tuple[GraderSpec, ...], cases: list[Case],
+                     configs: tuple[Config, ...], trim: TrimSpec) -> None:
+    """Every variable a template reads must be defined by every case."""
+    from evalgate.graders.registry import lookup
+    from evalgate.suite.templates import variables_used
+
+    def grader_vars(specs: tuple[GraderSpec, ...]) -> set[str]:
+        used: set[str] = set()
+        for spec in specs:
+            found = lookup(spec.type)
+            templated = found[0].templated if found else frozenset()
+            for key, value in spec.params.items():
+                if key in templated:
+                    for text in value if isinstance(value, list) else [value]:
+                        if isinstance(text, str):
+                            used |= variables_used(text)
+        return used
+
+    prompt_vars: set[str] = set()
+    for message in prompt:
+        prompt_vars |= variables_used(message.content)
+    shared = prompt_vars | grader_vars(graders)
+    trimming = any(c.context_trim < 1 for c in configs)
+    if trimming and trim.variable not in prompt_vars:
+        index = next(i for i, c in enumerate(configs) if c.context_trim < 1)
+        raise check.fail(("configs", index, "context_trim"),
+                         f"context_trim needs the prompt to use the variable "
+                         f"{trim.variable!r} (set `trim.variable` to the one to shorten)")
+    for case in cases:
+        needed = shared | grader_vars(case.graders)
+        if trimming:
+            needed |= {trim.variable, trim.query}
+        missing = sorted(needed - set(case.vars))
+        if missing:
+            file, _, line = case.source.rpartition(":")
+            have = ", ".join(sorted(case.vars)) or "none"
+            raise SuiteError(
+                file, int(line), f"case {case.id!r}",
+                f"templates use undefined variable {missing[0]!r}; the case defines: {have}"
+                + did_you_mean(missing[0], case.vars),
+            )
+
+
+def _hash(top: Mapping[str, Any], cases: list[Case]) -> str:
+    digest = hashlib.sha256()
+    definition = {k: v for k, v in top.items() if k not in ("description", "dataset", "cases")}
+    digest.update(json.dumps(definition, sort_keys=True, default=str).encode())
+    for case in cases:
+        digest.update(json.dumps(
+            [case.id, dict(case.vars), [(g.type, dict(g.params), g.weight) for g in case.graders],
+             case.must_pass, case.group], sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,84 @@
+"""Collection: which files become suites, item ids, selection, and inertness."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+SUITE = """\
+suite: mini
+tiers:
+  small: {model: openai/fake, api_base: "http://127.0.0.1:9/v1"}
+prompt:
+  - {role: user, content: "{{ question }}"}
+assert:
+  - {type: contains, value: "{{ answer }}"}
+configs:
+  - {id: base, tier: small}
+  - {id: rep, tier: small, repeats: 2}
+cases:
+  - {id: france, vars: {question: "Capital of France?", answer: Paris}}
+  - {id: japan, vars: {question: "Capital of Japan?", answer: Tokyo}}
+"""
+
+
+def collected_ids(pytester: pytest.Pytester, *args: str) -> list[str]:
+    result = pytester.runpytest("--evalgate", "--collect-only", "-q", *args)
+    return [line for line in result.outlines if "::" in line]
+
+
+def test_items_are_case_config_repeat_with_stable_ids(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", s=SUITE)
+    assert collected_ids(pytester) == [
+        "s.yaml::mini::france[base]",
+        "s.yaml::mini::france[rep-r1]",
+        "s.yaml::mini::france[rep-r2]",
+        "s.yaml::mini::japan[base]",
+        "s.yaml::mini::japan[rep-r1]",
+        "s.yaml::mini::japan[rep-r2]",
+    ]
+
+
+def test_ids_do_not_depend_on_case_order(pytester: pytest.Pytester) -> None:
+    swapped = SUITE.replace(
+        '  - {id: france, vars: {question: "Capital of France?", answer: Paris}}\n', ""
+    ).replace("cases:\n", 'cases:\n  - {id: france, vars: {question: "Capital of France?", '
+              "answer: Paris}}\n", 1)
+    pytester.makefile(".yaml", s=SUITE)
+    before = set(collected_ids(pytester))
+    pytester.makefile(".yaml", s=swapped)
+    assert set(collected_ids(pytester)) == before
+
+
+def test_keyword_selection(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", s=SUITE)
+    assert collected_ids(pytester, "-k", "japan and base") == ["s.yaml::mini::japan[base]"]
+
+
+def test_yaml_without_suite_key_is_ignored(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", s=SUITE, other="name: ci\njobs: {build: {steps: []}}\n")
+    ids = collected_ids(pytester)
+    assert ids and all(i.startswith("s.yaml::") for i in ids)
+
+
+def test_without_flag_suites_are_not_collected(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", s=SUITE)
+    result = pytester.runpytest("--collect-only", "-q")
+    assert not [line for line in result.outlines if "::" in line]
+
+
+def test_plugin_imports_nothing_heavy_when_unused() -> None:
+    code = (
+        "import sys, pytest\n"
+        "pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', '/nonexistent'])\n"
+        "heavy = [m for m in ('litellm', 'scipy', 'pandas', 'jinja2') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=False).stdout
+    assert "evalgate" in subprocess.run(
+        [sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True, check=False
+    ).stdout
+    assert "HEAVY []" in out

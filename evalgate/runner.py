@@ -54,6 +54,10 @@ class Endpoints:
                 raise RuntimeError(f"no server is running for {spec.model}")
             return Endpoint(model=f"openai/{name}", api_base=url, api_key="local")
         api_key = None
+        if spec.api_base and not spec.api_key_env:
+            # A self-hosted endpoint without a named key: send a placeholder, never let the
+            # SDK fall back to OPENAI_API_KEY and hand a real key to a third-party server.
+            api_key = "no-key"
         if spec.api_key_env:
             api_key = os.environ.get(spec.api_key_env)
             if not api_key:

@@ -34,6 +34,33 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}"
 
 
+async def _warm_up() -> None:
+    """One streaming round trip through litellm to a throw-away local server.
+
+    litellm imports provider modules and builds clients and stream wrappers lazily on the
+    first call (~300 ms here); without this the first wave of calls would carry that in
+    their latency and TTFT. The server is evalgate's own stdlib OpenAI-protocol server,
+    started on 127.0.0.1 for this one request; nothing is recorded.
+    """
+    from evalgate.engine.calls import litellm_module
+    from evalgate.testing.fake_openai import FakeOpenAIServer
+
+    litellm = litellm_module()
+    server = await asyncio.to_thread(FakeOpenAIServer().start)
+    try:
+        response = await litellm.acompletion(
+            model="openai/evalgate-warm-up", api_base=server.base_url, api_key="-",
+            messages=[{"role": "user", "content": "warm up"}], max_tokens=4, stream=True,
+            stream_options={"include_usage": True}, max_retries=0, timeout=10,
+        )
+        async for _ in response:
+            pass
+    except Exception:
+        pass  # warming up is best effort; a real call will report real problems
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
 class Engine:
     """Runs :class:`CallSpec` s with bounded concurrency, retries, limits and a cache.
 
@@ -44,6 +71,7 @@ class Engine:
         retry: backoff policy.
         tier_limits: tier name -> (rpm, tpm).
         seed: seeds the backoff jitter (reproducible waits in tests).
+        warm_up: pay litellm's one-time setup before the first measured call.
     """
 
     def __init__(
@@ -55,6 +83,7 @@ class Engine:
         retry: RetryPolicy | None = None,
         tier_limits: Mapping[str, tuple[int | None, int | None]] | None = None,
         seed: int | None = None,
+        warm_up: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -73,6 +102,8 @@ class Engine:
             for tier, (rpm, tpm) in (tier_limits or {}).items()
             if rpm or tpm
         }
+        if warm_up:
+            self._on_loop(_warm_up())
 
     def _on_loop(self, coro):  # type: ignore[no-untyped-def]
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()

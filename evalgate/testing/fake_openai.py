@@ -329,6 +329,7 @@ class _HTTPProtocol(asyncio.Protocol):
         self.buf = bytearray()
         self.task: asyncio.Task[None] | None = None
         self.closed = False
+        self.eof = False
         self.continue_sent = False
         self._paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -362,7 +363,9 @@ class _HTTPProtocol(asyncio.Protocol):
             self._next()
 
     def eof_received(self) -> bool | None:
-        return None  # close our side once the client half-closes
+        # Client half-closed: finish the request in flight (if any), then close.
+        self.eof = True
+        return True if self.task is not None else None
 
     # -- request framing
     def _next(self) -> None:
@@ -383,6 +386,8 @@ class _HTTPProtocol(asyncio.Protocol):
             self.abort()
         elif self.buf and not self.closed:
             self._next()
+        if self.eof and self.task is None:
+            self.close()
 
     def _parse(self) -> _Request | None:
         buf = self.buf

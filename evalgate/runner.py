@@ -41,7 +41,7 @@ class Endpoints:
         if self._local is None:
             try:
                 with open(self._servers_file, encoding="utf-8") as fh:
-                    self._local = dict(json.load(fh))
+                    self._local = {name: info["url"] for name, info in json.load(fh).items()}
             except (OSError, ValueError):
                 self._local = {}
         return self._local

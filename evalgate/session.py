@@ -105,7 +105,12 @@ class EvalgateSession:
         if self.config.option.collectonly or self.suites:
             return
         self._load_suites_for(eval_ids)
-        self._start_servers(self._local_models_for_ids(eval_ids))
+        from evalgate.runner import grader_models
+
+        models = self._local_models_for_ids(eval_ids)
+        for suite in self.suites.values():
+            models |= _local_names(grader_models(suite))
+        self._start_servers(models)
 
     # -- collection ----------------------------------------------------------------------
 
@@ -119,7 +124,11 @@ class EvalgateSession:
         for item in self._items:
             self.suites.setdefault(item.plan.suite.name, item.plan.suite)
         if not self.config.option.collectonly and self._items:
+            from evalgate.runner import grader_models
+
             models = {i.plan.spec.model for i in self._items}
+            for suite in self.suites.values():
+                models |= grader_models(suite)
             self._start_servers(_local_names(models))
 
     def _load_suites_for(self, nodeids: Iterable[str]) -> None:

@@ -10,13 +10,24 @@ graders and user graders (from a conftest.py or plugin module) register the same
         return currency in output
 
 Every grader gets a negated twin for free: ``not-mentions-price``.
+
+Two optional keyword arguments are passed when the function declares them:
+
+- ``call``: the :class:`~evalgate.results.CallResult` (tokens, cost, latency), for graders
+  that judge "fast and cheap enough";
+- ``ctx``: a :class:`GradeContext`, for ``async def`` graders that make model calls of
+  their own (an LLM judge) through the engine, with its concurrency, retries and cache.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from evalgate.results import CallResult
 
 NEGATION_PREFIX = "not-"
 
@@ -34,6 +45,36 @@ class Grade:
 
 
 @dataclass(frozen=True, slots=True)
+class GradeUsage:
+    """What a grader's own model calls cost (an LLM judge); never mixed into a config's cost."""
+
+    calls: int = 0
+    cost_usd: float | None = 0.0
+    latency_ms: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class GradeContext(Protocol):
+    """What an async grader may use: model calls through the engine."""
+
+    async def complete(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+    ) -> CallResult:
+        """Calls ``model`` (a suite tier name or a litellm/local model string)."""
+        ...
+
+    def record_usage(self, call: CallResult) -> None:
+        """Counts a call's cost and latency as grading cost (reported separately)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class GraderDef:
     """A registered grader.
 
@@ -43,13 +84,25 @@ class GraderDef:
         params: parameter name -> accepted type(s).
         required: parameters that must be given.
         templated: parameters whose strings are jinja2 templates over the case's variables.
+        is_async: an ``async def`` grader (runs on the engine's event loop).
+        wants_call: the function takes the ``call`` keyword.
+        wants_ctx: the function takes the ``ctx`` keyword.
+        validate: optional check of the parameters at collection time; returns an error
+            message (or None) so a bad schema or import path fails collection, not the run.
+        default_model: for graders that call a model (``ctx``): the model used when the
+            ``model`` parameter is absent (evalgate starts its local server if needed).
     """
 
     name: str
-    fn: Callable[..., Grade | bool | float]
+    fn: Callable[..., Grade | bool | float | Awaitable[Grade | bool | float]]
     params: Mapping[str, ParamType] = field(default_factory=dict)
     required: frozenset[str] = frozenset()
     templated: frozenset[str] = frozenset()
+    is_async: bool = False
+    wants_call: bool = False
+    wants_ctx: bool = False
+    validate: Callable[[Mapping[str, Any], str], str | None] | None = None
+    default_model: str | None = None
 
 
 _REGISTRY: dict[str, GraderDef] = {}
@@ -61,6 +114,8 @@ def grader(
     params: Mapping[str, ParamType] | None = None,
     required: tuple[str, ...] = (),
     templated: tuple[str, ...] | None = None,
+    validate: Callable[[Mapping[str, Any], str], str | None] | None = None,
+    default_model: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Registers a grader under ``name`` (decorator).
 
@@ -70,6 +125,8 @@ def grader(
         required: parameters that must be present.
         templated: string parameters rendered as jinja2 templates per case; by default
             every ``str`` or ``list`` parameter.
+        validate: ``(params, suite_dir) -> error message | None``, run at collection.
+        default_model: model a ``ctx`` grader calls when ``model`` is not given.
     """
     if name.startswith(NEGATION_PREFIX):
         raise ValueError(f"grader names may not start with {NEGATION_PREFIX!r}: {name!r}")
@@ -82,8 +139,14 @@ def grader(
         )
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(fn).parameters
         _REGISTRY[name] = GraderDef(
-            name, fn, params, frozenset(required), frozenset(templated)
+            name, fn, params, frozenset(required), frozenset(templated),
+            is_async=inspect.iscoroutinefunction(fn),
+            wants_call="call" in signature,
+            wants_ctx="ctx" in signature,
+            validate=validate,
+            default_model=default_model,
         )
         return fn
 

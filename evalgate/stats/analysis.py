@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ from evalgate.stats.paired import (
     resample_blocks,
 )
 from evalgate.stats.pareto import frontier_probability, pareto_front
-from evalgate.stats.quantiles import QuantileCI, quantile_ci
+from evalgate.stats.quantiles import QuantileCI, quantile_ci, resampled_quantiles
 
 MIN_GATE_CASES = 100
 """Below this many baseline-completed cases a suite reports but does not gate."""
@@ -317,6 +317,179 @@ def _case_means(codes: tuple[np.ndarray, np.ndarray], values: np.ndarray, shape:
         return np.where(counts > 0, sums / counts, np.nan)
 
 
+@dataclass(frozen=True)
+class _Table:
+    """A suite's rows as case x config matrices (column 0 is the baseline).
+
+    Attributes:
+        rows: the normalised rows.  order: config ids, baseline first.
+        cases: sorted case ids.  units: resampling units of the cases.
+        case_code, config_code: each row's case and config index.  ok: rows that completed.
+        scores, costs: (cases, configs) means over completed repeats, NaN where none.
+    """
+
+    rows: pd.DataFrame
+    order: list[str]
+    cases: np.ndarray
+    units: Units
+    case_code: np.ndarray
+    config_code: np.ndarray
+    ok: np.ndarray
+    scores: np.ndarray
+    costs: np.ndarray
+
+    @classmethod
+    def build(cls, rows: pd.DataFrame, order: list[str], cases: np.ndarray, units: Units):
+        case_code = pd.Categorical(rows["case_id"], categories=cases).codes.astype(np.int64)
+        config_code = pd.Categorical(rows["config_id"], categories=order).codes.astype(np.int64)
+        ok = ~rows["error"].to_numpy()
+        cells = (case_code[ok], config_code[ok])
+        shape = (len(cases), len(order))
+        scores = _case_means(cells, rows["score"].to_numpy()[ok], shape)
+        costs = _case_means(cells, rows["cost_usd"].to_numpy()[ok], shape)
+        return cls(rows, order, cases, units, case_code, config_code, ok, scores, costs)
+
+    @property
+    def completed(self) -> np.ndarray:
+        return ~np.isnan(self.scores)
+
+    @property
+    def binary(self) -> bool:
+        values = self.scores[self.completed]
+        return bool(len(values)) and bool(np.all((values == 0) | (values == 1)))
+
+    def groups(self, mask: np.ndarray) -> np.ndarray | None:
+        """Unit labels of the cases in ``mask`` (None when no cases are clustered)."""
+        return self.units.index[mask] if self.units.clustered else None
+
+    def calls(self, j: int) -> pd.DataFrame:
+        """The completed rows (calls) of config ``j``."""
+        return self.rows[(self.config_code == j) & self.ok]
+
+    def latencies(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Latency of each completed call of config ``j``, and the unit of its case."""
+        good = (self.config_code == j) & self.ok
+        lat = self.rows["latency_ms"].to_numpy()[good]
+        known = ~np.isnan(lat)
+        return lat[known], self.units.index[self.case_code[good][known]]
+
+
+def _optional_quantile(values: np.ndarray, q: float) -> QuantileCI | None:
+    return quantile_ci(values, q) if (~np.isnan(values)).any() else None
+
+
+def _config_stats(t: _Table, j: int, *, seed: int, n_boot: int) -> ConfigStats:
+    cid = t.order[j]
+    mine = t.config_code == j
+    calls = t.calls(j)
+    mask = t.completed[:, j]
+    cost_known = len(calls) > 0 and not bool(calls["cost_usd"].isna().any())
+    n_calls = int(mine.sum())
+    n_errors = n_calls - len(calls)
+    lat = calls["latency_ms"].to_numpy()
+    ttft = calls["ttft_ms"].to_numpy()
+
+    def interval(matrix: np.ndarray, what: str) -> Interval:
+        seed_ = derive_seed(seed, what, cid)
+        return mean_ci(matrix[mask, j], t.groups(mask), alpha=_CI_ALPHA, n_boot=n_boot, seed=seed_)
+
+    return ConfigStats(
+        config_id=cid,
+        is_baseline=j == 0,
+        n_cases=int(np.unique(t.case_code[mine]).size),
+        n_completed=int(mask.sum()),
+        n_calls=n_calls,
+        n_errors=n_errors,
+        error_rate=n_errors / n_calls,
+        quality=interval(t.scores, "quality"),
+        pass_rate=float(calls["passed"].mean()) if len(calls) else None,
+        cost_per_case=interval(t.costs, "cost") if cost_known else None,
+        total_cost_usd=float(calls["cost_usd"].sum()) if cost_known else None,
+        latency_p50=_optional_quantile(lat, 0.50),
+        latency_p95=_optional_quantile(lat, 0.95),
+        ttft_p50=_optional_quantile(ttft, 0.50),
+        ttft_p95=_optional_quantile(ttft, 0.95),
+        cache_hits=int(calls["cached"].sum()),
+        saved_usd=float(calls["saved_usd"].sum()),
+    )
+
+
+def _compare(
+    t: _Table,
+    j: int,
+    configs: dict[str, ConfigStats],
+    *,
+    margin: float,
+    alpha: float,
+    seed: int,
+    n_boot: int,
+) -> Comparison:
+    """Candidate ``j`` against the baseline; the verdict fields wait for Holm (_decide)."""
+    cid, baseline = t.order[j], t.order[0]
+    cand, base = configs[cid], configs[baseline]
+    pair = t.completed[:, 0] & t.completed[:, j]
+    d = t.scores[pair, j] - t.scores[pair, 0]
+    groups = t.groups(pair)
+    binary = t.binary
+    p_value, test = difference_test(d, binary=binary)
+    savings = None
+    if cand.cost_per_case is not None and base.cost_per_case is not None:
+        ratio = ratio_ci(
+            t.costs[pair, j],
+            t.costs[pair, 0],
+            groups,
+            alpha=_CI_ALPHA,
+            n_boot=n_boot,
+            seed=derive_seed(seed, "savings", cid),
+        )
+        savings = replace(  # saving = 1 - ratio, so the bounds swap
+            ratio,
+            estimate=100 * (1 - ratio.estimate),
+            low=100 * (1 - ratio.high),
+            high=100 * (1 - ratio.low),
+        )
+    p95_cand, p95_base = cand.latency_p95, base.latency_p95
+    lat_ratio = None
+    if p95_cand and p95_base and p95_cand.estimate is not None and p95_base.estimate:
+        lat_ratio = finite_or_none(p95_cand.estimate / p95_base.estimate)
+    ni = noninferiority_test(d, margin=margin, alpha=alpha, binary=binary, groups=groups)
+    return Comparison(
+        config_id=cid,
+        baseline=baseline,
+        n_paired=int(pair.sum()),
+        delta=paired_delta_ci(
+            d, groups, alpha=_CI_ALPHA, n_boot=n_boot, seed=derive_seed(seed, "delta", cid)
+        ),
+        sd_delta=float(d.std(ddof=1)) if len(d) > 1 else math.nan,
+        zero_variance=ni.identical,
+        p_value=p_value,
+        test=test,
+        discordant=(int(np.sum(d > 0)), int(np.sum(d < 0))) if binary else None,
+        savings_pct=savings,
+        latency_p95_ratio=lat_ratio,
+        noninferiority=ni,
+        p_adjusted=math.nan,
+        error_flag=(
+            cand.error_rate > base.error_rate + ERROR_EXCESS or cand.error_rate > ERROR_MAX
+        ),
+        quality_verdict=Verdict.INCONCLUSIVE,
+        verdict=Verdict.INCONCLUSIVE,
+        reason="",
+    )
+
+
+def _decide(comp: Comparison, p_adjusted: float, configs: dict[str, ConfigStats]) -> Comparison:
+    """The verdicts once the Holm-adjusted p is known, and the line that explains them."""
+    quality = comp.noninferiority.verdict(p_adjusted=p_adjusted)
+    decided = replace(
+        comp,
+        p_adjusted=p_adjusted,
+        quality_verdict=quality,
+        verdict=Verdict.FAIL if comp.error_flag else quality,
+    )
+    return replace(decided, reason=_reason(decided, configs))
+
+
 # --- formatting ------------------------------------------------------------------------------
 
 
@@ -324,25 +497,25 @@ def _f(value: float | None, spec: str = "+.3f") -> str:
     return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
 
 
-def _reason(c: dict[str, Any], margin: float, alpha: float, base_error_rate: float) -> str:
-    ni: NonInferiorityTest = c["ni"]
+def _reason(c: Comparison, configs: dict[str, ConfigStats]) -> str:
+    ni = c.noninferiority
+    margin, alpha = ni.margin, ni.alpha
     level = f"{1 - 2 * alpha:.0%}"
-    facts = f"Δ={_f(c['delta'].estimate)}, {ni.test}, N={ni.n}"
-    if c["error_flag"]:
+    facts = f"Δ={_f(c.delta.estimate)}, {ni.test}, N={ni.n}"
+    if c.error_flag:
+        cand, base = configs[c.config_id].error_rate, configs[c.baseline].error_rate
         return (
-            f"FAIL: error rate {c['error_rate']:.1%} vs baseline {base_error_rate:.1%} "
-            f"(flagged above +{ERROR_EXCESS:.0%} or {ERROR_MAX:.0%}); "
-            f"quality {c['quality_verdict']} ({facts})"
+            f"FAIL: error rate {cand:.1%} vs baseline {base:.1%} (flagged above "
+            f"+{ERROR_EXCESS:.0%} or {ERROR_MAX:.0%}); quality {c.quality_verdict} ({facts})"
         )
     if ni.n == 0:
         return "INCONCLUSIVE: no case completed by both the candidate and the baseline"
-    verdict = c["quality_verdict"]
-    if verdict is Verdict.PASS:
+    if c.quality_verdict is Verdict.PASS:
         return (
             f"PASS: {level} lower bound {_f(ni.lower)} > -δ={-margin:.3f} "
-            f"({facts}, Holm p={_f(c['p_adjusted'], '.3g')})"
+            f"({facts}, Holm p={_f(c.p_adjusted, '.3g')})"
         )
-    if verdict is Verdict.FAIL:
+    if c.quality_verdict is Verdict.FAIL:
         return f"FAIL: {level} upper bound {_f(ni.upper)} < -δ={-margin:.3f} ({facts})"
     extra = ""
     if ni.p_value < alpha:
@@ -394,6 +567,8 @@ def analyze_suite(
         raise ValueError(f"margin must be in (0, 1) (got {margin!r})")
     if not 0 < alpha < 0.5:
         raise ValueError(f"alpha must be in (0, 0.5) (got {alpha!r})")
+    if not (isinstance(seed, int | np.integer) and seed >= 0):
+        raise ValueError(f"seed must be a non-negative integer (got {seed!r})")
     slo = dict(slo or {})
     unknown = sorted(set(slo) - set(SLO_KEYS))
     if unknown:
@@ -406,170 +581,42 @@ def analyze_suite(
             f"baseline {baseline!r} has no results in this suite (configs: {sorted(present)})"
         )
     order = [baseline] + [c for c in present if c != baseline]
-    candidates = order[1:]
     notes: list[str] = []
-
     cases = np.sort(rows["case_id"].unique())
     units, conflict = _case_units(rows, cases)
     if conflict:
         notes.append("some cases carry different groups in different rows; the first is used")
-    case_code = pd.Categorical(rows["case_id"], categories=cases).codes.astype(np.int64)
-    config_code = pd.Categorical(rows["config_id"], categories=order).codes.astype(np.int64)
-    ok = ~rows["error"].to_numpy()
-    shape = (len(cases), len(order))
-    cells = (case_code[ok], config_code[ok])
-    scores = _case_means(cells, rows["score"].to_numpy()[ok], shape)
-    costs = _case_means(cells, rows["cost_usd"].to_numpy()[ok], shape)
-    completed = ~np.isnan(scores)
+    table = _Table.build(rows, order, cases, units)
 
-    values = scores[completed]
-    binary = bool(len(values)) and bool(np.all((values == 0) | (values == 1)))
-    groups_all = units.index if units.clustered else None
-
-    # --- per config
-    configs: dict[str, ConfigStats] = {}
-    call_latencies: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for j, cid in enumerate(order):
-        mine = config_code == j
-        good = mine & ok
-        r = rows[good]
-        mask = completed[:, j]
-        groups = groups_all[mask] if groups_all is not None else None
-        cost_known = bool(good.any()) and not bool(r["cost_usd"].isna().any())
-        lat = r["latency_ms"].to_numpy()
-        ttft = r["ttft_ms"].to_numpy()
-        lat_ok = ~np.isnan(lat)
-        sort = np.argsort(lat[lat_ok], kind="stable")
-        call_latencies[cid] = (lat[lat_ok][sort], units.index[case_code[good][lat_ok]][sort])
-        n_calls = int(mine.sum())
-        n_errors = n_calls - int(good.sum())
-        configs[cid] = ConfigStats(
-            config_id=cid,
-            is_baseline=j == 0,
-            n_cases=int(np.unique(case_code[mine]).size),
-            n_completed=int(mask.sum()),
-            n_calls=n_calls,
-            n_errors=n_errors,
-            error_rate=n_errors / n_calls,
-            quality=mean_ci(
-                scores[mask, j],
-                groups,
-                alpha=_CI_ALPHA,
-                n_boot=n_boot,
-                seed=derive_seed(seed, "quality", cid),
-            ),
-            pass_rate=float(r["passed"].mean()) if len(r) else None,
-            cost_per_case=mean_ci(
-                costs[mask, j],
-                groups,
-                alpha=_CI_ALPHA,
-                n_boot=n_boot,
-                seed=derive_seed(seed, "cost", cid),
-            )
-            if cost_known
-            else None,
-            total_cost_usd=float(r["cost_usd"].sum()) if cost_known else None,
-            latency_p50=quantile_ci(lat, 0.50) if lat_ok.any() else None,
-            latency_p95=quantile_ci(lat, 0.95) if lat_ok.any() else None,
-            ttft_p50=quantile_ci(ttft, 0.50) if (~np.isnan(ttft)).any() else None,
-            ttft_p95=quantile_ci(ttft, 0.95) if (~np.isnan(ttft)).any() else None,
-            cache_hits=int(r["cached"].sum()),
-            saved_usd=float(r["saved_usd"].sum()),
-        )
-    base = configs[baseline]
-    if base.n_completed == 0:
+    configs = {
+        cid: _config_stats(table, j, seed=seed, n_boot=n_boot) for j, cid in enumerate(order)
+    }
+    n_baseline = configs[baseline].n_completed
+    if n_baseline == 0:
         notes.append(f"the baseline {baseline!r} completed no case: nothing can be compared")
+    preliminary = [
+        _compare(table, j, configs, margin=margin, alpha=alpha, seed=seed, n_boot=n_boot)
+        for j in range(1, len(order))
+    ]
+    adjusted = holm([c.noninferiority.p_value for c in preliminary])
+    comparisons = {
+        c.config_id: _decide(c, float(p), configs)
+        for c, p in zip(preliminary, adjusted, strict=True)
+    }
+    notes += [
+        f"{c.config_id}: every paired difference is identical ({_f(c.delta.estimate)}); its "
+        "verdict uses the exact bound for identical outcomes, not the zero-width interval"
+        for c in comparisons.values()
+        if c.zero_variance
+    ]
 
-    # --- per candidate
-    raw: dict[str, dict[str, Any]] = {}
-    for j, cid in enumerate(order[1:], start=1):
-        pair = completed[:, 0] & completed[:, j]
-        d = scores[pair, j] - scores[pair, 0]
-        groups = groups_all[pair] if groups_all is not None else None
-        p_value, test = difference_test(d, binary=binary)
-        savings = None
-        if configs[cid].cost_per_case is not None and base.cost_per_case is not None:
-            ratio = ratio_ci(
-                costs[pair, j],
-                costs[pair, 0],
-                groups,
-                alpha=_CI_ALPHA,
-                n_boot=n_boot,
-                seed=derive_seed(seed, "savings", cid),
-            )
-            savings = Interval(
-                100 * (1 - ratio.estimate),
-                100 * (1 - ratio.high),
-                100 * (1 - ratio.low),
-                ratio.level,
-                ratio.method,
-                ratio.n,
-                ratio.n_units,
-            )
-        p95_c, p95_b = configs[cid].latency_p95, base.latency_p95
-        lat_ratio = None
-        if p95_c is not None and p95_b is not None and p95_b.estimate:
-            lat_ratio = finite_or_none(p95_c.estimate / p95_b.estimate)
-        cand_err = configs[cid].error_rate
-        ni = noninferiority_test(d, margin=margin, alpha=alpha, binary=binary, groups=groups)
-        raw[cid] = {
-            "n_paired": int(pair.sum()),
-            "delta": paired_delta_ci(
-                d, groups, alpha=_CI_ALPHA, n_boot=n_boot, seed=derive_seed(seed, "delta", cid)
-            ),
-            "sd_delta": float(d.std(ddof=1)) if len(d) > 1 else math.nan,
-            "zero_variance": ni.identical,
-            "p_value": p_value,
-            "test": test,
-            "discordant": (int(np.sum(d > 0)), int(np.sum(d < 0))) if binary else None,
-            "savings": savings,
-            "lat_ratio": lat_ratio,
-            "ni": ni,
-            "error_rate": cand_err,
-            "error_flag": cand_err > base.error_rate + ERROR_EXCESS or cand_err > ERROR_MAX,
-        }
-
-    adjusted = holm([raw[c]["ni"].p_value for c in candidates])
-    comparisons: dict[str, Comparison] = {}
-    for cid, p_adj in zip(candidates, adjusted, strict=True):
-        c = raw[cid]
-        c["p_adjusted"] = float(p_adj)
-        c["quality_verdict"] = c["ni"].verdict(p_adjusted=float(p_adj))
-        c["verdict"] = Verdict.FAIL if c["error_flag"] else c["quality_verdict"]
-        comparisons[cid] = Comparison(
-            config_id=cid,
-            baseline=baseline,
-            n_paired=c["n_paired"],
-            delta=c["delta"],
-            sd_delta=c["sd_delta"],
-            zero_variance=c["zero_variance"],
-            p_value=c["p_value"],
-            test=c["test"],
-            discordant=c["discordant"],
-            savings_pct=c["savings"],
-            latency_p95_ratio=c["lat_ratio"],
-            noninferiority=c["ni"],
-            p_adjusted=c["p_adjusted"],
-            error_flag=c["error_flag"],
-            quality_verdict=c["quality_verdict"],
-            verdict=c["verdict"],
-            reason=_reason(c, margin, alpha, base.error_rate),
-        )
-        if c["zero_variance"]:
-            notes.append(
-                f"{cid}: every paired difference is identical ({_f(c['delta'].estimate)}); "
-                "its verdict uses the exact bound for identical outcomes, not the zero-width "
-                "interval"
-            )
-
-    pareto = _pareto(configs, order, scores, costs, units, call_latencies, seed, n_frontier_boot)
     recommendation = _recommend(configs, comparisons, slo, margin, baseline)
     if recommendation is None:
         why = "no candidate passes non-inferiority"
         if slo and any(c.verdict is Verdict.PASS for c in comparisons.values()):
             why = "no candidate that passes non-inferiority meets the SLOs"
         notes.append(f"no recommendation: {why} at δ={margin} (Holm-adjusted α={alpha})")
-    gate = _gate(comparisons, baseline, candidates, gated, force_gate, base.n_completed)
+    gate = _gate(comparisons, baseline, order[1:], gated, force_gate, n_baseline)
     if not gate.gating:
         notes.append(gate.note)
     return SuiteAnalysis(
@@ -578,12 +625,12 @@ def analyze_suite(
         alpha=alpha,
         seed=seed,
         n_boot=n_boot,
-        score_kind="binary" if binary else "continuous",
+        score_kind="binary" if table.binary else "continuous",
         clustered=units.clustered,
         n_cases=len(cases),
         configs=configs,
         comparisons=comparisons,
-        pareto=pareto,
+        pareto=_pareto(table, configs, seed, n_frontier_boot),
         recommendation=recommendation,
         gate=gate,
         notes=tuple(notes),
@@ -687,53 +734,46 @@ def _recommend(
     )
 
 
-def _pareto(
-    configs: dict[str, ConfigStats],
-    order: list[str],
-    scores: np.ndarray,
-    costs: np.ndarray,
-    units: Units,
-    call_latencies: dict[str, tuple[np.ndarray, np.ndarray]],
-    seed: int,
-    n_resamples: int,
-) -> Pareto:
-    use_cost = any(configs[c].cost_per_case is not None for c in order)
-    objectives = (
-        ("quality", "cost_per_case", "latency_p95_ms")
-        if use_cost
-        else ("quality", "latency_p95_ms")
-    )
-    maximize = (True, False, False) if use_cost else (True, False)
-    placed = [
-        j
-        for j, c in enumerate(order)
-        if configs[c].n_completed > 0
-        and configs[c].latency_p95 is not None
-        and (configs[c].cost_per_case is not None or not use_cost)
-    ]
-    probability: dict[str, float | None] = {c: None for c in order}
+def _pareto(t: _Table, configs: dict[str, ConfigStats], seed: int, n_resamples: int) -> Pareto:
+    """Frontier over (quality, cost, p95) and each config's chance of being on it.
+
+    A config with no completed call, or with an unknown cost while some config's cost is
+    known, is not placed (its probability is None); with no known cost at all the
+    frontier is over quality and p95 only.
+    """
+    use_cost = any(c.cost_per_case is not None for c in configs.values())
+    objectives: tuple[str, ...] = ("quality", "cost_per_case", "latency_p95_ms")
+    maximize: tuple[bool, ...] = (True, False, False)
+    if not use_cost:
+        objectives, maximize = ("quality", "latency_p95_ms"), (True, False)
+
+    def observed(c: ConfigStats) -> list[float] | None:
+        if c.latency_p95 is None or c.latency_p95.estimate is None or c.n_completed == 0:
+            return None
+        if not use_cost:
+            return [c.quality.estimate, c.latency_p95.estimate]
+        if c.cost_per_case is None:
+            return None
+        return [c.quality.estimate, c.cost_per_case.estimate, c.latency_p95.estimate]
+
+    points = {j: observed(configs[cid]) for j, cid in enumerate(t.order)}
+    placed = [j for j, point in points.items() if point is not None]
+    probability: dict[str, float | None] = {cid: None for cid in t.order}
     if not placed:
         return Pareto(objectives, (), probability, 0)
-
-    def observed(c: ConfigStats) -> list[float]:
-        p95 = c.latency_p95.estimate if c.latency_p95 else math.nan
-        cost = c.cost_per_case.estimate if c.cost_per_case else math.nan
-        return [c.quality.estimate, cost, p95] if use_cost else [c.quality.estimate, p95]
-
-    points = np.array([observed(configs[order[j]]) for j in placed], dtype=float)
-    front = pareto_front(points, maximize)
+    front = pareto_front(np.array([points[j] for j in placed]), maximize)
     probs = _joint_frontier_probability(
-        scores[:, placed],
-        costs[:, placed] if use_cost else None,
-        units,
-        [call_latencies[order[j]] for j in placed],
+        t.scores[:, placed],
+        t.costs[:, placed] if use_cost else None,
+        t.units,
+        [t.latencies(j) for j in placed],
         maximize,
         np.random.default_rng(derive_seed(seed, "frontier")),
         n_resamples,
     )
     for j, p in zip(placed, probs, strict=True):
-        probability[order[j]] = float(p)
-    frontier = tuple(order[j] for j, on in zip(placed, front, strict=True) if on)
+        probability[t.order[j]] = float(p)
+    frontier = tuple(t.order[j] for j, on in zip(placed, front, strict=True) if on)
     return Pareto(objectives, frontier, probability, n_resamples)
 
 
@@ -757,26 +797,24 @@ def _joint_frontier_probability(
     if n_resamples <= 0:
         return np.full(scores.shape[1], math.nan)
 
-    def unit_sums(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        seen = ~np.isnan(matrix)
-        return units.totals(np.where(seen, matrix, 0.0)), units.totals(seen.astype(float))
-
-    q_num, q_den = unit_sums(scores)
-    c_num, c_den = unit_sums(costs) if costs is not None else (None, None)
-    widest = max(len(lat) for lat, _ in latencies)
+    # Per-unit sums and counts of every config's case scores (and costs), side by side,
+    # so one matrix product per block gives every config's resampled means.
+    blocks = [scores] if costs is None else [scores, costs]
+    seen = [~np.isnan(m) for m in blocks]
+    sums = np.hstack([np.where(s, m, 0.0) for m, s in zip(blocks, seen, strict=True)])
+    unit_sums = units.totals(np.hstack([sums, *(s.astype(float) for s in seen)]))
+    k = sums.shape[1]
     on_front = np.zeros(scores.shape[1])
     with np.errstate(invalid="ignore", divide="ignore"):
-        for counts in resample_blocks(units.count, n_resamples, rng, width=widest):
-            columns = [(counts @ q_num) / (counts @ q_den)]
-            if c_num is not None:
-                columns.append((counts @ c_num) / (counts @ c_den))
-            p95 = np.full((len(counts), len(latencies)), math.nan)
-            for k, (lat, lat_units) in enumerate(latencies):
-                cum = np.cumsum(counts[:, lat_units], axis=1)
-                total = cum[:, -1]
-                index = np.minimum((cum < q * total[:, None]).sum(axis=1), len(lat) - 1)
-                p95[:, k] = np.where(total > 0, lat[index], math.nan)
-            columns.append(p95)
+        for counts in resample_blocks(units.count, n_resamples, rng):
+            resampled = counts @ unit_sums
+            means = resampled[:, :k] / resampled[:, k:]
+            columns = np.split(means, len(blocks), axis=1)
+            columns.append(
+                np.column_stack(
+                    [resampled_quantiles(lat, lat_units, counts, q) for lat, lat_units in latencies]
+                )
+            )
             samples = np.stack(columns, axis=-1)
             on_front += frontier_probability(samples, maximize) * len(counts)
     return on_front / n_resamples

@@ -31,6 +31,8 @@ POWER = 0.8
 
 
 class Verdict(enum.StrEnum):
+    """Outcome of a non-inferiority test; its value is the string the reports show."""
+
     PASS = "PASS"
     FAIL = "FAIL"
     INCONCLUSIVE = "INCONCLUSIVE"
@@ -134,7 +136,8 @@ def _tango_z(b, c, n, delta0):
 
     b: pairs (cand=1, base=0); c: pairs (cand=0, base=1); n: pairs. With p10 = P(b-cell)
     and p01 = P(c-cell), Δ = p10 - p01 and Var(b - c) = n(p10 + p01 - Δ²). The variance is
-    evaluated at the restricted MLE of p01 under Δ = delta0 (Tango 1998, eq. 3; Nam 1997):
+    evaluated at the restricted MLE of p01 under Δ = delta0 (Tango 1998, Statistics in
+    Medicine; the same estimator as Nam 1997):
     the larger root of 2n·q² + [-(b+c) + (2n - b + c)·delta0]·q - c·delta0·(1 - delta0).
     """
     b, c, n, d0 = (np.asarray(v, dtype=float) for v in (b, c, n, delta0))

@@ -9,7 +9,7 @@ The ``method`` field of every :class:`Interval` says which one produced it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -73,9 +73,11 @@ def resample_counts(n_units: int, n_resamples: int, rng: np.random.Generator) ->
     return flat.reshape(n_resamples, n_units).astype(float)
 
 
-def resample_blocks(n_units: int, n_resamples: int, rng: np.random.Generator, width: int = 0):
-    """Yields :func:`resample_counts` blocks whose total is ``n_resamples`` rows."""
-    block = max(1, _BLOCK_ELEMENTS // max(n_units, width, 1))
+def resample_blocks(
+    n_units: int, n_resamples: int, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
+    """Yields :func:`resample_counts` blocks, together ``n_resamples`` rows (bounded memory)."""
+    block = max(1, _BLOCK_ELEMENTS // max(n_units, 1))
     for start in range(0, n_resamples, block):
         yield resample_counts(n_units, min(block, n_resamples - start), rng)
 
@@ -105,7 +107,7 @@ def bootstrap_mean_ci(
     alpha: float = 0.05,
     n_boot: int = 10_000,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[Any, Any]:
     """Percentile bootstrap interval of the mean, for one or many datasets at once.
 
     Args:

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def _oriented(samples: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+def _oriented(samples: np.ndarray, maximize: Sequence[bool] | None) -> np.ndarray:
     samples = np.asarray(samples, dtype=float)
+    if maximize is None:  # evalgate's convention: quality first, then costs
+        maximize = [True] + [False] * (samples.shape[-1] - 1)
     if samples.shape[-1] != len(maximize):
         raise ValueError(
             f"points have {samples.shape[-1]} objectives but maximize has {len(maximize)}"
@@ -26,13 +28,14 @@ def _on_front(oriented: np.ndarray) -> np.ndarray:
     return valid & ~dominates.any(axis=1)
 
 
-def pareto_front(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+def pareto_front(points: np.ndarray, maximize: Sequence[bool] | None = None) -> np.ndarray:
     """Which points no other point dominates.
 
     Args:
         points: (C, K) objective values, one row per config.
         maximize: per objective, True if larger is better (quality), False if smaller is
-            (cost, latency).
+            (cost, latency). Default: the first objective is maximised, the others
+            minimised, e.g. (quality, cost_per_case, latency_p95_ms).
 
     Returns:
         (C,) booleans. Identical points do not dominate each other (both stay on the
@@ -44,7 +47,7 @@ def pareto_front(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
     return _on_front(_oriented(points[None], maximize))[0]
 
 
-def frontier_probability(samples: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+def frontier_probability(samples: np.ndarray, maximize: Sequence[bool] | None = None) -> np.ndarray:
     """Share of resamples in which each config is on the Pareto frontier.
 
     Args:

@@ -75,3 +75,44 @@ def quantile_ci(x: Sequence[float] | np.ndarray, q: float, conf: float = 0.95) -
     high = float(values[high_index]) if high_index < n else None
     estimate = float(np.quantile(values, q))
     return QuantileCI(q, estimate, low, high, low is not None and high is not None, n, conf, min_n)
+
+
+def resampled_quantiles(
+    values: np.ndarray, units: np.ndarray, counts: np.ndarray, q: float
+) -> np.ndarray:
+    """The q-quantile of ``values`` in each bootstrap resample of their units, vectorised.
+
+    Args:
+        values: (M,) observations (e.g. call latencies); ``values[i]`` belongs to unit
+            ``units[i]`` (its case or group), so a unit drawn twice counts its values twice.
+        units: (M,) unit index of each value.
+        counts: (B, G) how often each unit is drawn in each of B resamples.
+        q: the quantile.
+
+    Returns:
+        (B,) quantiles, inverted-CDF definition (the smallest value whose cumulative
+        weight reaches q of the total, ``numpy.quantile(..., method="inverted_cdf")`` on
+        the expanded sample); NaN for a resample that draws none of the values.
+
+    For an upper quantile only the top of the sorted values matters, so the cumulative
+    weights are summed from the top over the first ~2(1-q)M values, falling back to all
+    of them for any resample whose tail turned out heavier.
+    """
+    order = np.argsort(values, kind="stable")[::-1]
+    desc, desc_units = values[order], units[order]
+    m_values = len(desc)
+    if m_values == 0:
+        return np.full(len(counts), np.nan)
+    # einsum, not BLAS: a matrix-vector product gains nothing from BLAS threads, which
+    # only contend with each other on a busy machine.
+    totals = np.einsum("bg,g->b", counts, np.bincount(desc_units, minlength=counts.shape[1]))
+    above = (1 - q) * totals  # weight allowed strictly above the quantile
+    head = min(m_values, math.ceil(2 * (1 - q) * m_values) + 64)
+    top = np.cumsum(counts[:, desc_units[:head]], axis=1)
+    n_above = (top <= above[:, None]).sum(axis=1)
+    short = n_above == head
+    if head < m_values and short.any():
+        full = np.cumsum(counts[short][:, desc_units], axis=1)
+        n_above[short] = (full <= above[short, None]).sum(axis=1)
+    picked = desc[np.minimum(n_above, m_values - 1)]
+    return np.where(totals > 0, picked, np.nan)

@@ -80,8 +80,9 @@ def _display(path: Path) -> str:
 class _Checker:
     """Type checks against one file's positions, raising located SuiteErrors."""
 
-    def __init__(self, positions: Positions) -> None:
+    def __init__(self, positions: Positions, base_dir: Path | None = None) -> None:
         self.pos = positions
+        self.base_dir = base_dir  # the suite file's folder: relative paths start there
 
     def fail(self, path: Path_, message: str) -> SuiteError:
         return SuiteError(self.pos.file, self.pos.line(path), dotted(path), message)
@@ -168,7 +169,7 @@ def load_suite(path: Path) -> Suite:
     except (OSError, UnicodeDecodeError) as exc:
         raise SuiteError(file, 1, "", f"cannot read suite file: {exc}") from None
     raw, positions = load_with_positions(text, file)
-    check = _Checker(positions)
+    check = _Checker(positions, path.parent)
     top = check.mapping(raw, (), TOP_KEYS, required=("suite", "tiers", "prompt", "configs"))
 
     name = check.string(top["suite"], ("suite",), _NAME, "a name of letters, digits, '.', '_', '-'")
@@ -309,6 +310,10 @@ def _graders(check: _Checker, raw: Any, path: Path_) -> tuple[GraderSpec, ...]:
                     if isinstance(text, str):
                         _syntax_check(check, text, (*here, key))
             params[key] = value
+        if definition.validate is not None:
+            problem = definition.validate(params, str(check.base_dir or "."))
+            if problem:
+                raise check.fail(here, problem)
         weight = check.number(entry.get("weight", 1.0), (*here, "weight"), low=0)
         specs.append(GraderSpec(type_name, frozen_mapping(params), weight,
                                 check.pos.line(here)))
@@ -422,7 +427,7 @@ def _dataset(check: _Checker, raw: Any, base: Path) -> list[Case]:
     for line, row in rows:
         if limit is not None and len(cases) >= limit:
             break
-        cases.append(_row_case(row, file, line))
+        cases.append(_row_case(row, file, line, base))
     return cases
 
 
@@ -452,7 +457,7 @@ def _csv_rows(path: Path, file: str) -> list[tuple[int, dict[str, Any]]]:
         return [(reader.line_num, dict(row)) for row in reader]
 
 
-def _row_case(row: dict[str, Any], file: str, line: int) -> Case:
+def _row_case(row: dict[str, Any], file: str, line: int, suite_dir: Path) -> Case:
     def fail(key: str, message: str) -> SuiteError:
         return SuiteError(file, line, key, message)
 
@@ -471,7 +476,7 @@ def _row_case(row: dict[str, Any], file: str, line: int) -> Case:
     if "assert" in row:
         positions = Positions(file)
         positions.set((), line)
-        graders = _graders(_Checker(positions), row["assert"], ("assert",))
+        graders = _graders(_Checker(positions, suite_dir), row["assert"], ("assert",))
     group = row.get("group")
     return Case(
         id=case_id,

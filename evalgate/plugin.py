@@ -37,6 +37,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--evalgate-max-attempts", type=int, default=options.DEFAULT_MAX_ATTEMPTS,
                     dest=options.MAX_ATTEMPTS, metavar="N",
                     help="attempts per call, retries included (default: %(default)s)")
+    group.addoption("--evalgate-gate", choices=options.GATE_CHOICES, default="marked",
+                    dest=options.GATE, help="which configs the quality gate checks: those "
+                    "marked `gate: true` (default), all candidates, or none")
+    group.addoption("--evalgate-margin", type=float, default=None, dest=options.MARGIN,
+                    metavar="DELTA", help="non-inferiority margin for every suite (default: "
+                    "each suite's gate.margin, else 0.05)")
+    group.addoption("--evalgate-alpha", type=float, default=None, dest=options.ALPHA,
+                    metavar="A", help="one-sided alpha for every suite (default: each "
+                    "suite's gate.alpha, else 0.05)")
+    group.addoption("--evalgate-allow-inconclusive", action="store_true",
+                    dest=options.ALLOW_INCONCLUSIVE,
+                    help="an INCONCLUSIVE verdict does not block (FAIL still does)")
+    group.addoption("--evalgate-force-gate", action="store_true", dest=options.FORCE_GATE,
+                    help="gate suites with fewer than 100 paired cases too")
+    group.addoption("--evalgate-baseline", default=None, dest=options.BASELINE,
+                    metavar="JSON", help="a stored evalgate.json (e.g. of main) to compare "
+                    "this run against, case by case")
+    group.addoption("--evalgate-seed", type=int, default=0, dest=options.SEED,
+                    help="seed of every statistical resampling (default: %(default)s)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,6 +66,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--evalgate-concurrency must be at least 1")
     if config.getoption(options.MAX_ATTEMPTS) < 1:
         raise pytest.UsageError("--evalgate-max-attempts must be at least 1")
+    margin, alpha = config.getoption(options.MARGIN), config.getoption(options.ALPHA)
+    if margin is not None and not 0 < margin < 1:
+        raise pytest.UsageError(f"--evalgate-margin must be in (0, 1), got {margin}")
+    if alpha is not None and not 0 < alpha <= 0.5:
+        raise pytest.UsageError(f"--evalgate-alpha must be in (0, 0.5], got {alpha}")
     # litellm trips pydantic's deprecation warnings on every streamed chunk; they are
     # litellm's to fix and would bury the user's own warnings.
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:litellm.*")

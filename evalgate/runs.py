@@ -34,6 +34,10 @@ class RunPaths:
     def report_json(self) -> Path:
         return self.reports / "evalgate.json"
 
+    @property
+    def summary_md(self) -> Path:
+        return self.reports / "summary.md"
+
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)

@@ -66,6 +66,7 @@ class EvalgateSession:
         self._progress_done = 0
         self._progress_stamp = time.monotonic()
         self.report: dict[str, Any] | None = None
+        self.blocked = False
         if self.is_controller:
             mark_latest(self.paths)
             self.paths.servers.unlink(missing_ok=True)  # stale ports from an earlier session
@@ -251,6 +252,8 @@ class EvalgateSession:
         if self.config.option.collectonly:
             return
         self.report = self._write_report()
+        if self.blocked and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _write_report(self) -> dict[str, Any] | None:
         from evalgate.report.summary import build_report, write_json
@@ -259,13 +262,46 @@ class EvalgateSession:
         latest = latest_by_item(read_results(self.paths.results))
         if not latest:
             return None
+        from evalgate.report.gate import analyze_run
+        from evalgate.report.markdown import render_summary
+
         baselines = {name: suite.baseline for name, suite in self.suites.items()}
         orders = {name: [c.id for c in suite.configs] for name, suite in self.suites.items()}
-        document = build_report(latest.values(), run_id=self.paths.run_id, baselines=baselines,
-                                config_orders=orders)
+        gate = analyze_run(latest.values(), self.suites, self._gate_settings(),
+                           self._stored_baseline())
+        document = build_report(
+            latest.values(), run_id=self.paths.run_id, baselines=baselines,
+            config_orders=orders,
+            extra={name: {"stats": section} for name, section in gate.sections.items()},
+        )
+        document["gate"] = {"blocked": bool(gate.blocking), "reasons": gate.blocking,
+                            "notes": gate.notes}
+        self.blocked = bool(gate.blocking)
         write_json(document, self.paths.report_json)
         write_json(document, self.paths.run_dir / "evalgate.json")
+        summary = render_summary(document)
+        self.paths.summary_md.write_text(summary, encoding="utf-8")
         return document
+
+    def _gate_settings(self) -> Any:
+        from evalgate.report.gate import GateSettings
+
+        option = self.config.getoption
+        return GateSettings(
+            margin=option(options.MARGIN), alpha=option(options.ALPHA),
+            mode=option(options.GATE), allow_inconclusive=option(options.ALLOW_INCONCLUSIVE),
+            force=option(options.FORCE_GATE), seed=option(options.SEED),
+        )
+
+    def _stored_baseline(self) -> dict[str, Any] | None:
+        path = self.config.getoption(options.BASELINE)
+        if not path:
+            return None
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return dict(json.load(fh))
+        except (OSError, ValueError) as exc:
+            raise pytest.UsageError(f"--evalgate-baseline {path}: cannot read: {exc}") from None
 
     def _stop_servers(self) -> None:
         if self._servers is not None:

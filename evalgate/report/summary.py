@@ -153,5 +153,41 @@ def format_tables(document: Mapping[str, Any]) -> list[str]:
                 shown = ", ".join(c["misses"][:5])
                 more = f" (+{len(c['misses']) - 5} more)" if len(c["misses"]) > 5 else ""
                 lines.append(f"{'':<4}misses: {shown}{more}")
+        lines.extend(_stats_lines(suite.get("stats")))
         lines.append("")
+    gate = document.get("gate")
+    if gate:
+        for note in gate.get("notes", []):
+            lines.append(f"note: {note}")
+        if gate.get("blocked"):
+            lines.append("evalgate gate: BLOCKED")
+            lines.extend(f"  blocked: {reason}" for reason in gate.get("reasons", []))
+        else:
+            lines.append("evalgate gate: passed")
+    return lines
+
+
+def _stats_lines(stats: Mapping[str, Any] | None) -> list[str]:
+    if not stats:
+        return []
+    lines = [f"  vs baseline (margin {stats['margin']}, alpha {stats['alpha']}; "
+             f"{stats['gate']['note']}):"]
+    for config_id, c in stats.get("comparisons", {}).items():
+        delta = c.get("delta") or {}
+        ni = c.get("noninferiority") or {}
+        ci = ("[-]" if delta.get("low") is None else
+              f"[{delta['low']:+.3f}, {delta['high']:+.3f}]")
+        p = c.get("p_value")
+        savings = (c.get("savings_pct") or {}).get("estimate")
+        needed = ni.get("n_needed")
+        extra = f", needs N≈{needed}" if c.get("verdict") == "INCONCLUSIVE" and needed else ""
+        lines.append(
+            f"    {config_id[:20]:<20} Δ {_fmt(delta.get('estimate'), '+.3f')} {ci} "
+            f"p={_fmt(p, '.3g')} N={c.get('n_paired')} {c.get('verdict')}"
+            f" (min margin {_fmt(ni.get('min_detectable_margin'), '.3f')}{extra})"
+            f" cost {_fmt(savings, '+.0f')}%"
+        )
+    rec = stats.get("recommendation")
+    lines.append(f"  recommended: {rec['config_id']} ({rec['reason']})" if rec else
+                 "  recommended: none")
     return lines

@@ -24,6 +24,7 @@ from evalgate.suite.model import (
     GraderSpec,
     Message,
     Price,
+    Slo,
     Suite,
     Tier,
     TrimSpec,
@@ -49,7 +50,8 @@ CONFIG_KEYS = (
 )
 CASE_KEYS = ("id", "vars", "assert", "must_pass", "group")
 DATASET_KEYS = ("path", "limit")
-GATE_KEYS = ("margin", "alpha")
+GATE_KEYS = ("margin", "alpha", "slo", "force")
+SLO_KEYS = ("p95_latency_ms", "cost_per_case")
 TRIM_KEYS = ("variable", "query")
 MESSAGE_KEYS = ("role", "content")
 ROLES = ("system", "user", "assistant")
@@ -322,7 +324,12 @@ def _graders(check: _Checker, raw: Any, path: Path_) -> tuple[GraderSpec, ...]:
 
 def _gate(check: _Checker, raw: Any) -> Gate:
     raw = check.mapping(raw, ("gate",), GATE_KEYS)
+    slo_raw = check.mapping(raw.get("slo", {}), ("gate", "slo"), SLO_KEYS)
+    slo = Slo(**{key: check.number(value, ("gate", "slo", key), low=0, low_open=True)
+                 for key, value in slo_raw.items()})
     return Gate(
+        slo=slo,
+        force=check.boolean(raw.get("force", False), ("gate", "force")),
         margin=check.number(raw.get("margin", 0.05), ("gate", "margin"), low=0, high=1,
                             low_open=True),
         alpha=check.number(raw.get("alpha", 0.05), ("gate", "alpha"), low=0, high=0.5,

@@ -121,9 +121,28 @@ class Config:
 
 
 @dataclass(frozen=True, slots=True)
+class Slo:
+    """Limits a recommended config must meet (None: no limit)."""
+
+    p95_latency_ms: float | None = None
+    cost_per_case: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Gate:
+    """The suite's non-inferiority gate.
+
+    Attributes:
+        margin: the largest quality loss the team accepts (δ, on the 0..1 score scale).
+        alpha: one-sided significance level.
+        slo: limits for the recommendation.
+        force: gate even with fewer than 100 paired cases (underpowered).
+    """
+
     margin: float = 0.05
     alpha: float = 0.05
+    slo: Slo = field(default_factory=Slo)
+    force: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,174 @@
+"""Statistics per suite and the quality gate's verdict for the whole run.
+
+Pure: results + suites + settings in, a JSON-safe document and blocking reasons out. The
+session writes the document and turns blocking reasons into the exit status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from evalgate.results import CaseResult, to_rows
+from evalgate.suite.model import Suite
+
+
+@dataclass(frozen=True, slots=True)
+class GateSettings:
+    """Command-line overrides of the suites' gate settings.
+
+    Attributes:
+        margin, alpha: override every suite's ``gate.margin`` / ``gate.alpha`` when set.
+        mode: "marked" (configs with ``gate: true``), "all" candidates, or "none".
+        allow_inconclusive: INCONCLUSIVE does not block.
+        force: gate underpowered suites too.
+        seed: seeds every resampling.
+    """
+
+    margin: float | None = None
+    alpha: float | None = None
+    mode: str = "marked"
+    allow_inconclusive: bool = False
+    force: bool = False
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class RunGate:
+    """Per-suite statistics sections and the reasons the run is blocked (if any)."""
+
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    blocking: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def gated_configs(suite: Suite, mode: str) -> list[str]:
+    candidates = [c.id for c in suite.configs if c.id != suite.baseline]
+    if mode == "all":
+        return candidates
+    if mode == "none":
+        return []
+    return [c.id for c in suite.configs if c.gate and c.id != suite.baseline]
+
+
+def _frame(results: Iterable[CaseResult]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(to_rows(results))
+
+
+def analyze_run(
+    results: Iterable[CaseResult],
+    suites: Mapping[str, Suite],
+    settings: GateSettings,
+    stored_baseline: Mapping[str, Any] | None = None,
+) -> RunGate:
+    """Statistics for every suite with results, and the gate over all of them."""
+    from evalgate.stats import analyze_suite
+
+    by_suite: dict[str, list[CaseResult]] = {}
+    for result in results:
+        by_suite.setdefault(result.suite, []).append(result)
+    gate = RunGate()
+    for name, suite_results in sorted(by_suite.items()):
+        suite = suites.get(name)
+        if suite is None:
+            gate.notes.append(f"{name}: not among this session's suites; no statistics")
+            continue
+        margin = settings.margin if settings.margin is not None else suite.gate.margin
+        alpha = settings.alpha if settings.alpha is not None else suite.gate.alpha
+        gated = gated_configs(suite, settings.mode)
+        slo = {k: v for k, v in (("p95_latency_ms", suite.gate.slo.p95_latency_ms),
+                                 ("cost_per_case", suite.gate.slo.cost_per_case))
+               if v is not None}
+        frame = _frame(suite_results)
+        present = set(frame["config_id"])
+        if suite.baseline not in present:
+            gate.notes.append(f"{name}: baseline {suite.baseline!r} was not run (deselected?); "
+                              "no comparisons")
+            continue
+        try:
+            analysis = analyze_suite(
+                frame, baseline=suite.baseline, margin=margin, alpha=alpha,
+                gated=[g for g in gated if g in present],
+                force_gate=settings.force or suite.gate.force, slo=slo or None,
+                seed=settings.seed,
+            )
+        except ValueError as exc:
+            gate.notes.append(f"{name}: statistics skipped: {exc}")
+            continue
+        section = analysis.to_dict()
+        section["gated_configs"] = gated
+        gate.sections[name] = section
+        verdicts = analysis.gate
+        for reason in verdicts.fail:
+            gate.blocking.append(f"{name}: {reason.message}")
+        if not settings.allow_inconclusive:
+            for reason in verdicts.inconclusive:
+                gate.blocking.append(f"{name}: {reason.message}")
+        if stored_baseline is not None:
+            _compare_with_stored(gate, name, suite, suite_results, stored_baseline, settings,
+                                 margin, alpha, gated)
+    return gate
+
+
+def _compare_with_stored(
+    gate: RunGate, name: str, suite: Suite, head: list[CaseResult],
+    stored: Mapping[str, Any], settings: GateSettings, margin: float, alpha: float,
+    gated: list[str],
+) -> None:
+    """Each config of this run against the same config in a stored run (e.g. main's)."""
+    import pandas as pd
+
+    from evalgate.stats import analyze_suite
+
+    old = stored.get("suites", {}).get(name)
+    section: dict[str, Any] = {"run_id": stored.get("run_id")}
+    gate.sections[name]["vs_stored"] = section
+    if old is None:
+        section["note"] = "suite not in the stored run: nothing to compare"
+        gate.notes.append(f"{name}: not in the stored baseline run; new suite")
+        return
+    section["suite_hash_changed"] = old.get("suite_hash") != suite.suite_hash
+    old_rows = pd.DataFrame(old.get("cases", []))
+    head_rows = _frame(head)
+    old_cases = set(old_rows["case_id"]) if not old_rows.empty else set()
+    head_cases = set(head_rows["case_id"])
+    section["new_cases"] = sorted(head_cases - old_cases)
+    section["missing_cases"] = sorted(old_cases - head_cases)
+    if section["suite_hash_changed"]:
+        gate.notes.append(f"{name}: the suite changed since the stored run (hash "
+                          f"{old.get('suite_hash')} -> {suite.suite_hash})")
+    if section["new_cases"]:
+        gate.notes.append(f"{name}: {len(section['new_cases'])} case(s) not in the stored run "
+                          "(reported, not compared)")
+    if section["missing_cases"]:
+        gate.notes.append(f"{name}: {len(section['missing_cases'])} stored case(s) not in "
+                          "this run")
+    configs: dict[str, Any] = {}
+    for config_id in sorted(set(head_rows["config_id"])):
+        before = old_rows[old_rows["config_id"] == config_id] if not old_rows.empty else None
+        if before is None or before.empty:
+            continue
+        after = head_rows[head_rows["config_id"] == config_id]
+        frame = pd.concat([before.assign(config_id="stored"), after.assign(config_id="head")],
+                          ignore_index=True)
+        frame = frame[frame["case_id"].isin(old_cases & head_cases)]
+        try:
+            analysis = analyze_suite(frame, baseline="stored", margin=margin, alpha=alpha,
+                                     gated=["head"], force_gate=settings.force or
+                                     suite.gate.force, seed=settings.seed)
+        except ValueError as exc:
+            configs[config_id] = {"note": f"skipped: {exc}"}
+            continue
+        comparison = analysis.to_dict()["comparisons"]["head"]
+        configs[config_id] = comparison
+        if config_id not in gated and config_id != suite.baseline:
+            continue
+        for reason in analysis.gate.fail:
+            gate.blocking.append(f"{name}: {config_id} vs stored run: {reason.message}")
+        if not settings.allow_inconclusive:
+            for reason in analysis.gate.inconclusive:
+                gate.blocking.append(f"{name}: {config_id} vs stored run: {reason.message}")
+    section["configs"] = configs

@@ -3,27 +3,73 @@
 Concurrency is the engine's, not pytest's: a single process keeps up to ``concurrency``
 calls in flight (plus per-tier rpm/tpm limits), whether or not xdist adds processes.
 Callers submit from any thread and get a ``concurrent.futures.Future``.
+
+At high concurrency the attempts themselves can run in worker processes
+(:mod:`evalgate.engine.procpool`): litellm spends ~10 ms of CPU on each streamed call,
+so one process cannot keep 50 fast calls in flight. The engine's own process keeps the
+semaphore, limits, retries and cache either way; see :func:`auto_processes`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import math
+import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from evalgate.engine.cache import ResponseCache, cache_key
-from evalgate.engine.calls import CallSpec, Endpoint, attempt
+from evalgate.engine.calls import CallSpec, Endpoint, attempt, new_event_loop
 from evalgate.engine.limits import TierLimits
+from evalgate.engine.procpool import ProcessPool, RemoteAttemptError
 from evalgate.engine.retry import RetryPolicy, is_retryable, retry_after_seconds
 from evalgate.results import CallResult
 
 EndpointResolver = Callable[[CallSpec], Endpoint]
 T = TypeVar("T")
+
+# Worker processes are used automatically from this many calls in flight: one process
+# sustains ~100 streamed calls/s through litellm, which 32 calls in flight outrun as soon
+# as a call takes under ~300 ms. Below it, starting the workers (each imports litellm,
+# about a second of CPU) buys nothing.
+AUTO_PROCESSES_MIN_CONCURRENCY = 32
+CALLS_IN_FLIGHT_PER_PROCESS = 25
+PROCESSES_ENV = "EVALGATE_PROCESSES"
+
+
+def auto_processes(concurrency: int) -> int:
+    """How many worker processes to run attempts in (0: in the engine's own process).
+
+    ``EVALGATE_PROCESSES=N`` forces N (0 turns the pool off). Otherwise, on POSIX and from
+    :data:`AUTO_PROCESSES_MIN_CONCURRENCY` calls in flight, one worker per
+    :data:`CALLS_IN_FLIGHT_PER_PROCESS` calls, at most one per CPU this process may use
+    (shared among pytest-xdist workers); fewer than two is not worth it.
+    """
+    forced = os.environ.get(PROCESSES_ENV, "").strip()
+    if forced:
+        try:
+            return max(0, int(forced))
+        except ValueError:
+            raise ValueError(f"{PROCESSES_ENV} must be an integer, got {forced!r}") from None
+    if os.name != "posix" or concurrency < AUTO_PROCESSES_MIN_CONCURRENCY:
+        return 0
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        xdist_workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    except ValueError:
+        xdist_workers = 1
+    n = min(cpus // xdist_workers, math.ceil(concurrency / CALLS_IN_FLIGHT_PER_PROCESS))
+    return n if n >= 2 else 0
 
 
 def describe(exc: BaseException) -> str:
@@ -71,7 +117,10 @@ class Engine:
         retry: backoff policy.
         tier_limits: tier name -> (rpm, tpm).
         seed: seeds the backoff jitter (reproducible waits in tests).
-        warm_up: pay litellm's one-time setup before the first measured call.
+        warm_up: pay litellm's one-time setup before the first measured call (and, with
+            worker processes, wait until they have started and warmed up).
+        processes: worker processes to run attempts in; None chooses automatically
+            (:func:`auto_processes`), 0 runs them in this process.
     """
 
     def __init__(
@@ -84,6 +133,7 @@ class Engine:
         tier_limits: Mapping[str, tuple[int | None, int | None]] | None = None,
         seed: int | None = None,
         warm_up: bool = True,
+        processes: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -91,7 +141,13 @@ class Engine:
         self._cache = cache
         self._retry = retry or RetryPolicy()
         self._rng = random.Random(seed)
-        self._loop = asyncio.new_event_loop()
+        n_processes = auto_processes(concurrency) if processes is None else processes
+        self._pool = ProcessPool(n_processes, warm_up=warm_up) if n_processes > 0 else None
+        if self._pool is not None:
+            # Children exit by themselves when this process dies; this covers an engine
+            # that is dropped without close().
+            weakref.finalize(self, self._pool.kill)
+        self._loop = new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="evalgate-engine", daemon=True
         )
@@ -102,7 +158,11 @@ class Engine:
             for tier, (rpm, tpm) in (tier_limits or {}).items()
             if rpm or tpm
         }
-        if warm_up:
+        if self._pool is not None:
+            started = self.submit_coroutine(self._pool.start())
+            if warm_up:
+                started.result()
+        elif warm_up:
             self._on_loop(_warm_up())
 
     def _on_loop(self, coro):  # type: ignore[no-untyped-def]
@@ -115,6 +175,17 @@ class Engine:
     @staticmethod
     async def _make_limits(rpm: int | None, tpm: int | None) -> TierLimits:
         return TierLimits(rpm, tpm)
+
+    @property
+    def processes(self) -> int:
+        """Worker processes attempts run in (0: this process)."""
+        return 0 if self._pool is None else self._pool.size
+
+    def worker_cpu_seconds(self) -> float:
+        """CPU seconds (user + system) used so far by the worker processes (0.0 if none)."""
+        if self._pool is None:
+            return 0.0
+        return self.submit_coroutine(self._pool.cpu_seconds()).result(timeout=60)
 
     def submit(self, spec: CallSpec) -> concurrent.futures.Future[CallResult]:
         """Schedules a call; the future never raises, failures are error results."""
@@ -151,6 +222,7 @@ class Engine:
             return CallResult(error=describe(exc), attempts=0)
         limits = self._limits.get(spec.tier)
         estimated_tokens = spec.max_tokens + sum(len(m["content"]) for m in spec.messages) // 4
+        run_attempt = attempt if self._pool is None else self._pool.attempt
         async with self._semaphore:
             for number in range(1, self._retry.max_attempts + 1):
                 if limits is not None:
@@ -158,17 +230,25 @@ class Engine:
                 try:
                     # The attempt's own timeout covers connecting; this one also covers a
                     # stream that stalls between chunks.
-                    result = await asyncio.wait_for(attempt(spec, endpoint), spec.timeout_s)
+                    result = await asyncio.wait_for(run_attempt(spec, endpoint), spec.timeout_s)
                     return replace(result, attempts=number)
                 except Exception as exc:
-                    if number == self._retry.max_attempts or not is_retryable(exc):
-                        return CallResult(error=describe(exc), attempts=number)
-                    await asyncio.sleep(
-                        self._retry.delay(number, retry_after_seconds(exc), self._rng)
-                    )
+                    # A worker process judged its exception with the same functions.
+                    remote = exc.failure if isinstance(exc, RemoteAttemptError) else None
+                    retryable = remote.retryable if remote else is_retryable(exc)
+                    if number == self._retry.max_attempts or not retryable:
+                        error = remote.description if remote else describe(exc)
+                        return CallResult(error=error, attempts=number)
+                    after = remote.retry_after_s if remote else retry_after_seconds(exc)
+                    await asyncio.sleep(self._retry.delay(number, after, self._rng))
         raise AssertionError("unreachable")  # the loop always returns
 
     def close(self) -> None:
+        if self._pool is not None:
+            if self._loop.is_running():
+                with contextlib.suppress(Exception):
+                    self.submit_coroutine(self._pool.aclose()).result(timeout=15)
+            self._pool.kill()
         if self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)

@@ -116,3 +116,8 @@ def json_valid(output: str, case: Any) -> Grade:
     except ValueError as exc:
         return Grade(0.0, False, f"not valid JSON ({exc.args[0] if exc.args else exc})")
     return Grade(1.0, True, "valid JSON")
+
+
+# The other graders register when the registry loads the built-ins (their heavy imports,
+# numpy, jsonschema and the embedding model, happen inside the graders).
+from evalgate.graders import budget, custom, judge, semantic, structured  # noqa: E402, F401

@@ -166,9 +166,10 @@ def _compare_with_stored(
         configs[config_id] = comparison
         if config_id not in gated and config_id != suite.baseline:
             continue
-        for reason in analysis.gate.fail:
-            gate.blocking.append(f"{name}: {config_id} vs stored run: {reason.message}")
+        reasons = list(analysis.gate.fail)
         if not settings.allow_inconclusive:
-            for reason in analysis.gate.inconclusive:
-                gate.blocking.append(f"{name}: {config_id} vs stored run: {reason.message}")
+            reasons += analysis.gate.inconclusive
+        for reason in reasons:
+            message = reason.message.removeprefix("head: ")
+            gate.blocking.append(f"{name}: {config_id} vs stored run: {message}")
     section["configs"] = configs

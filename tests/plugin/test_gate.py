@@ -1,0 +1,134 @@
+"""The non-inferiority gate end to end: verdicts, exit status, stored-baseline comparison."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from evalgate.results import latest_by_item, read_results
+from evalgate.testing.fake_openai import make_model
+from tests.plugin.test_run import run_pytest
+
+
+def gate_suite(base_url: str, key: str, cases: int, *, worse_gate: bool = True,
+               force: str = "") -> str:
+    model = "openai/" + make_model(key=key)
+    rows = "\n".join(
+        f'  - {{id: q{i}, group: g{i % 7}, vars: {{question: "item {i} is {i * 7}", '
+        f'answer: "{i * 7}"}}}}' if False else
+        f'  - {{id: q{i}, vars: {{question: "item {i} is v{i * 7}", answer: "v{i * 7}"}}}}'
+        for i in range(cases)
+    )
+    return f"""\
+suite: gated
+tiers:
+  t: {{model: "{model}", api_base: "{base_url}", price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
+prompt:
+  - {{role: user, content: "{{{{ question }}}}"}}
+assert:
+  - {{type: contains, value: "{{{{ answer }}}}"}}
+configs:
+  - {{id: base, tier: t, max_tokens: 20}}
+  - {{id: same, tier: t, max_tokens: 30, gate: true}}
+  - {{id: worse, tier: t, max_tokens: 3, gate: {str(worse_gate).lower()}}}
+baseline: base
+gate: {{margin: 0.05, alpha: 0.05{force}}}
+cases:
+{rows}
+"""
+
+
+@pytest.fixture
+def key() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def report(cwd: Path) -> dict:
+    return json.loads((cwd / "reports" / "evalgate.json").read_text())
+
+
+def test_worse_config_blocks_and_equivalent_passes(tmp_path, fake_server, key) -> None:
+    (tmp_path / "s.yaml").write_text(gate_suite(fake_server.base_url, key, 300))
+    proc = run_pytest(tmp_path, "--evalgate-concurrency", "16")
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "900 passed" in proc.stdout  # grader misses are data: no item failed
+    assert "evalgate gate: BLOCKED" in proc.stdout
+    assert "  blocked: gated: worse: FAIL: 90% upper bound" in proc.stdout
+    stats = report(tmp_path)["suites"]["gated"]["stats"]
+    assert stats["comparisons"]["worse"]["verdict"] == "FAIL"
+    assert stats["comparisons"]["same"]["verdict"] == "PASS"
+    assert stats["recommendation"]["config_id"] == "same"
+    summary = (tmp_path / "reports" / "summary.md").read_text()
+    assert "**Gate: BLOCKED**" in summary and "| worse |" in summary
+
+
+def test_ungated_worse_config_does_not_block(tmp_path, fake_server, key) -> None:
+    (tmp_path / "s.yaml").write_text(gate_suite(fake_server.base_url, key, 120,
+                                                worse_gate=False))
+    proc = run_pytest(tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "evalgate gate: passed" in proc.stdout
+    # --evalgate-gate=all gates every candidate.
+    blocked = run_pytest(tmp_path, "--evalgate-gate", "all")
+    assert blocked.returncode == 1 and "gated: worse: FAIL" in blocked.stdout
+
+
+def test_underpowered_suite_reports_inconclusive_with_n_needed(tmp_path, fake_server,
+                                                               key) -> None:
+    # 40 identical outcomes cannot show non-inferiority at 0.05 (59 are needed).
+    (tmp_path / "s.yaml").write_text(gate_suite(fake_server.base_url, key, 40,
+                                                worse_gate=False))
+    proc = run_pytest(tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "reports but does not gate" in proc.stdout
+    assert "INCONCLUSIVE" in proc.stdout and "needs N≈59" in proc.stdout
+    forced = run_pytest(tmp_path, "--evalgate-force-gate")
+    assert forced.returncode == 1 and "gated: same: INCONCLUSIVE" in forced.stdout
+    allowed = run_pytest(tmp_path, "--evalgate-force-gate", "--evalgate-allow-inconclusive")
+    assert allowed.returncode == 0
+
+
+def test_report_agrees_with_independent_recomputation(tmp_path, fake_server, key) -> None:
+    (tmp_path / "s.yaml").write_text(gate_suite(fake_server.base_url, key, 150))
+    run_pytest(tmp_path)
+    run_id = (tmp_path / "reports" / "runs" / "LATEST").read_text().strip()
+    latest = latest_by_item(read_results(tmp_path / "reports" / "runs" / run_id /
+                                         "results.jsonl"))
+    scores = {(r.case_id, r.config_id): r.score for r in latest.values()}
+    cases = sorted({c for c, _ in scores})
+    base = np.array([scores[c, "base"] for c in cases])
+    worse = np.array([scores[c, "worse"] for c in cases])
+    b, c = int(((base == 1) & (worse == 0)).sum()), int(((base == 0) & (worse == 1)).sum())
+    expected_p = sps.binomtest(min(b, c), b + c, 0.5).pvalue
+    comparison = report(tmp_path)["suites"]["gated"]["stats"]["comparisons"]["worse"]
+    assert comparison["delta"]["estimate"] == pytest.approx((worse - base).mean())
+    assert comparison["p_value"] == pytest.approx(expected_p)
+    assert comparison["n_paired"] == 150
+
+
+def test_pr_check_against_a_stored_main_run(tmp_path, fake_server, key) -> None:
+    main = gate_suite(fake_server.base_url, key, 120, worse_gate=False)
+    (tmp_path / "s.yaml").write_text(main)
+    assert run_pytest(tmp_path).returncode == 0
+    stored = tmp_path / "main.json"
+    shutil.copy(tmp_path / "reports" / "evalgate.json", stored)
+    # The PR lowers the baseline's max_tokens (a regression) and adds five cases.
+    extra = "\n".join(f'  - {{id: new{i}, vars: {{question: "n {i}", answer: "n"}}}}'
+                      for i in range(5))
+    head = main.replace("{id: base, tier: t, max_tokens: 20}",
+                        "{id: base, tier: t, max_tokens: 3}") + extra + "\n"
+    (tmp_path / "s.yaml").write_text(head)
+    proc = run_pytest(tmp_path, "--evalgate-baseline", str(stored))
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "gated: base vs stored run: FAIL" in proc.stdout
+    assert "note: gated: 5 case(s) not in the stored run (reported, not compared)" in proc.stdout
+    assert "note: gated: the suite changed since the stored run" in proc.stdout
+    vs = report(tmp_path)["suites"]["gated"]["stats"]["vs_stored"]
+    assert vs["new_cases"] == [f"new{i}" for i in range(5)] and vs["suite_hash_changed"]
+    assert vs["configs"]["same"]["verdict"] == "PASS"

@@ -45,6 +45,9 @@ def config_summary(rows: pd.DataFrame) -> dict[str, Any]:
     cost_known = rows["cost_usd"].notna().all()
     cost_total = float(rows["cost_usd"].fillna(0).sum()) if cost_known else None
     uncached = rows[~rows["cached"]]
+    # Repeats: pass^k = every repeat of a case passed; flaky = some but not all did.
+    repeat_pass = ok.groupby("case_id")["passed"].agg(["mean", "count"])
+    repeats = int(rows.groupby("case_id")["repeat"].nunique().max()) if len(rows) else 0
     return {
         "tier": str(rows["tier"].iloc[0]),
         "model": str(rows["model"].iloc[0]),
@@ -64,6 +67,10 @@ def config_summary(rows: pd.DataFrame) -> dict[str, Any]:
         "ttft_p50_ms": _percentile(ok["ttft_ms"], 0.50),
         "ttft_p95_ms": _percentile(ok["ttft_ms"], 0.95),
         "cache_hits": int(rows["cached"].sum()),
+        "repeats": repeats,
+        "pass_all_repeats": float((repeat_pass["mean"] == 1).mean()) if len(repeat_pass)
+        else None,
+        "flaky_cases": int(((repeat_pass["mean"] > 0) & (repeat_pass["mean"] < 1)).sum()),
         "measured_latency_p50_ms": _percentile(uncached["latency_ms"], 0.50),
     }
 

@@ -24,8 +24,9 @@ class SuiteFile(pytest.File):
         suite = load_suite(self.path)
         yield SuiteNode.from_parent(self, name=suite.name, suite=suite)
 
-    def repr_failure(self, excinfo: ExceptionInfo[BaseException],
-                     style: Any = None) -> str | TerminalRepr:
+    def repr_failure(
+        self, excinfo: ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
         if isinstance(excinfo.value, SuiteError):
             return str(excinfo.value)  # one line, no traceback: the user's file is at fault
         return super().repr_failure(excinfo)
@@ -60,8 +61,7 @@ class EvalFailure(Exception):
             lines.append(f"output:   {output!r}")
             for grade in r.grades:
                 mark = "pass" if grade.passed else "MISS"
-                lines.append(f"  [{mark}] {grade.grader} (score {grade.score:.2f}): "
-                             f"{grade.reason}")
+                lines.append(f"  [{mark}] {grade.grader} (score {grade.score:.2f}): {grade.reason}")
         return "\n".join(lines)
 
 
@@ -79,17 +79,22 @@ class EvalItem(pytest.Item):
         result, _ = session_of(self.config).run_item(self)
         self.user_properties.append(("evalgate", self.plan.key))
         if result.call.error is not None:
-            raise EvalFailure(result, f"call failed after {result.call.attempts} attempt(s): "
-                              f"{result.call.error}")
+            raise EvalFailure(
+                result, f"call failed after {result.call.attempts} attempt(s): {result.call.error}"
+            )
         grade_errors = [g for g in result.grades if g.error]
         if grade_errors:
             raise EvalFailure(result, f"grader error: {grade_errors[0].reason}")
         if result.must_pass and not result.passed:
-            raise EvalFailure(result, f"must-pass case {self.plan.case.id!r} missed under "
-                              f"config {self.plan.config.id!r} (score {result.score:.2f})")
+            raise EvalFailure(
+                result,
+                f"must-pass case {self.plan.case.id!r} missed under "
+                f"config {self.plan.config.id!r} (score {result.score:.2f})",
+            )
 
-    def repr_failure(self, excinfo: ExceptionInfo[BaseException],
-                     style: Any = None) -> str | TerminalRepr:
+    def repr_failure(
+        self, excinfo: ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
         if isinstance(excinfo.value, EvalFailure):
             return excinfo.value.explain()
         return super().repr_failure(excinfo)

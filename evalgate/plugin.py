@@ -19,43 +19,105 @@ SUITE_SUFFIXES = (".yaml", ".yml")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("evalgate", "evalgate: evaluation-gated LLM optimisation")
-    group.addoption("--evalgate", action="store_true", dest=options.ENABLE,
-                    help="collect and run evalgate suites (YAML files with a `suite:` key)")
-    group.addoption("--evalgate-concurrency", type=int, default=options.DEFAULT_CONCURRENCY,
-                    dest=options.CONCURRENCY, metavar="N",
-                    help="model calls in flight per process (default: %(default)s)")
-    group.addoption("--evalgate-no-cache", action="store_true", dest=options.NO_CACHE,
-                    help="bypass the response cache (configs with cache: true call the model)")
-    group.addoption("--evalgate-cache-dir", default=None, dest=options.CACHE_DIR,
-                    metavar="DIR", help="response cache directory (default: "
-                    "$EVALGATE_CACHE_DIR or ~/.cache/evalgate)")
-    group.addoption("--evalgate-resume", action="store_true", dest=options.RESUME,
-                    help="continue the last run: re-run only its missing or failed calls")
-    group.addoption("--evalgate-reports", default=options.DEFAULT_REPORTS,
-                    dest=options.REPORTS, metavar="DIR",
-                    help="where reports and runs are written (default: %(default)s)")
-    group.addoption("--evalgate-max-attempts", type=int, default=options.DEFAULT_MAX_ATTEMPTS,
-                    dest=options.MAX_ATTEMPTS, metavar="N",
-                    help="attempts per call, retries included (default: %(default)s)")
-    group.addoption("--evalgate-gate", choices=options.GATE_CHOICES, default="marked",
-                    dest=options.GATE, help="which configs the quality gate checks: those "
-                    "marked `gate: true` (default), all candidates, or none")
-    group.addoption("--evalgate-margin", type=float, default=None, dest=options.MARGIN,
-                    metavar="DELTA", help="non-inferiority margin for every suite (default: "
-                    "each suite's gate.margin, else 0.05)")
-    group.addoption("--evalgate-alpha", type=float, default=None, dest=options.ALPHA,
-                    metavar="A", help="one-sided alpha for every suite (default: each "
-                    "suite's gate.alpha, else 0.05)")
-    group.addoption("--evalgate-allow-inconclusive", action="store_true",
-                    dest=options.ALLOW_INCONCLUSIVE,
-                    help="an INCONCLUSIVE verdict does not block (FAIL still does)")
-    group.addoption("--evalgate-force-gate", action="store_true", dest=options.FORCE_GATE,
-                    help="gate suites with fewer than 100 paired cases too")
-    group.addoption("--evalgate-baseline", default=None, dest=options.BASELINE,
-                    metavar="JSON", help="a stored evalgate.json (e.g. of main) to compare "
-                    "this run against, case by case")
-    group.addoption("--evalgate-seed", type=int, default=0, dest=options.SEED,
-                    help="seed of every statistical resampling (default: %(default)s)")
+    group.addoption(
+        "--evalgate",
+        action="store_true",
+        dest=options.ENABLE,
+        help="collect and run evalgate suites (YAML files with a `suite:` key)",
+    )
+    group.addoption(
+        "--evalgate-concurrency",
+        type=int,
+        default=options.DEFAULT_CONCURRENCY,
+        dest=options.CONCURRENCY,
+        metavar="N",
+        help="model calls in flight per process (default: %(default)s)",
+    )
+    group.addoption(
+        "--evalgate-no-cache",
+        action="store_true",
+        dest=options.NO_CACHE,
+        help="bypass the response cache (configs with cache: true call the model)",
+    )
+    group.addoption(
+        "--evalgate-cache-dir",
+        default=None,
+        dest=options.CACHE_DIR,
+        metavar="DIR",
+        help="response cache directory (default: $EVALGATE_CACHE_DIR or ~/.cache/evalgate)",
+    )
+    group.addoption(
+        "--evalgate-resume",
+        action="store_true",
+        dest=options.RESUME,
+        help="continue the last run: re-run only its missing or failed calls",
+    )
+    group.addoption(
+        "--evalgate-reports",
+        default=options.DEFAULT_REPORTS,
+        dest=options.REPORTS,
+        metavar="DIR",
+        help="where reports and runs are written (default: %(default)s)",
+    )
+    group.addoption(
+        "--evalgate-max-attempts",
+        type=int,
+        default=options.DEFAULT_MAX_ATTEMPTS,
+        dest=options.MAX_ATTEMPTS,
+        metavar="N",
+        help="attempts per call, retries included (default: %(default)s)",
+    )
+    group.addoption(
+        "--evalgate-gate",
+        choices=options.GATE_CHOICES,
+        default="marked",
+        dest=options.GATE,
+        help="which configs the quality gate checks: those "
+        "marked `gate: true` (default), all candidates, or none",
+    )
+    group.addoption(
+        "--evalgate-margin",
+        type=float,
+        default=None,
+        dest=options.MARGIN,
+        metavar="DELTA",
+        help="non-inferiority margin for every suite (default: "
+        "each suite's gate.margin, else 0.05)",
+    )
+    group.addoption(
+        "--evalgate-alpha",
+        type=float,
+        default=None,
+        dest=options.ALPHA,
+        metavar="A",
+        help="one-sided alpha for every suite (default: each suite's gate.alpha, else 0.05)",
+    )
+    group.addoption(
+        "--evalgate-allow-inconclusive",
+        action="store_true",
+        dest=options.ALLOW_INCONCLUSIVE,
+        help="an INCONCLUSIVE verdict does not block (FAIL still does)",
+    )
+    group.addoption(
+        "--evalgate-force-gate",
+        action="store_true",
+        dest=options.FORCE_GATE,
+        help="gate suites with fewer than 100 paired cases too",
+    )
+    group.addoption(
+        "--evalgate-baseline",
+        default=None,
+        dest=options.BASELINE,
+        metavar="JSON",
+        help="a stored evalgate.json (e.g. of main) to compare this run against, case by case",
+    )
+    group.addoption(
+        "--evalgate-seed",
+        type=int,
+        default=0,
+        dest=options.SEED,
+        help="seed of every statistical resampling (default: %(default)s)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

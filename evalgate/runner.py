@@ -48,7 +48,7 @@ class Endpoints:
 
     def __call__(self, spec: CallSpec) -> Endpoint:
         if spec.model.startswith(LOCAL_PREFIX):
-            name = spec.model[len(LOCAL_PREFIX):]
+            name = spec.model[len(LOCAL_PREFIX) :]
             url = self._local_urls().get(name)
             if url is None:
                 raise RuntimeError(f"no server is running for {spec.model}")
@@ -61,8 +61,9 @@ class Endpoints:
         if spec.api_key_env:
             api_key = os.environ.get(spec.api_key_env)
             if not api_key:
-                raise RuntimeError(f"environment variable {spec.api_key_env} is not set "
-                                   f"(needed for {spec.model})")
+                raise RuntimeError(
+                    f"environment variable {spec.api_key_env} is not set (needed for {spec.model})"
+                )
         return Endpoint(model=spec.model, api_base=spec.api_base, api_key=api_key)
 
 
@@ -109,22 +110,32 @@ class Runner:
             pending = [(i, spec) for i, spec in enumerate(graders) if is_async(spec)]
             if pending:
                 meters = [UsageMeter() for _ in pending]
-                done = await asyncio.gather(*(
-                    run_async(spec, call.output, plan.case, call,
-                              GraderCalls(self.engine, plan.suite, meter), meter)
-                    for (_, spec), meter in zip(pending, meters, strict=True)
-                ))
+                done = await asyncio.gather(
+                    *(
+                        run_async(
+                            spec,
+                            call.output,
+                            plan.case,
+                            call,
+                            GraderCalls(self.engine, plan.suite, meter),
+                            meter,
+                        )
+                        for (_, spec), meter in zip(pending, meters, strict=True)
+                    )
+                )
                 precomputed = {i: grade for (i, _), grade in zip(pending, done, strict=True)}
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._recorder, self._record, plan, call, precomputed)
 
-    def _record(self, plan: ItemPlan, call: CallResult,
-                precomputed: Mapping[int, GradeResult]) -> CaseResult:
+    def _record(
+        self, plan: ItemPlan, call: CallResult, precomputed: Mapping[int, GradeResult]
+    ) -> CaseResult:
         suite, case = plan.suite, plan.case
         graders = (*suite.graders, *case.graders)
         if call.error is None:
-            grades, score, passed = grade_output(call.output, case, graders, suite.threshold,
-                                                 call, precomputed)
+            grades, score, passed = grade_output(
+                call.output, case, graders, suite.threshold, call, precomputed
+            )
         else:
             grades, score, passed = (), 0.0, False
         result = CaseResult(
@@ -179,8 +190,14 @@ class GraderCalls:
         self._suite = suite
         self._meter = meter
 
-    async def complete(self, model: str, messages: list[dict[str, str]], *,
-                       max_tokens: int = 256, temperature: float = 0.0) -> CallResult:
+    async def complete(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+    ) -> CallResult:
         tier = self._suite.tiers.get(model)
         spec = CallSpec(
             model=tier.model if tier else model,

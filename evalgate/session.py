@@ -160,15 +160,17 @@ class EvalgateSession:
 
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
         if terminal is not None:
-            terminal.write_line(f"evalgate: starting local model server(s): "
-                                f"{', '.join(sorted(names))}")
+            terminal.write_line(
+                f"evalgate: starting local model server(s): {', '.join(sorted(names))}"
+            )
         self._servers = LocalServers(self.paths.run_dir, threads=_server_threads())
         try:
             running = self._servers.ensure(sorted(names))
         except Exception as exc:  # MissingModelError, LocalServerError: one clear line
             raise pytest.UsageError(str(exc)) from None
-        servers = {name: {"url": server.base_url, "pid": server.pid}
-                   for name, server in running.items()}
+        servers = {
+            name: {"url": server.base_url, "pid": server.pid} for name, server in running.items()
+        }
         tmp = self.paths.servers.with_suffix(".tmp")
         tmp.write_text(json.dumps(servers))
         os.replace(tmp, self.paths.servers)
@@ -198,8 +200,7 @@ class EvalgateSession:
                 tier_limits=self._tier_limits(),
             )
             done = latest_by_item(read_results(self.paths.results)) if self.resuming else {}
-            self._runner = Runner(self.paths, engine, worker=self.worker_id or "main",
-                                  done=done)
+            self._runner = Runner(self.paths, engine, worker=self.worker_id or "main", done=done)
         return self._runner
 
     def _tier_limits(self) -> dict[str, tuple[int | None, int | None]]:
@@ -237,8 +238,9 @@ class EvalgateSession:
             self._progress_stamp = now
             terminal = self.config.pluginmanager.get_plugin("terminalreporter")
             if terminal is not None and self.config.getoption("verbose") >= 0:
-                terminal.write_line(f"evalgate: {self._progress_done}/{self._progress_total} "
-                                    "calls done")
+                terminal.write_line(
+                    f"evalgate: {self._progress_done}/{self._progress_total} calls done"
+                )
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -267,15 +269,21 @@ class EvalgateSession:
 
         baselines = {name: suite.baseline for name, suite in self.suites.items()}
         orders = {name: [c.id for c in suite.configs] for name, suite in self.suites.items()}
-        gate = analyze_run(latest.values(), self.suites, self._gate_settings(),
-                           self._stored_baseline())
+        gate = analyze_run(
+            latest.values(), self.suites, self._gate_settings(), self._stored_baseline()
+        )
         document = build_report(
-            latest.values(), run_id=self.paths.run_id, baselines=baselines,
+            latest.values(),
+            run_id=self.paths.run_id,
+            baselines=baselines,
             config_orders=orders,
             extra={name: {"stats": section} for name, section in gate.sections.items()},
         )
-        document["gate"] = {"blocked": bool(gate.blocking), "reasons": gate.blocking,
-                            "notes": gate.notes}
+        document["gate"] = {
+            "blocked": bool(gate.blocking),
+            "reasons": gate.blocking,
+            "notes": gate.notes,
+        }
         self.blocked = bool(gate.blocking)
         write_json(document, self.paths.report_json)
         write_json(document, self.paths.run_dir / "evalgate.json")
@@ -288,9 +296,12 @@ class EvalgateSession:
 
         option = self.config.getoption
         return GateSettings(
-            margin=option(options.MARGIN), alpha=option(options.ALPHA),
-            mode=option(options.GATE), allow_inconclusive=option(options.ALLOW_INCONCLUSIVE),
-            force=option(options.FORCE_GATE), seed=option(options.SEED),
+            margin=option(options.MARGIN),
+            alpha=option(options.ALPHA),
+            mode=option(options.GATE),
+            allow_inconclusive=option(options.ALLOW_INCONCLUSIVE),
+            force=option(options.FORCE_GATE),
+            seed=option(options.SEED),
         )
 
     def _stored_baseline(self) -> dict[str, Any] | None:
@@ -319,14 +330,15 @@ class EvalgateSession:
         terminalreporter.section("evalgate")
         for line in format_tables(self.report):
             terminalreporter.write_line(line)
-        terminalreporter.write_line(f"report: {self.paths.report_json}  "
-                                    f"results: {self.paths.results}")
+        terminalreporter.write_line(
+            f"report: {self.paths.report_json}  results: {self.paths.results}"
+        )
 
 
 def _local_names(models: Iterable[str]) -> set[str]:
     from evalgate.suite.model import LOCAL_PREFIX
 
-    return {m[len(LOCAL_PREFIX):] for m in models if m.startswith(LOCAL_PREFIX)}
+    return {m[len(LOCAL_PREFIX) :] for m in models if m.startswith(LOCAL_PREFIX)}
 
 
 def _min(a: int | None, b: int | None) -> int | None:

@@ -21,11 +21,13 @@ class TokenBucket:
         self._lock = asyncio.Lock()
 
     async def acquire(self, amount: float = 1.0) -> None:
-        amount = min(amount, self.capacity)  # a request larger than a minute's budget waits a full refill
+        # A request larger than a minute's budget waits for a full refill, not forever.
+        amount = min(amount, self.capacity)
         async with self._lock:
             while True:
                 now = time.monotonic()
-                self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate_per_s)
+                refill = (now - self._stamp) * self.rate_per_s
+                self._level = min(self.capacity, self._level + refill)
                 self._stamp = now
                 if self._level >= amount:
                     self._level -= amount

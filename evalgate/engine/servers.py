@@ -7,6 +7,7 @@ by PID, and the children also die on their own if the controller is killed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -87,10 +88,24 @@ class LocalServers:
             log = self.log_dir / f"server-{name}.log"
             with log.open("wb") as out:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "evalgate.engine.llama_server",
-                     "--model", str(paths[name]), "--alias", name, "--port", str(port),
-                     "--threads", str(self.threads), "--parent-pid", str(os.getpid())],
-                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    [
+                        sys.executable,
+                        "-m",
+                        "evalgate.engine.llama_server",
+                        "--model",
+                        str(paths[name]),
+                        "--alias",
+                        name,
+                        "--port",
+                        str(port),
+                        "--threads",
+                        str(self.threads),
+                        "--parent-pid",
+                        str(os.getpid()),
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
                 )
             self._procs[name] = proc
             pending[name] = (proc, port, log)
@@ -121,10 +136,8 @@ class LocalServers:
         """Stops every server by PID: SIGTERM, then SIGKILL after 10 s."""
         for proc in self._procs.values():
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         for proc in self._procs.values():
             try:
                 proc.wait(timeout=10)

@@ -42,24 +42,41 @@ def is_async(spec: GraderSpec) -> bool:
     return bool(found and found[0].is_async)
 
 
-def _finish(spec: GraderSpec, case: Case, negated: bool, raw: Any,
-            usage: Mapping[str, Any] | None = None) -> GradeResult:
+def _finish(
+    spec: GraderSpec, case: Case, negated: bool, raw: Any, usage: Mapping[str, Any] | None = None
+) -> GradeResult:
     usage = usage or {}
     grade = normalise(raw)
     if negated:
         grade = Grade(1.0 - grade.score, not grade.passed, f"not ({grade.reason})")
-    return GradeResult(spec.type, grade.score, grade.passed, grade.reason, spec.weight,
-                       cost_usd=usage.get("cost_usd"), latency_ms=usage.get("latency_ms"),
-                       calls=usage.get("calls", 0))
+    return GradeResult(
+        spec.type,
+        grade.score,
+        grade.passed,
+        grade.reason,
+        spec.weight,
+        cost_usd=usage.get("cost_usd"),
+        latency_ms=usage.get("latency_ms"),
+        calls=usage.get("calls", 0),
+    )
 
 
-def _error(spec: GraderSpec, case: Case, exc: BaseException,
-           usage: Mapping[str, Any] | None = None) -> GradeResult:
+def _error(
+    spec: GraderSpec, case: Case, exc: BaseException, usage: Mapping[str, Any] | None = None
+) -> GradeResult:
     usage = usage or {}
     message = f"{type(exc).__name__}: {exc}"
-    return GradeResult(spec.type, 0.0, False, f"grader error on case {case.id!r}: {message}",
-                       spec.weight, message, cost_usd=usage.get("cost_usd"),
-                       latency_ms=usage.get("latency_ms"), calls=usage.get("calls", 0))
+    return GradeResult(
+        spec.type,
+        0.0,
+        False,
+        f"grader error on case {case.id!r}: {message}",
+        spec.weight,
+        message,
+        cost_usd=usage.get("cost_usd"),
+        latency_ms=usage.get("latency_ms"),
+        calls=usage.get("calls", 0),
+    )
 
 
 def _unknown(spec: GraderSpec) -> GradeResult:
@@ -95,12 +112,21 @@ class UsageMeter:
             self.cost_usd = None if call.cost_usd is None else self.cost_usd + call.cost_usd
 
     def as_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls, "cost_usd": self.cost_usd if self.calls else None,
-                "latency_ms": self.latency_ms if self.calls else None}
+        return {
+            "calls": self.calls,
+            "cost_usd": self.cost_usd if self.calls else None,
+            "latency_ms": self.latency_ms if self.calls else None,
+        }
 
 
-async def run_async(spec: GraderSpec, output: str, case: Case, call: CallResult | None,
-                    ctx: GradeContext, meter: UsageMeter) -> GradeResult:
+async def run_async(
+    spec: GraderSpec,
+    output: str,
+    case: Case,
+    call: CallResult | None,
+    ctx: GradeContext,
+    meter: UsageMeter,
+) -> GradeResult:
     prepared = _prepare(spec, case)
     if prepared is None:
         return _unknown(spec)

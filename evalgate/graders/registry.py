@@ -141,7 +141,11 @@ def grader(
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         signature = inspect.signature(fn).parameters
         _REGISTRY[name] = GraderDef(
-            name, fn, params, frozenset(required), frozenset(templated),
+            name,
+            fn,
+            params,
+            frozenset(required),
+            frozenset(templated),
             is_async=inspect.iscoroutinefunction(fn),
             wants_call="call" in signature,
             wants_ctx="ctx" in signature,

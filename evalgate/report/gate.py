@@ -79,20 +79,30 @@ def analyze_run(
         margin = settings.margin if settings.margin is not None else suite.gate.margin
         alpha = settings.alpha if settings.alpha is not None else suite.gate.alpha
         gated = gated_configs(suite, settings.mode)
-        slo = {k: v for k, v in (("p95_latency_ms", suite.gate.slo.p95_latency_ms),
-                                 ("cost_per_case", suite.gate.slo.cost_per_case))
-               if v is not None}
+        slo = {
+            k: v
+            for k, v in (
+                ("p95_latency_ms", suite.gate.slo.p95_latency_ms),
+                ("cost_per_case", suite.gate.slo.cost_per_case),
+            )
+            if v is not None
+        }
         frame = _frame(suite_results)
         present = set(frame["config_id"])
         if suite.baseline not in present:
-            gate.notes.append(f"{name}: baseline {suite.baseline!r} was not run (deselected?); "
-                              "no comparisons")
+            gate.notes.append(
+                f"{name}: baseline {suite.baseline!r} was not run (deselected?); no comparisons"
+            )
             continue
         try:
             analysis = analyze_suite(
-                frame, baseline=suite.baseline, margin=margin, alpha=alpha,
+                frame,
+                baseline=suite.baseline,
+                margin=margin,
+                alpha=alpha,
                 gated=[g for g in gated if g in present],
-                force_gate=settings.force or suite.gate.force, slo=slo or None,
+                force_gate=settings.force or suite.gate.force,
+                slo=slo or None,
                 seed=settings.seed,
             )
         except ValueError as exc:
@@ -108,14 +118,21 @@ def analyze_run(
             for reason in verdicts.inconclusive:
                 gate.blocking.append(f"{name}: {reason.message}")
         if stored_baseline is not None:
-            _compare_with_stored(gate, name, suite, suite_results, stored_baseline, settings,
-                                 margin, alpha, gated)
+            _compare_with_stored(
+                gate, name, suite, suite_results, stored_baseline, settings, margin, alpha, gated
+            )
     return gate
 
 
 def _compare_with_stored(
-    gate: RunGate, name: str, suite: Suite, head: list[CaseResult],
-    stored: Mapping[str, Any], settings: GateSettings, margin: float, alpha: float,
+    gate: RunGate,
+    name: str,
+    suite: Suite,
+    head: list[CaseResult],
+    stored: Mapping[str, Any],
+    settings: GateSettings,
+    margin: float,
+    alpha: float,
     gated: list[str],
 ) -> None:
     """Each config of this run against the same config in a stored run (e.g. main's)."""
@@ -138,27 +155,37 @@ def _compare_with_stored(
     section["new_cases"] = sorted(head_cases - old_cases)
     section["missing_cases"] = sorted(old_cases - head_cases)
     if section["suite_hash_changed"]:
-        gate.notes.append(f"{name}: the suite changed since the stored run (hash "
-                          f"{old.get('suite_hash')} -> {suite.suite_hash})")
+        gate.notes.append(
+            f"{name}: the suite changed since the stored run (hash "
+            f"{old.get('suite_hash')} -> {suite.suite_hash})"
+        )
     if section["new_cases"]:
-        gate.notes.append(f"{name}: {len(section['new_cases'])} case(s) not in the stored run "
-                          "(reported, not compared)")
+        gate.notes.append(
+            f"{name}: {len(section['new_cases'])} case(s) not in the stored run "
+            "(reported, not compared)"
+        )
     if section["missing_cases"]:
-        gate.notes.append(f"{name}: {len(section['missing_cases'])} stored case(s) not in "
-                          "this run")
+        gate.notes.append(f"{name}: {len(section['missing_cases'])} stored case(s) not in this run")
     configs: dict[str, Any] = {}
     for config_id in sorted(set(head_rows["config_id"])):
         before = old_rows[old_rows["config_id"] == config_id] if not old_rows.empty else None
         if before is None or before.empty:
             continue
         after = head_rows[head_rows["config_id"] == config_id]
-        frame = pd.concat([before.assign(config_id="stored"), after.assign(config_id="head")],
-                          ignore_index=True)
+        frame = pd.concat(
+            [before.assign(config_id="stored"), after.assign(config_id="head")], ignore_index=True
+        )
         frame = frame[frame["case_id"].isin(old_cases & head_cases)]
         try:
-            analysis = analyze_suite(frame, baseline="stored", margin=margin, alpha=alpha,
-                                     gated=["head"], force_gate=settings.force or
-                                     suite.gate.force, seed=settings.seed)
+            analysis = analyze_suite(
+                frame,
+                baseline="stored",
+                margin=margin,
+                alpha=alpha,
+                gated=["head"],
+                force_gate=settings.force or suite.gate.force,
+                seed=settings.seed,
+            )
         except ValueError as exc:
             configs[config_id] = {"note": f"skipped: {exc}"}
             continue

@@ -30,14 +30,20 @@ def comparison_rows(stats: Mapping[str, Any]) -> list[tuple[bool, str]]:
         ni = c.get("noninferiority") or {}
         savings = c.get("savings_pct")
         prob = (stats.get("pareto") or {}).get("probability", {}).get(config_id)
-        rows.append((significant, (
-            f"| {config_id} | {_interval(c.get('delta'))} | "
-            f"{'–' if p is None else f'{p:.3g}'} | {c.get('n_paired', 0)} | "
-            f"**{c.get('verdict', '–')}** | "
-            f"{_interval(savings, fmt='+.1f') if savings else '–'} | "
-            f"{'–' if ni.get('min_detectable_margin') is None else format(ni['min_detectable_margin'], '.3f')} | "
-            f"{'–' if prob is None else f'{prob:.0%}'} |"
-        )))
+        margin = ni.get("min_detectable_margin")
+        rows.append(
+            (
+                significant,
+                (
+                    f"| {config_id} | {_interval(c.get('delta'))} | "
+                    f"{'–' if p is None else f'{p:.3g}'} | {c.get('n_paired', 0)} | "
+                    f"**{c.get('verdict', '–')}** | "
+                    f"{_interval(savings, fmt='+.1f') if savings else '–'} | "
+                    f"{'–' if margin is None else format(margin, '.3f')} | "
+                    f"{'–' if prob is None else f'{prob:.0%}'} |"
+                ),
+            )
+        )
     rows.sort(key=lambda item: not item[0])
     return rows
 
@@ -67,12 +73,15 @@ def render_summary(document: Mapping[str, Any]) -> str:
         else:
             lines.append("Recommended: none (no candidate passes non-inferiority within the SLOs)")
         lines.append("")
-        lines.append(f"Δ quality vs baseline (95% CI), margin δ={stats.get('margin')}, "
-                     f"α={stats.get('alpha')}; {stats.get('gate', {}).get('note', '')}.")
+        lines.append(
+            f"Δ quality vs baseline (95% CI), margin δ={stats.get('margin')}, "
+            f"α={stats.get('alpha')}; {stats.get('gate', {}).get('note', '')}."
+        )
         lines.append("Significant changes first.")
         lines.append("")
-        lines.append("| config | Δ quality | p | N | verdict | cost saving % | min. margin "
-                     "| P(frontier) |")
+        lines.append(
+            "| config | Δ quality | p | N | verdict | cost saving % | min. margin | P(frontier) |"
+        )
         lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         lines += [row for _, row in comparison_rows(stats)]
         lines.append("")

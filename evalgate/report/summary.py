@@ -68,8 +68,7 @@ def config_summary(rows: pd.DataFrame) -> dict[str, Any]:
         "ttft_p95_ms": _percentile(ok["ttft_ms"], 0.95),
         "cache_hits": int(rows["cached"].sum()),
         "repeats": repeats,
-        "pass_all_repeats": float((repeat_pass["mean"] == 1).mean()) if len(repeat_pass)
-        else None,
+        "pass_all_repeats": float((repeat_pass["mean"] == 1).mean()) if len(repeat_pass) else None,
         "flaky_cases": int(((repeat_pass["mean"] > 0) & (repeat_pass["mean"] < 1)).sum()),
         "measured_latency_p50_ms": _percentile(uncached["latency_ms"], 0.50),
     }
@@ -116,12 +115,14 @@ def build_report(
                 **dict((extra or {}).get(str(suite_name), {})),
                 "cases": cases,
             }
-    return _clean({
-        "version": REPORT_VERSION,
-        "run_id": run_id,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "suites": suites,
-    })
+    return _clean(
+        {
+            "version": REPORT_VERSION,
+            "run_id": run_id,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "suites": suites,
+        }
+    )
 
 
 def write_json(document: Mapping[str, Any], path: Path) -> None:
@@ -139,12 +140,13 @@ def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
 def format_tables(document: Mapping[str, Any]) -> list[str]:
     """One table per suite: config x quality, cost, latency, TTFT, errors, cache hits."""
     lines: list[str] = []
-    header = (f"{'config':<22} {'tier':<8} {'quality':>7} {'pass':>6} {'cost/case':>11} "
-              f"{'p50 ms':>8} {'p95 ms':>8} {'ttft p50':>8} {'ttft p95':>8} {'errors':>6} "
-              f"{'cached':>6}")
+    header = (
+        f"{'config':<22} {'tier':<8} {'quality':>7} {'pass':>6} {'cost/case':>11} "
+        f"{'p50 ms':>8} {'p95 ms':>8} {'ttft p50':>8} {'ttft p95':>8} {'errors':>6} "
+        f"{'cached':>6}"
+    )
     for name, suite in document.get("suites", {}).items():
-        lines.append(f"suite {name} (feature {suite['feature']}, baseline "
-                     f"{suite.get('baseline')})")
+        lines.append(f"suite {name} (feature {suite['feature']}, baseline {suite.get('baseline')})")
         lines.append(header)
         for config_id, c in suite["configs"].items():
             mark = "*" if config_id == suite.get("baseline") else " "
@@ -177,13 +179,14 @@ def format_tables(document: Mapping[str, Any]) -> list[str]:
 def _stats_lines(stats: Mapping[str, Any] | None) -> list[str]:
     if not stats:
         return []
-    lines = [f"  vs baseline (margin {stats['margin']}, alpha {stats['alpha']}; "
-             f"{stats['gate']['note']}):"]
+    lines = [
+        f"  vs baseline (margin {stats['margin']}, alpha {stats['alpha']}; "
+        f"{stats['gate']['note']}):"
+    ]
     for config_id, c in stats.get("comparisons", {}).items():
         delta = c.get("delta") or {}
         ni = c.get("noninferiority") or {}
-        ci = ("[-]" if delta.get("low") is None else
-              f"[{delta['low']:+.3f}, {delta['high']:+.3f}]")
+        ci = "[-]" if delta.get("low") is None else f"[{delta['low']:+.3f}, {delta['high']:+.3f}]"
         p = c.get("p_value")
         savings = (c.get("savings_pct") or {}).get("estimate")
         needed = ni.get("n_needed")
@@ -195,6 +198,7 @@ def _stats_lines(stats: Mapping[str, Any] | None) -> list[str]:
             f" cost {_fmt(savings, '+.0f')}%"
         )
     rec = stats.get("recommendation")
-    lines.append(f"  recommended: {rec['config_id']} ({rec['reason']})" if rec else
-                 "  recommended: none")
+    lines.append(
+        f"  recommended: {rec['config_id']} ({rec['reason']})" if rec else "  recommended: none"
+    )
     return lines

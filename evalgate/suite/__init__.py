@@ -5,6 +5,14 @@ from evalgate.suite.loader import declares_suite, load_suite
 from evalgate.suite.model import Case, Config, GraderSpec, Message, Price, Suite, Tier
 
 __all__ = [
-    "Case", "Config", "GraderSpec", "Message", "Price", "Suite", "SuiteError", "Tier",
-    "declares_suite", "load_suite",
+    "Case",
+    "Config",
+    "GraderSpec",
+    "Message",
+    "Price",
+    "Suite",
+    "SuiteError",
+    "Tier",
+    "declares_suite",
+    "load_suite",
 ]

@@ -39,13 +39,32 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-+:/]*$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 TOP_KEYS = (
-    "suite", "feature", "description", "tiers", "prompt", "dataset", "cases", "assert",
-    "threshold", "defaults", "configs", "baseline", "gate", "trim",
+    "suite",
+    "feature",
+    "description",
+    "tiers",
+    "prompt",
+    "dataset",
+    "cases",
+    "assert",
+    "threshold",
+    "defaults",
+    "configs",
+    "baseline",
+    "gate",
+    "trim",
 )
 TIER_KEYS = ("model", "price", "api_base", "api_key_env", "rpm", "tpm", "timeout_s")
 PRICE_KEYS = ("input_per_mtok", "output_per_mtok")
 CONFIG_KEYS = (
-    "id", "tier", "context_trim", "max_tokens", "cache", "temperature", "stream", "repeats",
+    "id",
+    "tier",
+    "context_trim",
+    "max_tokens",
+    "cache",
+    "temperature",
+    "stream",
+    "repeats",
     "gate",
 )
 CASE_KEYS = ("id", "vars", "assert", "must_pass", "group")
@@ -106,8 +125,13 @@ class _Checker:
                 raise self.fail(path, f"missing required key {key!r}")
         return value
 
-    def string(self, value: Any, path: Path_, pattern: re.Pattern[str] | None = None,
-               what: str = "a string") -> str:
+    def string(
+        self,
+        value: Any,
+        path: Path_,
+        pattern: re.Pattern[str] | None = None,
+        what: str = "a string",
+    ) -> str:
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise self.fail(path, f"expected {what}, found {_kind(value)}")
         text = str(value)
@@ -115,8 +139,15 @@ class _Checker:
             raise self.fail(path, f"expected {what}, found {text!r}")
         return text
 
-    def number(self, value: Any, path: Path_, *, low: float | None = None,
-               high: float | None = None, low_open: bool = False) -> float:
+    def number(
+        self,
+        value: Any,
+        path: Path_,
+        *,
+        low: float | None = None,
+        high: float | None = None,
+        low_open: bool = False,
+    ) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(path, f"expected a number, found {_kind(value)}")
         bad_low = low is not None and (value <= low if low_open else value < low)
@@ -200,8 +231,9 @@ def load_suite(path: Path) -> Suite:
     cases: list[Case] = []
     if "dataset" in top:
         cases.extend(_dataset(check, top["dataset"], path.parent))
-    for index, entry in enumerate(check.sequence(top.get("cases", []), ("cases",),
-                                                 non_empty=False)):
+    for index, entry in enumerate(
+        check.sequence(top.get("cases", []), ("cases",), non_empty=False)
+    ):
         cases.append(_inline_case(check, entry, ("cases", index)))
     if not cases:
         raise check.fail((), "the suite has no cases: add `cases:` or `dataset:`")
@@ -210,10 +242,20 @@ def load_suite(path: Path) -> Suite:
     _check_variables(check, prompt, graders, cases, configs, trim)
     suite_hash = _hash(top, cases)
     return Suite(
-        name=name, feature=feature, path=file, tiers=frozen_mapping(tiers),
-        prompt=prompt, cases=tuple(cases), graders=graders, configs=configs,
-        baseline=baseline, threshold=threshold, gate=gate, trim=trim,
-        description=description, suite_hash=suite_hash,
+        name=name,
+        feature=feature,
+        path=file,
+        tiers=frozen_mapping(tiers),
+        prompt=prompt,
+        cases=tuple(cases),
+        graders=graders,
+        configs=configs,
+        baseline=baseline,
+        threshold=threshold,
+        gate=gate,
+        trim=trim,
+        description=description,
+        suite_hash=suite_hash,
     )
 
 
@@ -236,19 +278,25 @@ def _tiers(check: _Checker, raw: Any) -> dict[str, Tier]:
             )
         key_env = spec.get("api_key_env")
         if key_env is not None:
-            key_env = check.string(key_env, (*path, "api_key_env"), _ENV_VAR,
-                                   "the NAME of an environment variable (never the key itself)")
+            key_env = check.string(
+                key_env,
+                (*path, "api_key_env"),
+                _ENV_VAR,
+                "the NAME of an environment variable (never the key itself)",
+            )
         tiers[str(tier_name)] = Tier(
             name=str(tier_name),
             model=check.string(spec["model"], (*path, "model"), what="a litellm model string"),
             price=price,
             api_base=check.string(spec["api_base"], (*path, "api_base"))
-            if spec.get("api_base") else None,
+            if spec.get("api_base")
+            else None,
             api_key_env=key_env,
             rpm=check.integer(spec["rpm"], (*path, "rpm"), low=1) if "rpm" in spec else None,
             tpm=check.integer(spec["tpm"], (*path, "tpm"), low=1) if "tpm" in spec else None,
-            timeout_s=check.number(spec.get("timeout_s", 120.0), (*path, "timeout_s"),
-                                   low=0, low_open=True),
+            timeout_s=check.number(
+                spec.get("timeout_s", 120.0), (*path, "timeout_s"), low=0, low_open=True
+            ),
         )
     return tiers
 
@@ -262,8 +310,10 @@ def _prompt(check: _Checker, raw: Any) -> tuple[Message, ...]:
         entry = check.mapping(entry, path, MESSAGE_KEYS, required=MESSAGE_KEYS)
         role = check.string(entry["role"], (*path, "role"))
         if role not in ROLES:
-            raise check.fail((*path, "role"), f"expected one of {', '.join(ROLES)}, found "
-                             f"{role!r}" + did_you_mean(role, ROLES))
+            raise check.fail(
+                (*path, "role"),
+                f"expected one of {', '.join(ROLES)}, found {role!r}" + did_you_mean(role, ROLES),
+            )
         content = check.string(entry["content"], (*path, "content"))
         _syntax_check(check, content, (*path, "content"))
         messages.append(Message(role, content))
@@ -286,27 +336,28 @@ def _graders(check: _Checker, raw: Any, path: Path_) -> tuple[GraderSpec, ...]:
     for index, entry in enumerate(check.sequence(raw, path, non_empty=False)):
         here: Path_ = (*path, index)
         if not isinstance(entry, dict) or "type" not in entry:
-            raise check.fail(here, f"expected a grader mapping with a 'type', found "
-                             f"{_kind(entry)}")
+            raise check.fail(here, f"expected a grader mapping with a 'type', found {_kind(entry)}")
         type_name = check.string(entry["type"], (*here, "type"))
         found = lookup(type_name)
         if found is None:
             names = known_names()
-            raise check.fail((*here, "type"), f"unknown grader {type_name!r}; known graders: "
-                             f"{', '.join(names)}" + did_you_mean(type_name, names))
+            raise check.fail(
+                (*here, "type"),
+                f"unknown grader {type_name!r}; known graders: "
+                f"{', '.join(names)}" + did_you_mean(type_name, names),
+            )
         definition, _ = found
         allowed = ("type", "weight", *definition.params)
-        check.mapping(entry, here, allowed,
-                      required=("type", *sorted(definition.required)))
+        check.mapping(entry, here, allowed, required=("type", *sorted(definition.required)))
         params = {}
         for key, value in entry.items():
             if key in ("type", "weight"):
                 continue
             expected = definition.params[key]
             kinds = expected if isinstance(expected, tuple) else (expected,)
-            if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-                names = " or ".join(k.__name__ for k in kinds)
-                raise check.fail((*here, key), f"expected {names}, found {_kind(value)}")
+            if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+                type_names = " or ".join(k.__name__ for k in kinds)
+                raise check.fail((*here, key), f"expected {type_names}, found {_kind(value)}")
             if key in definition.templated:
                 for text in value if isinstance(value, list) else [value]:
                     if isinstance(text, str):
@@ -317,23 +368,28 @@ def _graders(check: _Checker, raw: Any, path: Path_) -> tuple[GraderSpec, ...]:
             if problem:
                 raise check.fail(here, problem)
         weight = check.number(entry.get("weight", 1.0), (*here, "weight"), low=0)
-        specs.append(GraderSpec(type_name, frozen_mapping(params), weight,
-                                check.pos.line(here)))
+        specs.append(GraderSpec(type_name, frozen_mapping(params), weight, check.pos.line(here)))
     return tuple(specs)
 
 
 def _gate(check: _Checker, raw: Any) -> Gate:
     raw = check.mapping(raw, ("gate",), GATE_KEYS)
     slo_raw = check.mapping(raw.get("slo", {}), ("gate", "slo"), SLO_KEYS)
-    slo = Slo(**{key: check.number(value, ("gate", "slo", key), low=0, low_open=True)
-                 for key, value in slo_raw.items()})
+    slo = Slo(
+        **{
+            key: check.number(value, ("gate", "slo", key), low=0, low_open=True)
+            for key, value in slo_raw.items()
+        }
+    )
     return Gate(
         slo=slo,
         force=check.boolean(raw.get("force", False), ("gate", "force")),
-        margin=check.number(raw.get("margin", 0.05), ("gate", "margin"), low=0, high=1,
-                            low_open=True),
-        alpha=check.number(raw.get("alpha", 0.05), ("gate", "alpha"), low=0, high=0.5,
-                           low_open=True),
+        margin=check.number(
+            raw.get("margin", 0.05), ("gate", "margin"), low=0, high=1, low_open=True
+        ),
+        alpha=check.number(
+            raw.get("alpha", 0.05), ("gate", "alpha"), low=0, high=0.5, low_open=True
+        ),
     )
 
 
@@ -357,12 +413,14 @@ _CONFIG_FIELDS: dict[str, Callable[[_Checker, Any, Path_], Any]] = {
 }
 
 
-def _configs(check: _Checker, top: Mapping[str, Any], tiers: Mapping[str, Tier]
-             ) -> tuple[Config, ...]:
+def _configs(
+    check: _Checker, top: Mapping[str, Any], tiers: Mapping[str, Tier]
+) -> tuple[Config, ...]:
     defaults_allowed = tuple(k for k in CONFIG_KEYS if k != "id")
     defaults = check.mapping(top.get("defaults", {}), ("defaults",), defaults_allowed)
-    checked_defaults = {k: _CONFIG_FIELDS[k](check, v, ("defaults", k))
-                        for k, v in defaults.items()}
+    checked_defaults = {
+        k: _CONFIG_FIELDS[k](check, v, ("defaults", k)) for k, v in defaults.items()
+    }
     configs = []
     for index, entry in enumerate(check.sequence(top["configs"], ("configs",))):
         path: Path_ = ("configs", index)
@@ -375,14 +433,23 @@ def _configs(check: _Checker, top: Mapping[str, Any], tiers: Mapping[str, Tier]
             raise check.fail(path, "missing required key 'tier' (in the config or defaults)")
         if values["tier"] not in tiers:
             where = (*path, "tier") if "tier" in entry else ("defaults", "tier")
-            raise check.fail(where, f"expected one of the tiers {', '.join(tiers)}, found "
-                             f"{values['tier']!r}" + did_you_mean(values["tier"], tiers))
-        config_id = check.string(entry["id"], (*path, "id"), _ID, "an id of letters, digits, "
-                                 "'.', '_', '-', '+', ':', '/'")
+            raise check.fail(
+                where,
+                f"expected one of the tiers {', '.join(tiers)}, found "
+                f"{values['tier']!r}" + did_you_mean(values["tier"], tiers),
+            )
+        config_id = check.string(
+            entry["id"],
+            (*path, "id"),
+            _ID,
+            "an id of letters, digits, '.', '_', '-', '+', ':', '/'",
+        )
         configs.append(Config(id=config_id, **values))
-    _check_unique([c.id for c in configs],
-                  [f"{check.pos.file}:{check.pos.line(('configs', i, 'id'))}"
-                   for i in range(len(configs))], "config id")
+    _check_unique(
+        [c.id for c in configs],
+        [f"{check.pos.file}:{check.pos.line(('configs', i, 'id'))}" for i in range(len(configs))],
+        "config id",
+    )
     return tuple(configs)
 
 
@@ -391,22 +458,32 @@ def _check_unique(ids: list[str], sources: list[str], what: str) -> None:
     for ident, source in zip(ids, sources, strict=True):
         if ident in seen:
             file, _, line = source.rpartition(":")
-            raise SuiteError(file, int(line or 1), "id",
-                             f"duplicate {what} {ident!r} (first defined at {seen[ident]})")
+            raise SuiteError(
+                file,
+                int(line or 1),
+                "id",
+                f"duplicate {what} {ident!r} (first defined at {seen[ident]})",
+            )
         seen[ident] = source
 
 
 def _inline_case(check: _Checker, entry: Any, path: Path_) -> Case:
     entry = check.mapping(entry, path, CASE_KEYS, required=("id",))
-    variables = check.mapping(entry.get("vars", {}), (*path, "vars"),
-                              tuple(str(k) for k in entry.get("vars", {}) or {}))
+    variables = check.mapping(
+        entry.get("vars", {}), (*path, "vars"), tuple(str(k) for k in entry.get("vars", {}) or {})
+    )
     return Case(
-        id=check.string(entry["id"], (*path, "id"), _ID, "an id of letters, digits, '.', "
-                        "'_', '-', '+', ':', '/'"),
+        id=check.string(
+            entry["id"],
+            (*path, "id"),
+            _ID,
+            "an id of letters, digits, '.', '_', '-', '+', ':', '/'",
+        ),
         vars=frozen_mapping(variables),
         graders=_graders(check, entry.get("assert", []), (*path, "assert")),
         must_pass=check.boolean(entry.get("must_pass", False), (*path, "must_pass")),
-        group=check.string(entry["group"], (*path, "group")) if entry.get("group") is not None
+        group=check.string(entry["group"], (*path, "group"))
+        if entry.get("group") is not None
         else None,
         source=f"{check.pos.file}:{check.pos.line(path)}",
     )
@@ -423,14 +500,15 @@ def _dataset(check: _Checker, raw: Any, base: Path) -> list[Case]:
     limit = check.integer(raw["limit"], ("dataset", "limit"), low=1) if "limit" in raw else None
     data_path = (base / rel).resolve()
     if not data_path.is_file():
-        raise check.fail(where, f"expected an existing JSONL or CSV file, found no file at "
-                         f"{_display(data_path)}")
+        raise check.fail(
+            where, f"expected an existing JSONL or CSV file, found no file at {_display(data_path)}"
+        )
     suffix = data_path.suffix.lower()
     if suffix not in (".jsonl", ".csv"):
         raise check.fail(where, f"expected a .jsonl or .csv file, found {data_path.name!r}")
     file = _display(data_path)
     rows = _jsonl_rows(data_path, file) if suffix == ".jsonl" else _csv_rows(data_path, file)
-    cases = []
+    cases: list[Case] = []
     for line, row in rows:
         if limit is not None and len(cases) >= limit:
             break
@@ -449,8 +527,9 @@ def _jsonl_rows(path: Path, file: str) -> list[tuple[int, dict[str, Any]]]:
             except ValueError as exc:
                 raise SuiteError(file, line_no, "", f"invalid JSON: {exc}") from None
             if not isinstance(row, dict):
-                raise SuiteError(file, line_no, "", f"expected a JSON object per line, found "
-                                 f"{_kind(row)}")
+                raise SuiteError(
+                    file, line_no, "", f"expected a JSON object per line, found {_kind(row)}"
+                )
             rows.append((line_no, row))
     return rows
 
@@ -459,8 +538,12 @@ def _csv_rows(path: Path, file: str) -> list[tuple[int, dict[str, Any]]]:
     with path.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         if "assert" in (reader.fieldnames or []):
-            raise SuiteError(file, 1, "assert", "per-case graders need a JSONL dataset; a CSV "
-                             "column cannot hold a list of graders")
+            raise SuiteError(
+                file,
+                1,
+                "assert",
+                "per-case graders need a JSONL dataset; a CSV column cannot hold a list of graders",
+            )
         return [(reader.line_num, dict(row)) for row in reader]
 
 
@@ -472,8 +555,10 @@ def _row_case(row: dict[str, Any], file: str, line: int, suite_dir: Path) -> Cas
         raise fail("id", "missing required key 'id' (every case needs a stable id)")
     case_id = str(row["id"])
     if not _ID.match(case_id):
-        raise fail("id", f"expected an id of letters, digits, '.', '_', '-', '+', ':', '/', "
-                   f"found {case_id!r}")
+        raise fail(
+            "id",
+            f"expected an id of letters, digits, '.', '_', '-', '+', ':', '/', found {case_id!r}",
+        )
     must_pass = row.get("must_pass", False)
     if isinstance(must_pass, str):  # CSV cells are strings
         must_pass = must_pass.strip().lower() in ("1", "true", "yes", "y")
@@ -495,9 +580,14 @@ def _row_case(row: dict[str, Any], file: str, line: int, suite_dir: Path) -> Cas
     )
 
 
-def _check_variables(check: _Checker, prompt: tuple[Message, ...],
-                     graders: tuple[GraderSpec, ...], cases: list[Case],
-                     configs: tuple[Config, ...], trim: TrimSpec) -> None:
+def _check_variables(
+    check: _Checker,
+    prompt: tuple[Message, ...],
+    graders: tuple[GraderSpec, ...],
+    cases: list[Case],
+    configs: tuple[Config, ...],
+    trim: TrimSpec,
+) -> None:
     """Every variable a template reads must be defined by every case."""
     from evalgate.graders.registry import lookup
     from evalgate.suite.templates import variables_used
@@ -521,9 +611,11 @@ def _check_variables(check: _Checker, prompt: tuple[Message, ...],
     trimming = any(c.context_trim < 1 for c in configs)
     if trimming and trim.variable not in prompt_vars:
         index = next(i for i, c in enumerate(configs) if c.context_trim < 1)
-        raise check.fail(("configs", index, "context_trim"),
-                         f"context_trim needs the prompt to use the variable "
-                         f"{trim.variable!r} (set `trim.variable` to the one to shorten)")
+        raise check.fail(
+            ("configs", index, "context_trim"),
+            f"context_trim needs the prompt to use the variable "
+            f"{trim.variable!r} (set `trim.variable` to the one to shorten)",
+        )
     for case in cases:
         needed = shared | grader_vars(case.graders)
         if trimming:
@@ -533,7 +625,9 @@ def _check_variables(check: _Checker, prompt: tuple[Message, ...],
             file, _, line = case.source.rpartition(":")
             have = ", ".join(sorted(case.vars)) or "none"
             raise SuiteError(
-                file, int(line), f"case {case.id!r}",
+                file,
+                int(line),
+                f"case {case.id!r}",
                 f"templates use undefined variable {missing[0]!r}; the case defines: {have}"
                 + did_you_mean(missing[0], case.vars),
             )
@@ -544,7 +638,17 @@ def _hash(top: Mapping[str, Any], cases: list[Case]) -> str:
     definition = {k: v for k, v in top.items() if k not in ("description", "dataset", "cases")}
     digest.update(json.dumps(definition, sort_keys=True, default=str).encode())
     for case in cases:
-        digest.update(json.dumps(
-            [case.id, dict(case.vars), [(g.type, dict(g.params), g.weight) for g in case.graders],
-             case.must_pass, case.group], sort_keys=True, default=str).encode())
+        digest.update(
+            json.dumps(
+                [
+                    case.id,
+                    dict(case.vars),
+                    [(g.type, dict(g.params), g.weight) for g in case.graders],
+                    case.must_pass,
+                    case.group,
+                ],
+                sort_keys=True,
+                default=str,
+            ).encode()
+        )
     return digest.hexdigest()[:16]

@@ -430,7 +430,8 @@ class _HTTPProtocol(asyncio.Protocol):
         return _Request(method, target, headers, body, close)
 
     def _parse_chunked(self, pos: int) -> tuple[bytes, int] | None:
-        buf, parts = self.buf, []
+        buf = self.buf
+        parts: list[bytes] = []
         while True:
             eol = buf.find(b"\r\n", pos)
             if eol < 0:

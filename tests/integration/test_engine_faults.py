@@ -20,11 +20,26 @@ from evalgate.testing.fake_openai import FakeOpenAIServer, make_model
 PRICE = Price(input_per_mtok=1.0, output_per_mtok=2.0)
 
 
-def spec(model: str, *, content: str = "hello there", stream: bool = True, repeat: int = 0,
-         cache: bool = False, timeout_s: float = 10.0, max_tokens: int = 64) -> CallSpec:
+def spec(
+    model: str,
+    *,
+    content: str = "hello there",
+    stream: bool = True,
+    repeat: int = 0,
+    cache: bool = False,
+    timeout_s: float = 10.0,
+    max_tokens: int = 64,
+) -> CallSpec:
     return CallSpec(
-        model=model, messages=({"role": "user", "content": content},), max_tokens=max_tokens,
-        temperature=0.0, stream=stream, repeat=repeat, tier="t", use_cache=cache, price=PRICE,
+        model=model,
+        messages=({"role": "user", "content": content},),
+        max_tokens=max_tokens,
+        temperature=0.0,
+        stream=stream,
+        repeat=repeat,
+        tier="t",
+        use_cache=cache,
+        price=PRICE,
         timeout_s=timeout_s,
     )
 
@@ -171,8 +186,9 @@ def test_errors_are_never_cached(engine_factory, fake_server, key, tmp_path) -> 
     assert second.error is None and not second.cached and len(cache) == 1
 
 
-def test_cache_is_bypassed_for_configs_without_cache(engine_factory, fake_server, key,
-                                                      tmp_path) -> None:
+def test_cache_is_bypassed_for_configs_without_cache(
+    engine_factory, fake_server, key, tmp_path
+) -> None:
     engine = engine_factory(cache=ResponseCache(tmp_path / "c.sqlite3"))
     model = make_model(reply="x", key=key)
     run(engine, spec(model, cache=False))

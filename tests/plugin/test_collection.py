@@ -44,8 +44,11 @@ def test_items_are_case_config_repeat_with_stable_ids(pytester: pytest.Pytester)
 def test_ids_do_not_depend_on_case_order(pytester: pytest.Pytester) -> None:
     swapped = SUITE.replace(
         '  - {id: france, vars: {question: "Capital of France?", answer: Paris}}\n', ""
-    ).replace("cases:\n", 'cases:\n  - {id: france, vars: {question: "Capital of France?", '
-              "answer: Paris}}\n", 1)
+    ).replace(
+        "cases:\n",
+        'cases:\n  - {id: france, vars: {question: "Capital of France?", answer: Paris}}\n',
+        1,
+    )
     pytester.makefile(".yaml", s=SUITE)
     before = set(collected_ids(pytester))
     pytester.makefile(".yaml", s=swapped)
@@ -76,9 +79,13 @@ def test_plugin_imports_nothing_heavy_when_unused() -> None:
         "heavy = [m for m in ('litellm', 'scipy', 'pandas', 'jinja2') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=False).stdout
-    assert "evalgate" in subprocess.run(
-        [sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True, check=False
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
     ).stdout
+    assert (
+        "evalgate"
+        in subprocess.run(
+            [sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True, check=False
+        ).stdout
+    )
     assert "HEAVY []" in out

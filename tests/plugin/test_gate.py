@@ -16,13 +16,15 @@ from evalgate.testing.fake_openai import make_model
 from tests.plugin.test_run import run_pytest
 
 
-def gate_suite(base_url: str, key: str, cases: int, *, worse_gate: bool = True,
-               force: str = "") -> str:
+def gate_suite(
+    base_url: str, key: str, cases: int, *, worse_gate: bool = True, force: str = ""
+) -> str:
     model = "openai/" + make_model(key=key)
     rows = "\n".join(
         f'  - {{id: q{i}, group: g{i % 7}, vars: {{question: "item {i} is {i * 7}", '
-        f'answer: "{i * 7}"}}}}' if False else
-        f'  - {{id: q{i}, vars: {{question: "item {i} is v{i * 7}", answer: "v{i * 7}"}}}}'
+        f'answer: "{i * 7}"}}}}'
+        if False
+        else f'  - {{id: q{i}, vars: {{question: "item {i} is v{i * 7}", answer: "v{i * 7}"}}}}'
         for i in range(cases)
     )
     return f"""\
@@ -69,8 +71,7 @@ def test_worse_config_blocks_and_equivalent_passes(tmp_path, fake_server, key) -
 
 
 def test_ungated_worse_config_does_not_block(tmp_path, fake_server, key) -> None:
-    (tmp_path / "s.yaml").write_text(gate_suite(fake_server.base_url, key, 120,
-                                                worse_gate=False))
+    (tmp_path / "s.yaml").write_text(gate_suite(fake_server.base_url, key, 120, worse_gate=False))
     proc = run_pytest(tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "evalgate gate: passed" in proc.stdout
@@ -79,11 +80,9 @@ def test_ungated_worse_config_does_not_block(tmp_path, fake_server, key) -> None
     assert blocked.returncode == 1 and "gated: worse: FAIL" in blocked.stdout
 
 
-def test_underpowered_suite_reports_inconclusive_with_n_needed(tmp_path, fake_server,
-                                                               key) -> None:
+def test_underpowered_suite_reports_inconclusive_with_n_needed(tmp_path, fake_server, key) -> None:
     # 40 identical outcomes cannot show non-inferiority at 0.05 (59 are needed).
-    (tmp_path / "s.yaml").write_text(gate_suite(fake_server.base_url, key, 40,
-                                                worse_gate=False))
+    (tmp_path / "s.yaml").write_text(gate_suite(fake_server.base_url, key, 40, worse_gate=False))
     proc = run_pytest(tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "reports but does not gate" in proc.stdout
@@ -98,8 +97,7 @@ def test_report_agrees_with_independent_recomputation(tmp_path, fake_server, key
     (tmp_path / "s.yaml").write_text(gate_suite(fake_server.base_url, key, 150))
     run_pytest(tmp_path)
     run_id = (tmp_path / "reports" / "runs" / "LATEST").read_text().strip()
-    latest = latest_by_item(read_results(tmp_path / "reports" / "runs" / run_id /
-                                         "results.jsonl"))
+    latest = latest_by_item(read_results(tmp_path / "reports" / "runs" / run_id / "results.jsonl"))
     scores = {(r.case_id, r.config_id): r.score for r in latest.values()}
     cases = sorted({c for c, _ in scores})
     base = np.array([scores[c, "base"] for c in cases])
@@ -119,10 +117,14 @@ def test_pr_check_against_a_stored_main_run(tmp_path, fake_server, key) -> None:
     stored = tmp_path / "main.json"
     shutil.copy(tmp_path / "reports" / "evalgate.json", stored)
     # The PR lowers the baseline's max_tokens (a regression) and adds five cases.
-    extra = "\n".join(f'  - {{id: new{i}, vars: {{question: "n {i}", answer: "n"}}}}'
-                      for i in range(5))
-    head = main.replace("{id: base, tier: t, max_tokens: 20}",
-                        "{id: base, tier: t, max_tokens: 3}") + extra + "\n"
+    extra = "\n".join(
+        f'  - {{id: new{i}, vars: {{question: "n {i}", answer: "n"}}}}' for i in range(5)
+    )
+    head = (
+        main.replace("{id: base, tier: t, max_tokens: 20}", "{id: base, tier: t, max_tokens: 3}")
+        + extra
+        + "\n"
+    )
     (tmp_path / "s.yaml").write_text(head)
     proc = run_pytest(tmp_path, "--evalgate-baseline", str(stored))
     assert proc.returncode == 1, proc.stdout[-3000:]

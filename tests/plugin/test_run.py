@@ -17,16 +17,24 @@ from evalgate.results import latest_by_item, read_results
 from evalgate.testing.fake_openai import FakeOpenAIServer, make_model
 
 
-def suite_yaml(base_url: str, key: str, *, cases: int = 12, latency_ms: int = 0,
-               extra_config: str = "", must_pass: str = "", price: bool = True,
-               api_key_env: str = "") -> str:
+def suite_yaml(
+    base_url: str,
+    key: str,
+    *,
+    cases: int = 12,
+    latency_ms: int = 0,
+    extra_config: str = "",
+    must_pass: str = "",
+    price: bool = True,
+    api_key_env: str = "",
+) -> str:
     model = "openai/" + make_model(latency_ms=latency_ms, key=key)
-    tier_extra = ', price: {input_per_mtok: 1.0, output_per_mtok: 2.0}' if price else ""
+    tier_extra = ", price: {input_per_mtok: 1.0, output_per_mtok: 2.0}" if price else ""
     if api_key_env:
         tier_extra += f", api_key_env: {api_key_env}"
     rows = "\n".join(
         f'  - {{id: q{i}, vars: {{question: "item {i} is {i * 7}", answer: "{i * 7}"}}'
-        f'{must_pass if i == 0 else ""}}}'
+        f"{must_pass if i == 0 else ''}}}"
         for i in range(cases)
     )
     return f"""\
@@ -54,9 +62,22 @@ def key() -> str:
 
 def run_pytest(cwd: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--evalgate",
-         "--evalgate-cache-dir", str(cwd / ".cache"), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--evalgate",
+            "--evalgate-cache-dir",
+            str(cwd / ".cache"),
+            *args,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -65,8 +86,17 @@ def results_of(cwd: Path) -> dict[str, tuple]:
     records = list(read_results(cwd / "reports" / "runs" / run_id / "results.jsonl"))
     keys = [r.item_key for r in records]
     assert len(keys) == len(set(keys)), "an item was recorded twice"
-    return {r.item_key: (r.call.output, r.score, r.passed, r.call.input_tokens,
-                         r.call.output_tokens, r.call.cost_usd) for r in records}
+    return {
+        r.item_key: (
+            r.call.output,
+            r.score,
+            r.passed,
+            r.call.input_tokens,
+            r.call.output_tokens,
+            r.call.cost_usd,
+        )
+        for r in records
+    }
 
 
 def test_run_writes_results_report_and_table(tmp_path, fake_server, key) -> None:
@@ -99,20 +129,33 @@ def test_xdist_gives_the_same_results_as_one_process(tmp_path, fake_server, key)
     assert len(results_of(tmp_path / "serial")) == 60
     assert results_of(tmp_path / "xdist") == results_of(tmp_path / "serial")
     assert fake_server.request_count(key) == 120  # nothing called twice
-    workers = {r.worker for r in read_results(next((tmp_path / "xdist").glob(
-        "reports/runs/2*/results.jsonl")))}
+    workers = {
+        r.worker
+        for r in read_results(next((tmp_path / "xdist").glob("reports/runs/2*/results.jsonl")))
+    }
     assert workers == {"gw0", "gw1"}
 
 
 def test_interrupted_run_resumes_without_rerunning_finished_items(tmp_path, key) -> None:
     # A server of its own so the request count belongs to this test alone.
     with FakeOpenAIServer(mode="process") as server:
-        (tmp_path / "s.yaml").write_text(suite_yaml(server.base_url, key, cases=40,
-                                                    latency_ms=100))
+        (tmp_path / "s.yaml").write_text(suite_yaml(server.base_url, key, cases=40, latency_ms=100))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--evalgate",
-             "--evalgate-concurrency", "2", "--evalgate-cache-dir", str(tmp_path / ".cache")],
-            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "--evalgate",
+                "--evalgate-concurrency",
+                "2",
+                "--evalgate-cache-dir",
+                str(tmp_path / ".cache"),
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         results = tmp_path / "reports" / "runs"
         deadline = time.monotonic() + 60
@@ -148,14 +191,16 @@ def test_resume_without_an_earlier_run_is_a_usage_error(tmp_path) -> None:
 
 def test_cache_serves_the_second_run(tmp_path, fake_server, key) -> None:
     extra = "  - {id: c, tier: t, max_tokens: 20, cache: true}"
-    (tmp_path / "s.yaml").write_text(suite_yaml(fake_server.base_url, key, cases=5,
-                                                extra_config=extra))
+    (tmp_path / "s.yaml").write_text(
+        suite_yaml(fake_server.base_url, key, cases=5, extra_config=extra)
+    )
     assert run_pytest(tmp_path, "-k", "c]").returncode == 0
     assert fake_server.request_count(key) == 5
     assert run_pytest(tmp_path, "-k", "c]").returncode == 0
     assert fake_server.request_count(key) == 5
-    config = json.loads((tmp_path / "reports" / "evalgate.json").read_text())[
-        "suites"]["run-demo"]["configs"]["c"]
+    config = json.loads((tmp_path / "reports" / "evalgate.json").read_text())["suites"]["run-demo"][
+        "configs"
+    ]["c"]
     assert config["cache_hits"] == 5 and config["cost_total_usd"] == 0.0
     assert config["saved_usd"] == pytest.approx(5 * (4 + 5 * 2) / 1e6)
     assert run_pytest(tmp_path, "-k", "c]", "--evalgate-no-cache").returncode == 0
@@ -164,9 +209,10 @@ def test_cache_serves_the_second_run(tmp_path, fake_server, key) -> None:
 
 def test_failed_call_fails_its_item_only_and_says_why(tmp_path, fake_server, key) -> None:
     bad = "openai/" + make_model(fail="500", key=key + "x")
-    extra = f'  - {{id: broken, tier: bad}}'
+    extra = "  - {id: broken, tier: bad}"
     text = suite_yaml(fake_server.base_url, key, cases=3, extra_config=extra).replace(
-        "prompt:", f'  bad: {{model: "{bad}", api_base: "{fake_server.base_url}"}}\nprompt:')
+        "prompt:", f'  bad: {{model: "{bad}", api_base: "{fake_server.base_url}"}}\nprompt:'
+    )
     (tmp_path / "s.yaml").write_text(text)
     proc = run_pytest(tmp_path, "--evalgate-max-attempts", "2")
     assert proc.returncode == 1
@@ -179,8 +225,10 @@ def test_failed_call_fails_its_item_only_and_says_why(tmp_path, fake_server, key
 
 def test_must_pass_miss_fails_with_expected_output_and_reasons(tmp_path, fake_server, key) -> None:
     (tmp_path / "s.yaml").write_text(
-        suite_yaml(fake_server.base_url, key, cases=2, must_pass=", must_pass: true")
-        .replace('"item 0 is 0", answer: "0"', '"item 0 is 0", answer: "zero"'))
+        suite_yaml(fake_server.base_url, key, cases=2, must_pass=", must_pass: true").replace(
+            '"item 0 is 0", answer: "0"', '"item 0 is 0", answer: "zero"'
+        )
+    )
     proc = run_pytest(tmp_path)
     assert proc.returncode == 1
     assert "2 failed, 2 passed" in proc.stdout
@@ -192,13 +240,28 @@ def test_must_pass_miss_fails_with_expected_output_and_reasons(tmp_path, fake_se
 
 def test_reports_never_contain_api_keys(tmp_path, fake_server, key) -> None:
     secret = "sk-test-" + uuid.uuid4().hex
-    (tmp_path / "s.yaml").write_text(suite_yaml(fake_server.base_url, key, cases=2,
-                                                api_key_env="EVALGATE_TEST_KEY"))
+    (tmp_path / "s.yaml").write_text(
+        suite_yaml(fake_server.base_url, key, cases=2, api_key_env="EVALGATE_TEST_KEY")
+    )
     env = {**os.environ, "EVALGATE_TEST_KEY": secret}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--evalgate",
-         "--evalgate-cache-dir", str(tmp_path / ".cache")],
-        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--evalgate",
+            "--evalgate-cache-dir",
+            str(tmp_path / ".cache"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout
     for path in (tmp_path / "reports").rglob("*"):
         if path.is_file():

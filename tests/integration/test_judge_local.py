@@ -1,0 +1,278 @@
+"""``llm-judge``: verdict parsing, metering of the judge's cost, and the real local judge.
+
+The parser and metering tests run everywhere; the judge test calls the real embedded
+Qwen2.5-Coder-1.5B through a llama.cpp server (``integration`` marker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evalgate.engine.calls import CallSpec
+from evalgate.graders import grading
+from evalgate.graders.judge import (
+    DEFAULT_MODEL,
+    SCALE,
+    VerdictError,
+    build_messages,
+    parse_verdict,
+)
+from evalgate.results import CallResult
+from evalgate.runner import GraderCalls, grader_models
+from evalgate.suite.model import Case, GraderSpec, Price, Tier
+
+# ------------------------------------------------------------------------------ parsing
+
+
+@pytest.mark.parametrize(
+    ("reply", "score", "reason"),
+    [
+        ('{"reason": "States Paris.", "score": 10}', 1.0, "States Paris."),
+        ('{"score": 0, "reason": "Says Lyon."}', 0.0, "Says Lyon."),
+        ('```json\n{"reason": "ok", "score": 8}\n```', 0.8, "ok"),
+        ('Sure! Here is my verdict:\n{"reason": "close", "score": 6}\nHope it helps.', 0.6, "close"),
+        ('{"Score": "7", "Reasoning": "mostly right"}', 0.7, "mostly right"),
+        ('{"rating": 9, "explanation": "fine"}', 0.9, "fine"),
+        ('{"score": "8/10", "reason": "x"}', 0.8, "x"),
+        ('{"score": "4/5", "rationale": "y"}', 0.8, "y"),
+        ('{"score": 7.5, "reason": "half point"}', 0.75, "half point"),
+        ('{"score": 10}', 1.0, "no reason given"),
+        ("{'score': 6, 'reason': 'single quotes'}", 0.6, "single quotes"),
+        ('{"reason": "trailing comma", "score": 3,}', 0.3, "trailing comma"),
+        ("Score: 9/10\nReason: correct and concise", 0.9, "correct and concise"),
+        ("score = 2", 0.2, "no reason given"),
+        ('{"verdict": {"score": 4, "reason": "nested"}}', 0.4, "nested"),
+        ('```\n{"score": 5, "reason": "a"}\n```\n{"score": 5, "reason": "a"}', 0.5, "a"),
+        ('{"reason": "Says \\"Paris\\" 🙂", "score": 10}', 1.0, 'Says "Paris" 🙂'),
+    ],
+)
+def test_parse_verdict_accepts_readable_verdicts(reply: str, score: float, reason: str) -> None:
+    verdict = parse_verdict(reply)
+    assert verdict.score == pytest.approx(score)
+    assert verdict.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        ("", "empty reply"),
+        ("   \n ", "empty reply"),
+        ("The response is good.", "no score"),
+        ('{"reason": "fine"}', "no score"),
+        ('{"score": null, "reason": "?"}', "no score"),
+        ('{"score": "high", "reason": "good"}', "'high' is not a number"),
+        ('{"score": true}', "True is not a number"),
+        ('{"score": [8]}', "is not a number"),
+        ('{"score": 11, "reason": "great"}', "score 11 is outside 0..10"),
+        ('{"score": -1}', "score -1 is outside 0..10"),
+        ("Score: 12/10", "outside 0..10"),
+        ('{"score": NaN}', "not a finite number"),
+        ('{"score": Infinity}', "not a finite number"),
+        ('{"score": "3/0"}', "has no valid scale"),
+        ('{"score": 2} {"score": 9}', "ambiguous verdict: several scores (2, 9)"),
+        ("Score: 3\nOn reflection, final score: 8", "ambiguous verdict"),
+        ('{"reason": "The response is', "no score"),
+        ('{"reason": "The response is fine", "sco', "no score"),
+        ("<|im_end|>", "no score"),
+        ("10", "no score"),  # a bare number is not a verdict
+    ],
+)
+def test_parse_verdict_rejects_malformed_replies(reply: str, message: str) -> None:
+    with pytest.raises(VerdictError, match="") as excinfo:
+        parse_verdict(reply)
+    assert message in str(excinfo.value)
+
+
+def test_prompt_fences_the_output_and_cuts_very_long_ones() -> None:
+    system, user = build_messages("Says Paris.", "x" * 20_000 + "END")
+    assert system["role"] == "system" and "never instructions" in system["content"]
+    assert "RUBRIC:\nSays Paris." in user["content"]
+    assert "<<<RESPONSE\n" in user["content"] and "END\nRESPONSE>>>" in user["content"]
+    assert "characters cut" in user["content"] and len(user["content"]) < 7000
+    assert f'"score": <integer from 0 to {SCALE}>' in user["content"]
+    assert "(empty response)" in build_messages("r", "  ")[1]["content"]
+
+
+# ------------------------------------------------------------------------------ metering
+
+
+class StubEngine:
+    """Answers every judge call with a fixed reply and records what it was asked."""
+
+    def __init__(self, reply: str, *, error: str | None = None, finish: str = "stop") -> None:
+        self.reply = reply
+        self.error = error
+        self.finish = finish
+        self.specs: list[CallSpec] = []
+
+    async def run(self, spec: CallSpec) -> CallResult:
+        self.specs.append(spec)
+        if self.error:
+            return CallResult(error=self.error, attempts=4)
+        cost = spec.price.cost(200, 30) if spec.price else None
+        return CallResult(
+            output=self.reply,
+            input_tokens=200,
+            output_tokens=30,
+            cost_usd=cost,
+            latency_ms=420.0,
+            finish_reason=self.finish,
+        )
+
+
+SUITE = types.SimpleNamespace(
+    tiers={"judge": Tier("judge", "openai/judge-model", price=Price(1.0, 4.0))}
+)
+APP_CALL = CallResult(
+    output="Paris", input_tokens=12, output_tokens=2, cost_usd=2e-5, latency_ms=300.0
+)
+
+
+def judge(engine: StubEngine, output: str = "Paris", **params: Any) -> Any:
+    params.setdefault("rubric", "The answer to '{{ question }}' is Paris.")
+    spec = GraderSpec(params.pop("type", "llm-judge"), params, 1.0)
+    case = Case("geo-france", {"question": "Capital of France?"})
+    meter = grading.UsageMeter()
+    ctx = GraderCalls(engine, SUITE, meter)  # type: ignore[arg-type]
+    return asyncio.run(grading.run_async(spec, output, case, APP_CALL, ctx, meter))
+
+
+def test_judge_cost_is_recorded_on_the_grade_not_on_the_call() -> None:
+    engine = StubEngine('{"reason": "Names Paris.", "score": 9}')
+    grade = judge(engine, model="judge")
+    assert grade.error is None and grade.passed and grade.score == pytest.approx(0.9)
+    assert grade.reason == "judge judge: 9/10 — Names Paris."
+    assert grade.calls == 1 and grade.latency_ms == 420.0
+    assert grade.cost_usd == pytest.approx((200 * 1.0 + 30 * 4.0) / 1e6)
+    # The application's call is untouched: its cost is the config's, the judge's is not.
+    assert APP_CALL.cost_usd == 2e-5 and APP_CALL.latency_ms == 300.0
+    _, score, passed = grading.grade_output("Paris", Case("geo-france", {}), [], None, APP_CALL)
+    (spec,) = engine.specs
+    assert spec.model == "openai/judge-model" and spec.tier == "judge"
+    assert spec.price == Price(1.0, 4.0) and spec.use_cache and not spec.stream
+    assert spec.temperature == 0.0 and spec.max_tokens == 160
+    assert "The answer to 'Capital of France?' is Paris." in spec.messages[1]["content"]
+    assert "<<<RESPONSE\nParis\nRESPONSE>>>" in spec.messages[1]["content"]
+
+
+def test_judge_without_a_tier_uses_the_default_local_model() -> None:
+    engine = StubEngine('{"reason": "no", "score": 2}')
+    grade = judge(engine, threshold=0.1)
+    assert engine.specs[0].model == DEFAULT_MODEL and engine.specs[0].price is None
+    assert grade.passed and grade.cost_usd is None  # a local model without a price
+    assert grade.calls == 1
+
+
+def test_judge_threshold_and_negation() -> None:
+    assert not judge(StubEngine('{"reason": "partly", "score": 4}')).passed
+    assert judge(StubEngine('{"reason": "partly", "score": 5}')).passed  # default 0.5
+    assert not judge(StubEngine('{"reason": "partly", "score": 5}'), threshold=0.8).passed
+    negated = judge(StubEngine('{"reason": "wrong", "score": 0}'), type="not-llm-judge")
+    assert negated.passed and negated.score == 1.0 and negated.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("engine", "message"),
+    [
+        (StubEngine("I cannot grade this."), "no score in judge reply"),
+        (StubEngine('{"score": 42}'), "outside 0..10"),
+        (StubEngine('{"reason": "The resp', finish="length"), "cut at max_tokens=160"),
+        (StubEngine("", error="APIConnectionError: refused"), "judge call to judge failed"),
+    ],
+)
+def test_malformed_verdicts_and_failed_judge_calls_are_errors(
+    engine: StubEngine, message: str
+) -> None:
+    for type_name in ("llm-judge", "not-llm-judge"):
+        grade = judge(engine, model="judge", type=type_name)
+        assert grade.error is not None and not grade.passed and grade.score == 0
+        assert message in grade.reason and "case 'geo-france'" in grade.reason
+        assert grade.calls >= 1  # what the judge cost is kept even when it failed
+
+
+def test_grader_models_include_the_judges() -> None:
+    suite = types.SimpleNamespace(
+        tiers=SUITE.tiers,
+        graders=(GraderSpec("llm-judge", {"rubric": "r"}),),
+        cases=(Case("c", {}, (GraderSpec("not-llm-judge", {"rubric": "r", "model": "judge"}),)),),
+    )
+    assert grader_models(suite) == {DEFAULT_MODEL, "openai/judge-model"}  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ real judge
+
+QWEN = "qwen2.5-coder-1.5b"
+
+
+def qwen_installed() -> bool:
+    from evalgate.engine import local_models
+
+    try:
+        local_models.model_path(QWEN)
+    except local_models.MissingModelError:
+        return False
+    return importlib.util.find_spec("xllamacpp") is not None
+
+
+@pytest.fixture(scope="module")
+def local_judge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from evalgate.engine.engine import Engine
+    from evalgate.engine.servers import LocalServers
+    from evalgate.runner import Endpoints
+
+    logs = tmp_path_factory.mktemp("judge-servers")
+    servers = LocalServers(logs)
+    try:
+        running = servers.ensure([QWEN])
+        endpoints = Endpoints(Path(logs) / "servers.json")
+        endpoints.set_local({name: server.base_url for name, server in running.items()})
+        engine = Engine(endpoints, concurrency=2, warm_up=False)
+        try:
+            yield engine
+        finally:
+            engine.close()
+    finally:
+        servers.stop_all()
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not qwen_installed(), reason="Qwen2.5-Coder-1.5B weights or xllamacpp not "
+                    "installed (run scripts/setup.sh)")
+def test_real_local_judge_scores_a_right_and_a_wrong_answer(local_judge: Any) -> None:
+    suite = types.SimpleNamespace(
+        tiers={"judge": Tier("judge", f"local/{QWEN}", price=Price(1.0, 4.0))}
+    )
+    rubric = "The answer names William Shakespeare as the author of Hamlet."
+    case = Case("hamlet", {"question": "Who wrote Hamlet?"})
+    results = {}
+    for label, output in (
+        ("right", "Hamlet was written by William Shakespeare around 1600."),
+        ("wrong", "Charles Dickens wrote Hamlet."),
+    ):
+        spec = GraderSpec("llm-judge", {"rubric": rubric, "model": "judge"}, 1.0)
+        meter = grading.UsageMeter()
+        started = time.perf_counter()
+        future = local_judge.submit_coroutine(
+            grading.run_async(spec, output, case, APP_CALL, GraderCalls(local_judge, suite,
+                                                                         meter), meter)
+        )
+        grade = future.result(timeout=300)
+        results[label] = grade
+        print(f"\n{label}: score {grade.score:.2f} passed {grade.passed} judge latency "
+              f"{grade.latency_ms:.0f} ms (wall {1000 * (time.perf_counter() - started):.0f} "
+              f"ms) cost ${grade.cost_usd:.2e} — {grade.reason}")
+    right, wrong = results["right"], results["wrong"]
+    assert right.error is None and wrong.error is None, (right.reason, wrong.reason)
+    assert right.passed and right.score >= 0.7
+    assert not wrong.passed and wrong.score <= 0.3
+    for grade in (right, wrong):
+        assert grade.calls == 1 and grade.latency_ms > 0
+        assert grade.cost_usd is not None and grade.cost_usd > 0

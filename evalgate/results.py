@@ -234,6 +234,26 @@ def to_rows(results: Iterable[CaseResult]) -> list[dict[str, Any]]:
                 "hit_latency_ms": c.hit_latency_ms,
                 "attempts": c.attempts,
                 "output": c.output,
+                # What grading itself cost (an LLM judge): kept apart from the config's cost.
+                "grading_cost_usd": _grading_cost(r.grades),
+                "grading_calls": sum(g.calls for g in r.grades),
+                "grades": [
+                    {
+                        "grader": g.grader,
+                        "score": g.score,
+                        "passed": g.passed,
+                        "reason": g.reason,
+                        "error": g.error,
+                    }
+                    for g in r.grades
+                ],
             }
         )
     return rows
+
+
+def _grading_cost(grades: Iterable[GradeResult]) -> float | None:
+    costs = [g.cost_usd for g in grades if g.calls]
+    if not costs:
+        return 0.0
+    return None if any(c is None for c in costs) else float(sum(c for c in costs if c))

@@ -21,10 +21,14 @@ def _as_list(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
-@grader("equals", params={"value": (str, int, float), "ignore_case": bool, "strip": bool},
-        required=("value",))
-def equals(output: str, case: Any, value: Any, ignore_case: bool = False,
-           strip: bool = True) -> Grade:
+@grader(
+    "equals",
+    params={"value": (str, int, float), "ignore_case": bool, "strip": bool},
+    required=("value",),
+)
+def equals(
+    output: str, case: Any, value: Any, ignore_case: bool = False, strip: bool = True
+) -> Grade:
     got, want = output, str(value)
     if strip:
         got, want = got.strip(), want.strip()
@@ -34,10 +38,14 @@ def equals(output: str, case: Any, value: Any, ignore_case: bool = False,
     return Grade(float(ok), ok, f"expected {_short(str(value))}, got {_short(output)}")
 
 
-@grader("contains", params={"value": (str, int, float, list), "mode": str, "ignore_case": bool},
-        required=("value",))
-def contains(output: str, case: Any, value: Any, mode: str = "any",
-             ignore_case: bool = True) -> Grade:
+@grader(
+    "contains",
+    params={"value": (str, int, float, list), "mode": str, "ignore_case": bool},
+    required=("value",),
+)
+def contains(
+    output: str, case: Any, value: Any, mode: str = "any", ignore_case: bool = True
+) -> Grade:
     """``mode: any`` passes if one of the values occurs; ``all`` needs every one.
 
     The score is the fraction of values found for ``all`` (partial credit), 0/1 for ``any``.
@@ -55,8 +63,10 @@ def contains(output: str, case: Any, value: Any, mode: str = "any",
         score = len(found) / len(wanted) if wanted else 1.0
     missing = [w for w in wanted if w not in found]
     reason = (
-        f"found {found[0]!r}" if ok and mode == "any"
-        else "found all" if ok
+        f"found {found[0]!r}"
+        if ok and mode == "any"
+        else "found all"
+        if ok
         else f"expected {mode} of {wanted!r} in {_short(output)}; missing {missing!r}"
     )
     return Grade(score, ok, reason)
@@ -66,9 +76,11 @@ def contains(output: str, case: Any, value: Any, mode: str = "any",
 def regex(output: str, case: Any, pattern: str, ignore_case: bool = False) -> Grade:
     match = re.search(pattern, output, re.IGNORECASE if ignore_case else 0)
     ok = match is not None
-    return Grade(float(ok), ok,
-                 f"matched {match.group(0)!r}" if match else f"no match for /{pattern}/ in "
-                 f"{_short(output)}")
+    return Grade(
+        float(ok),
+        ok,
+        f"matched {match.group(0)!r}" if match else f"no match for /{pattern}/ in {_short(output)}",
+    )
 
 
 def final_number(text: str) -> float | None:
@@ -82,10 +94,14 @@ def final_number(text: str) -> float | None:
         return None
 
 
-@grader("numeric", params={"value": (str, int, float), "tolerance": (int, float),
-                           "relative": bool}, required=("value",))
-def numeric(output: str, case: Any, value: Any, tolerance: float = 0.0,
-            relative: bool = False) -> Grade:
+@grader(
+    "numeric",
+    params={"value": (str, int, float), "tolerance": (int, float), "relative": bool},
+    required=("value",),
+)
+def numeric(
+    output: str, case: Any, value: Any, tolerance: float = 0.0, relative: bool = False
+) -> Grade:
     """Extracts the final number of the output and compares it within a tolerance.
 
     ``tolerance`` is absolute by default; with ``relative: true`` it is a fraction of the

@@ -57,10 +57,10 @@ def resolve(path: str, search: tuple[str, ...] = ()) -> Callable[..., Any]:
     """
     path = path.strip()
     if ":" in path:
-        module_name, _, attrs = path.partition(":")
-        if not module_name or not attrs or ":" in attrs:
+        module_part, _, attr_part = path.partition(":")
+        if not module_part or not attr_part or ":" in attr_part:
             raise ImportPathError(f"expected 'package.module:function', found {path!r}")
-        candidates = [(module_name, attrs.split("."))]
+        candidates = [(module_part, attr_part.split("."))]
     else:
         parts = path.split(".")
         if len(parts) < 2 or not all(parts):
@@ -74,10 +74,8 @@ def resolve(path: str, search: tuple[str, ...] = ()) -> Callable[..., Any]:
         try:
             module = _import_module(module_name, search)
         except ModuleNotFoundError as exc:
-            if (
-                exc.name is not None
-                and module_name.startswith(exc.name)
-                and (exc.name == module_name or module_name.startswith(exc.name + "."))
+            if exc.name is not None and (
+                exc.name == module_name or module_name.startswith(exc.name + ".")
             ):
                 first_error = first_error or exc
                 continue  # a shorter prefix may be the module

@@ -27,6 +27,14 @@ SCALE = 10
 """The judge scores 0..SCALE (integers); the grade's score is that divided by SCALE."""
 
 DEFAULT_THRESHOLD = 0.5
+"""The scale's midpoint, the prompt's "partly meets" anchor (5/10): a partial answer passes.
+
+Measured on 17 verdicts of the default judge (local Qwen2.5-Coder-1.5B, this prompt): its
+scores are 0, 5 or 10 only. Clearly right answers (8) all got 10, clearly wrong ones (5)
+all got 0; hedged or muddled answers got 5 (two right, one wrong) or, once, 10 (wrong).
+At 0.5, 15 of the 17 verdicts are right; at 0.6 (partial fails) 14. Raise it (``0.8``) for
+rubrics where a partial answer must fail.
+"""
 DEFAULT_MAX_TOKENS = 160
 MAX_OUTPUT_CHARS = 6000
 """The judged output is cut to this many characters (head and tail kept) in the prompt."""
@@ -250,10 +258,7 @@ async def llm_judge(
             so it can quote the question and the reference answer).
         model: a tier of the suite or a litellm model string; default the embedded
             ``local/qwen2.5-coder-1.5b`` (evalgate starts its server when needed).
-        threshold: pass mark on the 0..1 score. The default 0.5 is the scale's midpoint,
-            "partly meets the rubric" (5/10): the judge is asked for 0 (wrong), 5 (partly)
-            or 10 (fully) anchors, and a small judge's scores cluster at the ends, so the
-            midpoint separates its two modes; raise it for stricter rubrics.
+        threshold: pass mark on the 0..1 score; default 0.5, see :data:`DEFAULT_THRESHOLD`.
         max_tokens: the judge's reply budget (the verdict is one short JSON object).
 
     The judge is called at temperature 0 and its reply is parsed by :func:`parse_verdict`.
@@ -272,5 +277,5 @@ async def llm_judge(
     return Grade(
         verdict.score,
         passed,
-        f"judge {model}: {verdict.score * SCALE:g}/{SCALE} — {verdict.reason}",
+        f"{verdict.score * SCALE:g}/{SCALE} by {model}: {verdict.reason}",
     )

@@ -89,6 +89,15 @@ def _schema_text(schema: Any, schema_file: str | None) -> str:
         raise SchemaError(f"the schema is not JSON data: {exc}") from None
 
 
+def _shown(path: Path) -> str:
+    """The path relative to the working directory when it is below it, else absolute."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if relative.startswith("..") else relative
+
+
 def _validate(params: Mapping[str, Any], suite_dir: str) -> str | None:
     """Collection-time check: exactly one of schema/schema_file, an existing file, a valid
     schema.
@@ -110,7 +119,7 @@ def _validate(params: Mapping[str, Any], suite_dir: str) -> str | None:
             return "schema_file: expected a path, found an empty string"
         path = Path(suite_dir, os.path.expanduser(raw))
         if not path.is_file():
-            return f"schema_file: expected an existing schema file, found no file at {path}"
+            return f"schema_file: expected an existing schema file, found no file at {_shown(path)}"
         schema_file = str(path.resolve())
     try:
         _validator_for(_schema_text(params.get("schema"), schema_file))

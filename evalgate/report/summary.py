@@ -60,6 +60,10 @@ def config_summary(rows: pd.DataFrame) -> dict[str, Any]:
         "cost_total_usd": cost_total,
         "cost_per_case_usd": cost_total / n_cases if cost_total is not None and n_cases else None,
         "saved_usd": float(rows["saved_usd"].sum()),
+        "grading_cost_usd": float(rows["grading_cost_usd"].sum())
+        if rows["grading_cost_usd"].notna().all()
+        else None,
+        "grading_calls": int(rows["grading_calls"].sum()),
         "tokens_in": int(rows["input_tokens"].fillna(0).sum()),
         "tokens_out": int(rows["output_tokens"].fillna(0).sum()),
         "latency_p50_ms": _percentile(ok["latency_ms"], 0.50),

@@ -38,7 +38,11 @@ from evalgate.suite.model import Case, GraderSpec, Price, Tier
         ('{"reason": "States Paris.", "score": 10}', 1.0, "States Paris."),
         ('{"score": 0, "reason": "Says Lyon."}', 0.0, "Says Lyon."),
         ('```json\n{"reason": "ok", "score": 8}\n```', 0.8, "ok"),
-        ('Sure! Here is my verdict:\n{"reason": "close", "score": 6}\nHope it helps.', 0.6, "close"),
+        (
+            'Sure! Here is my verdict:\n{"reason": "close", "score": 6}\nHope it helps.',
+            0.6,
+            "close",
+        ),
         ('{"Score": "7", "Reasoning": "mostly right"}', 0.7, "mostly right"),
         ('{"rating": 9, "explanation": "fine"}', 0.9, "fine"),
         ('{"score": "8/10", "reason": "x"}', 0.8, "x"),
@@ -86,7 +90,7 @@ def test_parse_verdict_accepts_readable_verdicts(reply: str, score: float, reaso
     ],
 )
 def test_parse_verdict_rejects_malformed_replies(reply: str, message: str) -> None:
-    with pytest.raises(VerdictError, match="") as excinfo:
+    with pytest.raises(VerdictError) as excinfo:
         parse_verdict(reply)
     assert message in str(excinfo.value)
 
@@ -149,12 +153,11 @@ def test_judge_cost_is_recorded_on_the_grade_not_on_the_call() -> None:
     engine = StubEngine('{"reason": "Names Paris.", "score": 9}')
     grade = judge(engine, model="judge")
     assert grade.error is None and grade.passed and grade.score == pytest.approx(0.9)
-    assert grade.reason == "judge judge: 9/10 — Names Paris."
+    assert grade.reason == "9/10 by judge: Names Paris."
     assert grade.calls == 1 and grade.latency_ms == 420.0
     assert grade.cost_usd == pytest.approx((200 * 1.0 + 30 * 4.0) / 1e6)
     # The application's call is untouched: its cost is the config's, the judge's is not.
     assert APP_CALL.cost_usd == 2e-5 and APP_CALL.latency_ms == 300.0
-    _, score, passed = grading.grade_output("Paris", Case("geo-france", {}), [], None, APP_CALL)
     (spec,) = engine.specs
     assert spec.model == "openai/judge-model" and spec.tier == "judge"
     assert spec.price == Price(1.0, 4.0) and spec.use_cache and not spec.stream
@@ -244,8 +247,10 @@ def local_judge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not qwen_installed(), reason="Qwen2.5-Coder-1.5B weights or xllamacpp not "
-                    "installed (run scripts/setup.sh)")
+@pytest.mark.skipif(
+    not qwen_installed(),
+    reason="Qwen2.5-Coder-1.5B weights or xllamacpp not installed (run scripts/setup.sh)",
+)
 def test_real_local_judge_scores_a_right_and_a_wrong_answer(local_judge: Any) -> None:
     suite = types.SimpleNamespace(
         tiers={"judge": Tier("judge", f"local/{QWEN}", price=Price(1.0, 4.0))}
@@ -261,14 +266,17 @@ def test_real_local_judge_scores_a_right_and_a_wrong_answer(local_judge: Any) ->
         meter = grading.UsageMeter()
         started = time.perf_counter()
         future = local_judge.submit_coroutine(
-            grading.run_async(spec, output, case, APP_CALL, GraderCalls(local_judge, suite,
-                                                                         meter), meter)
+            grading.run_async(
+                spec, output, case, APP_CALL, GraderCalls(local_judge, suite, meter), meter
+            )
         )
         grade = future.result(timeout=300)
         results[label] = grade
-        print(f"\n{label}: score {grade.score:.2f} passed {grade.passed} judge latency "
-              f"{grade.latency_ms:.0f} ms (wall {1000 * (time.perf_counter() - started):.0f} "
-              f"ms) cost ${grade.cost_usd:.2e} — {grade.reason}")
+        print(
+            f"\n{label}: score {grade.score:.2f} passed {grade.passed} judge latency "
+            f"{grade.latency_ms:.0f} ms (wall {1000 * (time.perf_counter() - started):.0f} "
+            f"ms) cost ${grade.cost_usd:.2e} — {grade.reason}"
+        )
     right, wrong = results["right"], results["wrong"]
     assert right.error is None and wrong.error is None, (right.reason, wrong.reason)
     assert right.passed and right.score >= 0.7

@@ -14,6 +14,7 @@ import pytest
 
 from evalgate.engine import local_models
 from evalgate.engine.local_models import LocalModel, MissingModelError
+from tests.helpers import run_evalgate
 
 SUITE = """\
 suite: smol
@@ -66,23 +67,7 @@ def pids_alive(pids: list[int]) -> list[int]:
 @requires_smol
 def test_suite_runs_on_real_smollm2_and_stops_its_server(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(SUITE.replace("MAXTOK", "16"))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--evalgate",
-            "--evalgate-cache-dir",
-            str(tmp_path / "cache"),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = run_evalgate(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "starting local model server(s): smollm2-135m" in proc.stdout
     report = json.loads((tmp_path / "reports" / "evalgate.json").read_text())

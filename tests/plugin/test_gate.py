@@ -13,7 +13,7 @@ from scipy import stats as sps
 
 from evalgate.results import latest_by_item, read_results
 from evalgate.testing.fake_openai import make_model
-from tests.plugin.test_run import run_pytest
+from tests.helpers import run_evalgate as run_pytest
 
 
 def gate_suite(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 
 from evalgate.results import read_results
 from evalgate.testing.fake_openai import FakeOpenAIServer, make_model
+from tests.helpers import run_evalgate
 
 CONFTEST = """\
 import evalgate
@@ -232,25 +231,7 @@ def mentions_answer(output, case):
 """
 
 
-def run_pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--evalgate",
-            "--evalgate-cache-dir",
-            str(cwd / ".cache"),
-            *args,
-        ],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+run_pytest = run_evalgate
 
 
 def test_every_grader_in_a_real_run(tmp_path: Path, fake_server: FakeOpenAIServer) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from evalgate.results import latest_by_item, read_results
 from evalgate.testing.fake_openai import FakeOpenAIServer, make_model
+from tests.helpers import run_evalgate
 
 
 def suite_yaml(
@@ -60,25 +61,7 @@ def key() -> str:
     return uuid.uuid4().hex[:8]
 
 
-def run_pytest(cwd: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--evalgate",
-            "--evalgate-cache-dir",
-            str(cwd / ".cache"),
-            *args,
-        ],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+run_pytest = run_evalgate
 
 
 def results_of(cwd: Path) -> dict[str, tuple]:
@@ -244,24 +227,7 @@ def test_reports_never_contain_api_keys(tmp_path, fake_server, key) -> None:
         suite_yaml(fake_server.base_url, key, cases=2, api_key_env="EVALGATE_TEST_KEY")
     )
     env = {**os.environ, "EVALGATE_TEST_KEY": secret}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--evalgate",
-            "--evalgate-cache-dir",
-            str(tmp_path / ".cache"),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    proc = run_evalgate(tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout
     for path in (tmp_path / "reports").rglob("*"):
         if path.is_file():

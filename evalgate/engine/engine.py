@@ -95,9 +95,15 @@ async def _warm_up() -> None:
     server = await asyncio.to_thread(FakeOpenAIServer().start)
     try:
         response = await litellm.acompletion(
-            model="openai/evalgate-warm-up", api_base=server.base_url, api_key="-",
-            messages=[{"role": "user", "content": "warm up"}], max_tokens=4, stream=True,
-            stream_options={"include_usage": True}, max_retries=0, timeout=10,
+            model="openai/evalgate-warm-up",
+            api_base=server.base_url,
+            api_key="-",
+            messages=[{"role": "user", "content": "warm up"}],
+            max_tokens=4,
+            stream=True,
+            stream_options={"include_usage": True},
+            max_retries=0,
+            timeout=10,
         )
         async for _ in response:
             pass
@@ -148,8 +154,15 @@ class Engine:
             # that is dropped without close().
             weakref.finalize(self, self._pool.kill)
         self._loop = new_event_loop()
+        # The loop runs one root task until close(), not run_forever(): anyio (which
+        # litellm uses to hand work to threads, twice per streamed call) looks for the
+        # loop's root task, and without one it scans every task, i.e. every queued call.
+        self._closing = self._loop.create_future()
         self._thread = threading.Thread(
-            target=self._loop.run_forever, name="evalgate-engine", daemon=True
+            target=self._loop.run_until_complete,
+            args=(self._until_closed(),),
+            name="evalgate-engine",
+            daemon=True,
         )
         self._thread.start()
         self._semaphore = self._on_loop(self._make_semaphore(concurrency))
@@ -164,6 +177,13 @@ class Engine:
                 started.result()
         elif warm_up:
             self._on_loop(_warm_up())
+
+    async def _until_closed(self) -> None:
+        await self._closing
+
+    def _release(self) -> None:
+        if not self._closing.done():
+            self._closing.set_result(None)
 
     def _on_loop(self, coro):  # type: ignore[no-untyped-def]
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -245,12 +265,12 @@ class Engine:
 
     def close(self) -> None:
         if self._pool is not None:
-            if self._loop.is_running():
+            if self._thread.is_alive():
                 with contextlib.suppress(Exception):
                     self.submit_coroutine(self._pool.aclose()).result(timeout=15)
             self._pool.kill()
-        if self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread.is_alive() and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._release)
             self._thread.join(timeout=5)
-        if not self._loop.is_running():
+        if not self._loop.is_running() and not self._loop.is_closed():
             self._loop.close()

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from evalgate.suite.model import Suite
 
 SESSION_KEY = pytest.StashKey["EvalgateSession"]()
-PROGRESS_EVERY_S = 10.0
+PROGRESS_EVERY_S = 30.0
 
 
 def session_of(config: pytest.Config) -> EvalgateSession:
@@ -67,7 +67,7 @@ class EvalgateSession:
         self._progress_stamp = time.monotonic()
         self.report: dict[str, Any] | None = None
         self.blocked = False
-        if self.is_controller:
+        if self.is_controller and not config.option.collectonly:
             mark_latest(self.paths)
             self.paths.servers.unlink(missing_ok=True)  # stale ports from an earlier session
 
@@ -163,7 +163,9 @@ class EvalgateSession:
             terminal.write_line(
                 f"evalgate: starting local model server(s): {', '.join(sorted(names))}"
             )
-        self._servers = LocalServers(self.paths.run_dir, threads=_server_threads())
+        self._servers = LocalServers(
+            self.paths.run_dir, threads=_server_threads(), parallel=_local_concurrency()
+        )
         try:
             running = self._servers.ensure(sorted(names))
         except Exception as exc:  # MissingModelError, LocalServerError: one clear line
@@ -198,6 +200,7 @@ class EvalgateSession:
                 cache=cache,
                 retry=RetryPolicy(max_attempts=self.config.getoption(options.MAX_ATTEMPTS)),
                 tier_limits=self._tier_limits(),
+                local_concurrency=_local_concurrency(),
             )
             done = latest_by_item(read_results(self.paths.results)) if self.resuming else {}
             self._runner = Runner(self.paths, engine, worker=self.worker_id or "main", done=done)
@@ -346,4 +349,10 @@ def _min(a: int | None, b: int | None) -> int | None:
 
 
 def _server_threads() -> int:
-    return int(os.environ.get("EVALGATE_LOCAL_THREADS", str(min(2, os.cpu_count() or 2))))
+    """Threads per local model server (default: every core; calls are capped instead)."""
+    return max(1, int(os.environ.get("EVALGATE_LOCAL_THREADS", str(os.cpu_count() or 2))))
+
+
+def _local_concurrency() -> int:
+    """Local model calls in flight (all local servers together): default the core count."""
+    return max(1, int(os.environ.get("EVALGATE_LOCAL_CONCURRENCY", str(os.cpu_count() or 2))))

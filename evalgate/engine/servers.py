@@ -67,9 +67,10 @@ def check_xllamacpp() -> None:
 class LocalServers:
     """The running local model servers of one pytest session."""
 
-    def __init__(self, log_dir: Path, threads: int = 2) -> None:
+    def __init__(self, log_dir: Path, threads: int = 2, parallel: int = 2) -> None:
         self.log_dir = log_dir
         self.threads = threads
+        self.parallel = parallel
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self.running: dict[str, RunningServer] = {}
 
@@ -100,6 +101,8 @@ class LocalServers:
                         str(port),
                         "--threads",
                         str(self.threads),
+                        "--parallel",
+                        str(self.parallel),
                         "--parent-pid",
                         str(os.getpid()),
                     ],

@@ -10,7 +10,8 @@ rewrites, next to this file:
   (departures board, phone list, stock count, meeting memo, price list, hotel guest list)
   made of a dozen look-alike sentences, exactly one of which answers it.
 
-Every row is a flat JSON object: ``id`` (stable, unique), ``category`` (the topic, a plain variable), the template variables
+Every row is a flat JSON object: ``id`` (stable, unique), ``category`` (the topic, a plain
+variable), the template variables
 (``question``, ``answer``, and ``context`` for context-qa) and a per-row ``assert`` list, so
 one suite can grade word answers with ``contains`` and numbers with ``numeric``. Running the
 script twice gives byte-identical files; it refuses to write a dataset with a duplicate id,

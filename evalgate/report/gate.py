@@ -110,6 +110,12 @@ def analyze_run(
             continue
         section = analysis.to_dict()
         section["gated_configs"] = gated
+        recommendation = section.get("recommendation")
+        if recommendation and not section["gate"]["gating"]:
+            # A verdict on a handful of cases is a hint, not evidence enough to ship on.
+            recommendation["reason"] += (
+                "; UNDERPOWERED: fewer than 100 paired cases, not a basis to ship"
+            )
         gate.sections[name] = section
         verdicts = analysis.gate
         for reason in verdicts.fail:

@@ -199,7 +199,7 @@ def _stats_lines(stats: Mapping[str, Any] | None) -> list[str]:
             f"    {config_id[:20]:<20} Δ {_fmt(delta.get('estimate'), '+.3f')} {ci} "
             f"p={_fmt(p, '.3g')} N={c.get('n_paired')} {c.get('verdict')}"
             f" (min margin {_fmt(ni.get('min_detectable_margin'), '.3f')}{extra})"
-            f" cost {_fmt(savings, '+.0f')}%"
+            f", saves {_fmt(savings, '.0f')}% of cost"
         )
     rec = stats.get("recommendation")
     lines.append(

@@ -168,9 +168,9 @@ class Engine:
         )
         self._thread.start()
         self._semaphore = self._on_loop(self._make_semaphore(concurrency))
-        # Embedded local models share this machine's CPU: more calls in flight than cores
-        # only queue inside llama.cpp (measured: 104 demo calls took 37 s at 2 in flight,
-        # 76 s at 8), so they get their own, smaller limit on top of the global one.
+        # Embedded local models share this machine's CPU: more calls in flight only queue
+        # inside llama.cpp and make the servers' threads fight for the cores, so they get
+        # their own, smaller limit on top of the global one (the session passes 1).
         self._local_semaphore = self._on_loop(
             self._make_semaphore(local_concurrency or max(1, os.cpu_count() or 1))
         )

@@ -56,32 +56,49 @@ def render_messages(suite: Suite, case: Case, config: Config) -> tuple[dict[str,
 
 
 def plan_items(suite: Suite) -> Iterator[ItemPlan]:
-    """Items in a stable order: by case, then config, then repeat."""
-    for case in suite.cases:
-        for config in suite.configs:
-            tier = suite.tier_of(config)
-            messages = render_messages(suite, case, config)
-            for repeat in range(config.repeats):
-                name = item_name(case.id, config, repeat)
-                yield ItemPlan(
-                    key=f"{suite.name}::{name}",
-                    name=name,
-                    suite=suite,
-                    case=case,
-                    config=config,
-                    repeat=repeat,
-                    spec=CallSpec(
-                        model=tier.model,
-                        messages=messages,
-                        max_tokens=config.max_tokens,
-                        temperature=config.temperature,
-                        stream=config.stream,
-                        repeat=repeat,
-                        tier=tier.name,
-                        use_cache=config.cache,
-                        price=tier.price,
-                        api_base=tier.api_base,
-                        api_key_env=tier.api_key_env,
-                        timeout_s=tier.timeout_s,
-                    ),
-                )
+    """The suite's items, in a stable order along diagonals of the case x config grid.
+
+    Item (case i, config j, repeat r) runs at position i + j + r·(number of configs), ties
+    by config. A case's configs still run within a few items of each other, so paired
+    latencies are measured under the same machine load; but two consecutive items never
+    share a case, so a model server that reuses the cached prefix of the previous prompt
+    (llama.cpp does) cannot serve one config's prompt from the config run just before it,
+    which would make a config look faster for its place in the order.
+    """
+    n_configs = len(suite.configs)
+    grid = sorted(
+        (i + j + r * n_configs, j, r, i)
+        for i in range(len(suite.cases))
+        for j, config in enumerate(suite.configs)
+        for r in range(config.repeats)
+    )
+    rendered: dict[tuple[int, int], tuple[dict[str, str], ...]] = {}
+    for _, j, repeat, i in grid:
+        case, config = suite.cases[i], suite.configs[j]
+        tier = suite.tier_of(config)
+        if (i, j) not in rendered:
+            rendered[i, j] = render_messages(suite, case, config)
+        messages = rendered[i, j]
+        name = item_name(case.id, config, repeat)
+        yield ItemPlan(
+            key=f"{suite.name}::{name}",
+            name=name,
+            suite=suite,
+            case=case,
+            config=config,
+            repeat=repeat,
+            spec=CallSpec(
+                model=tier.model,
+                messages=messages,
+                max_tokens=config.max_tokens,
+                temperature=config.temperature,
+                stream=config.stream,
+                repeat=repeat,
+                tier=tier.name,
+                use_cache=config.cache,
+                price=tier.price,
+                api_base=tier.api_base,
+                api_key_env=tier.api_key_env,
+                timeout_s=tier.timeout_s,
+            ),
+        )

@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from evalgate.engine.calls import CallSpec, Endpoint
 from evalgate.engine.engine import Engine
+from evalgate.engine.slots import GRADER_PRIORITY
 from evalgate.graders.grading import UsageMeter, grade_output, is_async, run_async
 from evalgate.plan import ItemPlan
 from evalgate.results import CallResult, CaseResult, GradeResult, ResultsWriter
@@ -213,7 +214,8 @@ class GraderCalls:
             api_key_env=tier.api_key_env if tier else None,
             timeout_s=tier.timeout_s if tier else 120.0,
         )
-        result = await self._engine.run(spec)
+        # Ahead of queued item calls: the item being graded already holds its answer.
+        result = await self._engine.run(spec, GRADER_PRIORITY)
         self.record_usage(result)
         return result
 

@@ -31,6 +31,11 @@ SESSION_KEY = pytest.StashKey["EvalgateSession"]()
 PROGRESS_EVERY_S = 30.0
 
 
+def _minutes(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 def session_of(config: pytest.Config) -> EvalgateSession:
     return config.stash[SESSION_KEY]
 
@@ -64,7 +69,7 @@ class EvalgateSession:
         self._servers: LocalServers | None = None
         self._progress_total = 0
         self._progress_done = 0
-        self._progress_stamp = time.monotonic()
+        self._progress_stamp = self._progress_started = time.monotonic()
         self.report: dict[str, Any] | None = None
         self.blocked = False
         if self.is_controller and not config.option.collectonly:
@@ -241,9 +246,15 @@ class EvalgateSession:
             self._progress_stamp = now
             terminal = self.config.pluginmanager.get_plugin("terminalreporter")
             if terminal is not None and self.config.getoption("verbose") >= 0:
-                terminal.write_line(
-                    f"evalgate: {self._progress_done}/{self._progress_total} calls done"
-                )
+                terminal.write_line(self._progress_line(now))
+
+    def _progress_line(self, now: float) -> str:
+        done, total = self._progress_done, self._progress_total
+        elapsed = now - self._progress_started
+        line = f"evalgate: {done}/{total} items done, {_minutes(elapsed)} elapsed"
+        if 0 < done < total:
+            line += f", about {_minutes(elapsed / done * (total - done))} left at this pace"
+        return line
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

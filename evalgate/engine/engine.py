@@ -31,6 +31,7 @@ from evalgate.engine.calls import CallSpec, Endpoint, attempt, new_event_loop
 from evalgate.engine.limits import TierLimits
 from evalgate.engine.procpool import ProcessPool, RemoteAttemptError
 from evalgate.engine.retry import RetryPolicy, is_retryable, retry_after_seconds
+from evalgate.engine.slots import ITEM_PRIORITY, PrioritySlots
 from evalgate.results import CallResult
 
 EndpointResolver = Callable[[CallSpec], Endpoint]
@@ -167,12 +168,12 @@ class Engine:
             daemon=True,
         )
         self._thread.start()
-        self._semaphore = self._on_loop(self._make_semaphore(concurrency))
+        self._slots = self._on_loop(self._make_slots(concurrency))
         # Embedded local models share this machine's CPU: more calls in flight only queue
         # inside llama.cpp and make the servers' threads fight for the cores, so they get
         # their own, smaller limit on top of the global one (the session passes 1).
-        self._local_semaphore = self._on_loop(
-            self._make_semaphore(local_concurrency or max(1, os.cpu_count() or 1))
+        self._local_slots = self._on_loop(
+            self._make_slots(local_concurrency or max(1, os.cpu_count() or 1))
         )
         self._limits = {
             tier: self._on_loop(self._make_limits(rpm, tpm))
@@ -197,8 +198,8 @@ class Engine:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     @staticmethod
-    async def _make_semaphore(n: int) -> asyncio.Semaphore:
-        return asyncio.Semaphore(n)
+    async def _make_slots(n: int) -> PrioritySlots:
+        return PrioritySlots(n)
 
     @staticmethod
     async def _make_limits(rpm: int | None, tpm: int | None) -> TierLimits:
@@ -215,35 +216,46 @@ class Engine:
             return 0.0
         return self.submit_coroutine(self._pool.cpu_seconds()).result(timeout=60)
 
-    def submit(self, spec: CallSpec) -> concurrent.futures.Future[CallResult]:
+    def submit(
+        self, spec: CallSpec, priority: int = ITEM_PRIORITY
+    ) -> concurrent.futures.Future[CallResult]:
         """Schedules a call; the future never raises, failures are error results."""
-        return asyncio.run_coroutine_threadsafe(self.run(spec), self._loop)
+        return asyncio.run_coroutine_threadsafe(self.run(spec, priority), self._loop)
 
     def submit_coroutine(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Runs a coroutine (which may await :meth:`run`) on the engine's loop."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
-    async def run(self, spec: CallSpec) -> CallResult:
-        key = None
-        if self._cache is not None and spec.use_cache:
-            key = cache_key(spec.model, spec.messages, spec.generation_params(), spec.repeat)
-            started = time.perf_counter()
-            entry = await asyncio.to_thread(self._cache.get, key)
-            if entry is not None:
-                original = entry.result
-                return replace(
-                    original,
-                    cached=True,
-                    cost_usd=0.0,
-                    saved_usd=original.cost_usd or 0.0,
-                    hit_latency_ms=(time.perf_counter() - started) * 1000,
-                )
-        result = await self._call_with_retries(spec)
-        if key is not None and result.error is None and self._cache is not None:
-            await asyncio.to_thread(self._cache.put, key, spec.model, result)
-        return result
+    async def run(self, spec: CallSpec, priority: int = ITEM_PRIORITY) -> CallResult:
+        """Runs one call: cache, then attempts with retries; never raises.
 
-    async def _call_with_retries(self, spec: CallSpec) -> CallResult:
+        Calls wait for a slot by ``priority`` (lower first), then in arrival order.
+        """
+        # Everything happens inside the concurrency slot, the cache lookup included: calls
+        # queue for slots in submission order (pytest's item order), and a lookup
+        # that awaited a thread before queueing would send its call to the back of the
+        # line, leaving its item waiting until the end of the run.
+        async with self._slots.slot(priority):
+            key = None
+            if self._cache is not None and spec.use_cache:
+                key = cache_key(spec.model, spec.messages, spec.generation_params(), spec.repeat)
+                started = time.perf_counter()
+                entry = await asyncio.to_thread(self._cache.get, key)
+                if entry is not None:
+                    original = entry.result
+                    return replace(
+                        original,
+                        cached=True,
+                        cost_usd=0.0,
+                        saved_usd=original.cost_usd or 0.0,
+                        hit_latency_ms=(time.perf_counter() - started) * 1000,
+                    )
+            result = await self._call_with_retries(spec, priority)
+            if key is not None and result.error is None and self._cache is not None:
+                await asyncio.to_thread(self._cache.put, key, spec.model, result)
+            return result
+
+    async def _call_with_retries(self, spec: CallSpec, priority: int) -> CallResult:
         try:
             endpoint = self._resolve(spec)
         except Exception as exc:  # missing API key, server not started: not retryable
@@ -251,8 +263,10 @@ class Engine:
         limits = self._limits.get(spec.tier)
         estimated_tokens = spec.max_tokens + sum(len(m["content"]) for m in spec.messages) // 4
         run_attempt = attempt if self._pool is None else self._pool.attempt
-        local = self._local_semaphore if spec.model.startswith("local/") else nullcontext()
-        async with self._semaphore, local:
+        local = (
+            self._local_slots.slot(priority) if spec.model.startswith("local/") else nullcontext()
+        )
+        async with local:
             for number in range(1, self._retry.max_attempts + 1):
                 if limits is not None:
                     await limits.acquire(estimated_tokens)

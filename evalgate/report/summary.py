@@ -193,12 +193,17 @@ def _stats_lines(stats: Mapping[str, Any] | None) -> list[str]:
         ci = "[-]" if delta.get("low") is None else f"[{delta['low']:+.3f}, {delta['high']:+.3f}]"
         p = c.get("p_value")
         savings = (c.get("savings_pct") or {}).get("estimate")
-        needed = ni.get("n_needed")
-        extra = f", needs N≈{needed}" if c.get("verdict") == "INCONCLUSIVE" and needed else ""
+        # Planning figures only where they are the next step: an INCONCLUSIVE verdict.
+        plan = ""
+        if c.get("verdict") == "INCONCLUSIVE":
+            needed = ni.get("n_needed")
+            plan = (
+                f" (needs N≈{needed}" if needed else " (needs more cases"
+            ) + f"; this N shows δ>={_fmt(ni.get('min_detectable_margin'), '.3f')})"
         lines.append(
             f"    {config_id[:20]:<20} Δ {_fmt(delta.get('estimate'), '+.3f')} {ci} "
-            f"p={_fmt(p, '.3g')} N={c.get('n_paired')} {c.get('verdict')}"
-            f" (min margin {_fmt(ni.get('min_detectable_margin'), '.3f')}{extra})"
+            f"N={c.get('n_paired')} p(Δ≠0)={_fmt(p, '.3g')} "
+            f"p(NI, Holm)={_fmt(c.get('p_adjusted'), '.3g')} {c.get('verdict')}{plan}"
             f", saves {_fmt(savings, '.0f')}% of cost"
         )
     rec = stats.get("recommendation")

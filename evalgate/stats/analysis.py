@@ -27,7 +27,13 @@ import numpy as np
 import pandas as pd
 
 from evalgate.stats._common import Record, Units, derive_seed, finite_or_none, make_units
-from evalgate.stats.noninferiority import NonInferiorityTest, Verdict, holm, noninferiority_test
+from evalgate.stats.noninferiority import (
+    NonInferiorityTest,
+    Verdict,
+    holm,
+    noninferiority_test,
+    replanned,
+)
 from evalgate.stats.paired import (
     Interval,
     difference_test,
@@ -478,16 +484,27 @@ def _compare(
     )
 
 
-def _decide(comp: Comparison, p_adjusted: float, configs: dict[str, ConfigStats]) -> Comparison:
-    """The verdicts once the Holm-adjusted p is known, and the line that explains them."""
+def _decide(
+    comp: Comparison, p_adjusted: float, configs: dict[str, ConfigStats], family: int
+) -> Comparison:
+    """The verdicts once the Holm-adjusted p is known, and the line that explains them.
+
+    The planning figures (cases needed, smallest demonstrable margin) are recomputed at
+    α/family, the level Holm's first step needs, so that "about N cases" is a promise
+    the adjustment keeps.
+    """
     quality = comp.noninferiority.verdict(p_adjusted=p_adjusted)
+    ni = comp.noninferiority
+    if family > 1:
+        ni = replanned(ni, ni.alpha / family, comp.delta.estimate)
     decided = replace(
         comp,
+        noninferiority=ni,
         p_adjusted=p_adjusted,
         quality_verdict=quality,
         verdict=Verdict.FAIL if comp.error_flag else quality,
     )
-    return replace(decided, reason=_reason(decided, configs))
+    return replace(decided, reason=_reason(decided, configs, family))
 
 
 # --- formatting ------------------------------------------------------------------------------
@@ -497,7 +514,7 @@ def _f(value: float | None, spec: str = "+.3f") -> str:
     return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
 
 
-def _reason(c: Comparison, configs: dict[str, ConfigStats]) -> str:
+def _reason(c: Comparison, configs: dict[str, ConfigStats], family: int = 1) -> str:
     ni = c.noninferiority
     margin, alpha = ni.margin, ni.alpha
     level = f"{1 - 2 * alpha:.0%}"
@@ -521,10 +538,11 @@ def _reason(c: Comparison, configs: dict[str, ConfigStats]) -> str:
     if ni.p_value < alpha:
         extra = f"; passes unadjusted (p={_f(ni.p_value, '.3g')}) but not after Holm"
     need = f"about {ni.n_needed} cases" if ni.n_needed else "more cases"
+    holm_note = f" after Holm over {family} comparisons" if family > 1 else ""
     return (
         f"INCONCLUSIVE: {level} CI [{_f(ni.lower)}, {_f(ni.upper)}] includes "
-        f"-δ={-margin:.3f} ({facts}){extra}; {need} give 80% power if the true Δ is 0; "
-        f"this N can show δ >= {_f(ni.min_detectable_margin, '.3f')}"
+        f"-δ={-margin:.3f} ({facts}){extra}; {need} give 80% power if the true Δ is 0"
+        f"{holm_note}; this N can show δ >= {_f(ni.min_detectable_margin, '.3f')}"
     )
 
 
@@ -600,7 +618,7 @@ def analyze_suite(
     ]
     adjusted = holm([c.noninferiority.p_value for c in preliminary])
     comparisons = {
-        c.config_id: _decide(c, float(p), configs)
+        c.config_id: _decide(c, float(p), configs, len(preliminary))
         for c, p in zip(preliminary, adjusted, strict=True)
     }
     notes += [

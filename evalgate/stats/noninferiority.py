@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import optimize, stats
@@ -107,6 +107,57 @@ def min_detectable_margin(
     if n <= 0 or not math.isfinite(sd):
         return None
     return _z_sum(alpha, power) * sd / math.sqrt(n)
+
+
+def _tango_null_variance(discordance: float, margin: float) -> float:
+    """Var(d) at the point of H0 (Δ = -δ) nearest, in likelihood, to "Δ = 0 at this discordance".
+
+    Tango's score test uses the variance of the restricted MLE under H0, which the margin
+    keeps away from zero however few pairs disagree: planning with the observed sd alone
+    promises far too few cases when discordance is low.
+    """
+    half = discordance / 2
+
+    def score(x: float) -> float:  # d/dx of the expected log-likelihood, p01=x, p10=x+δ
+        return half / (x + margin) + half / x - 2 * (1 - discordance) / (1 - 2 * x - margin)
+
+    top = (1 - margin) / 2
+    x = float(optimize.brentq(score, 1e-12, top - 1e-12, xtol=1e-14)) if half > 0 else 0.0
+    return 2 * x + margin - margin**2
+
+
+def tango_n_needed(
+    discordance: float, margin: float, *, alpha: float = 0.05, power: float = POWER
+) -> int | None:
+    """Pairs for ``power`` with Tango's test when the true Δ is 0 and a fraction
+    ``discordance`` of the pairs disagree: ((z_{1-α}·σ0 + z_power·σ1) / δ)², with σ1² the
+    variance of the paired difference at Δ = 0 and σ0² its variance under H0
+    (:func:`_tango_null_variance`).
+    """
+    if not (math.isfinite(discordance) and 0 <= discordance <= 1) or not 0 < margin < 1:
+        return None
+    sigma0 = math.sqrt(_tango_null_variance(discordance, margin))
+    sigma1 = math.sqrt(discordance)
+    z_alpha, z_power = stats.norm.ppf(1 - alpha), stats.norm.ppf(power)
+    return max(1, math.ceil(((z_alpha * sigma0 + z_power * sigma1) / margin) ** 2 - 1e-9))
+
+
+def tango_min_detectable_margin(
+    discordance: float, n: int, *, alpha: float = 0.05, power: float = POWER
+) -> float | None:
+    """The smallest δ for which ``n`` pairs give :func:`tango_n_needed` <= n."""
+    if n <= 0 or not (math.isfinite(discordance) and 0 <= discordance <= 1):
+        return None
+    z_alpha, z_power = stats.norm.ppf(1 - alpha), stats.norm.ppf(power)
+    sigma1 = math.sqrt(discordance)
+
+    def gap(margin: float) -> float:
+        sigma0 = math.sqrt(_tango_null_variance(discordance, margin))
+        return margin * math.sqrt(n) - (z_alpha * sigma0 + z_power * sigma1)
+
+    if gap(0.999) < 0:
+        return None
+    return float(optimize.brentq(gap, 1e-9, 0.999, xtol=1e-10))
 
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -223,6 +274,46 @@ def _identical_planning(value: float, n: int, margin: float, alpha: float):
     return needed, mdm
 
 
+def _planning(
+    test: str,
+    identical: bool,
+    value: float,
+    sd: float,
+    n: int,
+    n_units: int,
+    margin: float,
+    alpha: float,
+) -> tuple[int | None, float | None]:
+    """(n_needed, min_detectable_margin) at level ``alpha``.
+
+    ``value`` is the mean paired difference (the identical one when ``identical``). For
+    Tango's test the discordance is recovered from the sd of the 0/±1 differences:
+    Var(d) = ψ - Δ², so ψ = sd²·(n-1)/n + Δ².
+    """
+    if identical:
+        return _identical_planning(value, n_units, margin, alpha)
+    if test == "tango" and n > 1 and math.isfinite(sd):
+        psi = min(1.0, sd**2 * (n - 1) / n + value**2)
+        return (
+            tango_n_needed(psi, margin, alpha=alpha),
+            tango_min_detectable_margin(psi, n, alpha=alpha),
+        )
+    return n_needed(sd, margin, alpha=alpha), min_detectable_margin(sd, n, alpha=alpha)
+
+
+def replanned(test: NonInferiorityTest, alpha: float, value: float) -> NonInferiorityTest:
+    """``test`` with its planning figures computed at another level ``alpha``.
+
+    For a family of m comparisons under Holm, α/m is the level the first rejection must
+    meet: planning at α would promise a PASS that the adjustment then withholds. ``value``
+    is the paired difference when every one is identical (ignored otherwise).
+    """
+    needed, mdm = _planning(
+        test.test, test.identical, value, test.sd, test.n, test.n_units, test.margin, alpha
+    )
+    return replace(test, n_needed=needed, min_detectable_margin=mdm)
+
+
 def _all_identical(d: np.ndarray) -> bool:
     return len(d) > 0 and float(np.ptp(d)) <= 1e-12
 
@@ -336,11 +427,9 @@ def noninferiority_test(
             p, p_worse = float(stats.t.sf(statistic, df)), float(stats.t.cdf(statistic, df))
             half = float(stats.t.ppf(1 - alpha, df)) * se
             lower, upper, sd = mean - half, mean + half, se * math.sqrt(n)
-    if identical:
-        needed, mdm = _identical_planning(float(d[0]), units.count, margin, alpha)
-    else:
-        needed = n_needed(sd, margin, alpha=alpha)
-        mdm = min_detectable_margin(sd, n, alpha=alpha)
+    needed, mdm = _planning(
+        test, identical, float(d.mean()) if n else nan, sd, n, units.count, margin, alpha
+    )
     return NonInferiorityTest(
         test=test,
         margin=margin,

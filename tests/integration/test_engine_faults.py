@@ -218,3 +218,34 @@ def test_token_bucket_waits_for_refill() -> None:
         return time.monotonic() - started
 
     assert asyncio.run(scenario()) >= 0.9
+
+
+def _completion_order(futures) -> list[int]:
+    order: list[int] = []
+    for i, future in enumerate(futures):
+        future.add_done_callback(lambda _f, i=i: order.append(i))
+    [f.result(timeout=60) for f in futures]
+    return order
+
+
+def test_calls_run_in_submission_order_with_or_without_cache(
+    engine_factory, key, tmp_path: Path
+) -> None:
+    # pytest waits for items in order: a cache-enabled call must not lose its place in the
+    # queue to its cache lookup, or its item would block until the end of the run.
+    engine = engine_factory(concurrency=1, cache=ResponseCache(tmp_path / "c.sqlite3"))
+    model = make_model(reply="x", latency_ms=50, key=key)
+    futures = [engine.submit(spec(model, content=f"q{i}", cache=i % 2 == 1)) for i in range(8)]
+    assert _completion_order(futures) == list(range(8))
+
+
+def test_grader_calls_go_ahead_of_queued_item_calls(engine_factory, key) -> None:
+    from evalgate.engine.slots import GRADER_PRIORITY
+
+    engine = engine_factory(concurrency=1)
+    model = make_model(reply="x", latency_ms=150, key=key)
+    items = [engine.submit(spec(model, content=f"q{i}")) for i in range(5)]
+    time.sleep(0.05)  # the first item call holds the only slot
+    judge = engine.submit(spec(model, content="judge"), GRADER_PRIORITY)
+    order = _completion_order([*items, judge])
+    assert order.index(5) == 1, order  # right after the call that was running

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from evalgate.engine.calls import CallSpec
+from evalgate.engine.slots import GRADER_PRIORITY
 from evalgate.graders import grading
 from evalgate.graders.judge import (
     DEFAULT_MODEL,
@@ -116,9 +117,11 @@ class StubEngine:
         self.error = error
         self.finish = finish
         self.specs: list[CallSpec] = []
+        self.priorities: list[int] = []
 
-    async def run(self, spec: CallSpec) -> CallResult:
+    async def run(self, spec: CallSpec, priority: int = 0) -> CallResult:
         self.specs.append(spec)
+        self.priorities.append(priority)
         if self.error:
             return CallResult(error=self.error, attempts=4)
         cost = spec.price.cost(200, 30) if spec.price else None
@@ -164,6 +167,7 @@ def test_judge_cost_is_recorded_on_the_grade_not_on_the_call() -> None:
     assert spec.temperature == 0.0 and spec.max_tokens == 160
     assert "The answer to 'Capital of France?' is Paris." in spec.messages[1]["content"]
     assert "<<<RESPONSE\nParis\nRESPONSE>>>" in spec.messages[1]["content"]
+    assert engine.priorities == [GRADER_PRIORITY]  # ahead of the run's queued item calls
 
 
 def test_judge_without_a_tier_uses_the_default_local_model() -> None:

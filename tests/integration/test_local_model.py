@@ -164,3 +164,44 @@ def test_assembled_model_is_verified_by_sha256(monkeypatch, tmp_path: Path) -> N
     with pytest.raises(MissingModelError, match="assembled weights have sha256"):
         local_models.model_path("tiny")
     assert not (tmp_path / "cache" / "models" / "tiny.gguf").exists()  # nothing half-kept
+
+
+@requires_smol
+def test_ctrl_c_stops_the_server_and_keeps_finished_results(tmp_path: Path) -> None:
+    # SIGINT to pytest alone (a terminal's Ctrl-C also reaches the server, which would
+    # then exit by itself): evalgate's own shutdown path must stop the server before
+    # pytest exits, and keep what finished.
+    many = "\n".join(
+        f'  - {{id: q{i}, vars: {{question: "Write a story about the number {i}.", answer: x}}}}'
+        for i in range(20)
+    )
+    (tmp_path / "s.yaml").write_text(SUITE.replace("MAXTOK", "120") + many + "\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--evalgate"],
+        cwd=tmp_path,
+        env={**os.environ, "EVALGATE_CACHE_DIR": str(tmp_path / "cache")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 180
+    results = None
+    while time.monotonic() < deadline:
+        results = next(tmp_path.glob("reports/runs/*/results.jsonl"), None)
+        if results is not None and results.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("no result recorded in time")
+    servers_file = next(tmp_path.glob("reports/runs/*/servers.json"))
+    pids = [s["pid"] for s in json.loads(servers_file.read_text()).values()]
+    assert pids_alive(pids) == pids
+    os.kill(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out[-2000:]  # pytest's "interrupted"
+    assert pids_alive(pids) == [], "the server outlived pytest"
+    finished = results.read_text().splitlines()
+    assert len(finished) >= 2
+    report = json.loads((tmp_path / "reports" / "evalgate.json").read_text())
+    assert len(report["suites"]["smol"]["cases"]) == len(finished)

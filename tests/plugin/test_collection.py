@@ -29,14 +29,19 @@ def collected_ids(pytester: pytest.Pytester, *args: str) -> list[str]:
     return [line for line in result.outlines if "::" in line]
 
 
-def test_items_are_case_config_repeat_with_stable_ids(pytester: pytest.Pytester) -> None:
+def test_items_have_stable_ids_and_never_repeat_a_case_back_to_back(
+    pytester: pytest.Pytester,
+) -> None:
+    # Diagonal order (case + config + repeat x configs): a case's configs stay close in
+    # time, but the same prompt is never sent twice in a row (a server's prefix cache
+    # would serve the second from the first).
     pytester.makefile(".yaml", s=SUITE)
     assert collected_ids(pytester) == [
         "s.yaml::mini::france[base]",
-        "s.yaml::mini::france[rep-r1]",
-        "s.yaml::mini::france[rep-r2]",
         "s.yaml::mini::japan[base]",
+        "s.yaml::mini::france[rep-r1]",
         "s.yaml::mini::japan[rep-r1]",
+        "s.yaml::mini::france[rep-r2]",
         "s.yaml::mini::japan[rep-r2]",
     ]
 

@@ -335,3 +335,29 @@ def test_scores_outside_0_1_and_missing_columns_are_rejected():
         analyze_suite(df, baseline="b")
     with pytest.raises(ValueError, match="lacks column"):
         analyze_suite(df.drop(columns=["score"]), baseline="b")
+
+
+def test_planning_figures_account_for_holm_over_the_candidates():
+    # The demo's situation: the candidate matches the baseline and would pass on its own,
+    # but two clearly worse candidates make it a family of three; the cases it is told it
+    # needs must be enough at Holm's first step (α/3), not at α.
+    base = binary(102, 0.98, 1)
+    same = base.copy()
+    flip = np.flatnonzero(base == 1)[:1]
+    same[flip] = 0
+    same[np.flatnonzero(base == 0)[:1]] = 1  # one discordant pair each way
+    alone = analyze_suite(rows({"b": base, "c": same}), baseline="b", **FAST)
+    family = analyze_suite(
+        rows({"b": base, "c": same, "w1": binary(102, 0.3, 2), "w2": binary(102, 0.4, 3)}),
+        baseline="b",
+        **FAST,
+    )
+    single, triple = alone.comparisons["c"], family.comparisons["c"]
+    assert single.verdict is Verdict.PASS
+    assert triple.verdict is Verdict.INCONCLUSIVE and "not after Holm" in triple.reason
+    assert triple.noninferiority.n_needed > max(
+        triple.noninferiority.n, single.noninferiority.n_needed
+    )
+    assert f"about {triple.noninferiority.n_needed} cases" in triple.reason
+    assert "after Holm over 3 comparisons" in triple.reason
+    assert triple.noninferiority.min_detectable_margin > single.noninferiority.min_detectable_margin

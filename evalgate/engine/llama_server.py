@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> None:
     params.n_parallel = args.parallel
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
+    # No host-memory prompt cache: it restores any prompt seen before, so a config whose
+    # prompt another config already sent (same case, other max_tokens) would get its
+    # prompt processing free and look faster than it is. The slot still reuses the prefix
+    # it holds from the previous request (the shared system prompt), as any server would.
+    params.cache_ram_mib = 0
     server = xllamacpp.Server(params)  # serves in its own threads
     print(f"evalgate-llama-server ready port={args.port}", flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})

@@ -205,3 +205,44 @@ def test_ctrl_c_stops_the_server_and_keeps_finished_results(tmp_path: Path) -> N
     assert len(finished) >= 2
     report = json.loads((tmp_path / "reports" / "evalgate.json").read_text())
     assert len(report["suites"]["smol"]["cases"]) == len(finished)
+
+
+@requires_smol
+def test_server_does_not_restore_prompts_seen_before(tmp_path: Path) -> None:
+    # Measured latency must not depend on what other configs asked before: the server may
+    # reuse the prefix its slot holds (the previous request's), never an older prompt.
+    import urllib.request
+
+    from evalgate.engine.servers import LocalServers
+
+    servers = LocalServers(tmp_path, threads=2, parallel=1)
+    try:
+        url = servers.ensure(["smollm2-135m"])["smollm2-135m"].base_url
+
+        def cached_tokens(question: str) -> int:
+            body = {
+                "messages": [
+                    {"role": "system", "content": "Answer with only the answer."},
+                    {"role": "user", "content": question},
+                ],
+                "max_tokens": 2,
+                "temperature": 0,
+            }
+            request = urllib.request.Request(
+                f"{url}/chat/completions",
+                json.dumps(body).encode(),
+                {"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=60) as response:
+                timings = json.loads(response.read())["timings"]
+            return int(timings["cache_n"])
+
+        first = "Which river flows through the city of Vienna in Austria?"
+        cached_tokens(first)
+        cached_tokens("What is the chemical symbol of gold, and what is its atomic number?")
+        again = cached_tokens(first)
+        repeat = cached_tokens(first)
+    finally:
+        servers.stop_all()
+    assert repeat > again  # the slot's own previous prompt is reused...
+    assert again < 20  # ...but a prompt from two requests ago is not restored

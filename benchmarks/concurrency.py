@@ -24,6 +24,8 @@ connection pools). The engine's tier has a price (``--no-price`` drops it), as a
 for a model outside litellm's price map would; litellm then prices with it instead of
 searching its map.
 With ``--repeat N`` the two sides alternate N times and the medians are printed too.
+Last, for each side, the floor its client CPU sets: CPU seconds / cores, the wall time of
+a perfect spread over every core (the server's CPU left out).
 """
 
 from __future__ import annotations
@@ -248,6 +250,14 @@ def main(argv: list[str] | None = None) -> int:
                 statistics.median(f.worker_cpu_s for f in runs),
             )
             print(median.row())
+    # What no scheduling can beat: each side's client CPU spread perfectly over every core.
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for side, runs in rows.items():
+        floor_s = statistics.median(f.cpu_s for f in runs) / (cpus or 1)
+        print(
+            f"{side}: its CPU alone, spread over {cpus} cores, needs {floor_s:.2f} s "
+            f"(ratio {floor_s / limit_s:.2f}) at best"
+        )
     served = stats["requests_total"]
     print(
         f"server: {served} requests, {stats['cpu_total_s'] * 1000 / max(served, 1):.2f} ms "

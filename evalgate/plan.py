@@ -58,22 +58,22 @@ def render_messages(suite: Suite, case: Case, config: Config) -> tuple[dict[str,
 def plan_items(suite: Suite) -> Iterator[ItemPlan]:
     """The suite's items, in a stable order along diagonals of the case x config grid.
 
-    Item (case i, config j, repeat r) runs at position i + j + r·(number of configs), ties
-    by config. A case's configs still run within a few items of each other, so paired
-    latencies are measured under the same machine load; but two consecutive items never
-    share a case, so a model server that reuses the cached prefix of the previous prompt
-    (llama.cpp does) cannot serve one config's prompt from the config run just before it,
-    which would make a config look faster for its place in the order.
+    Repeat 0 of every item first, then repeat 1, and so on; within a repeat, item (case i,
+    config j) runs at position i + j, ties by config. A case's configs still run within a
+    few items of each other, so paired latencies are measured under the same machine load;
+    but with two cases or more, two consecutive items never share a case, so a model
+    server that reuses the cached prefix of the previous prompt (llama.cpp does) cannot
+    serve one config's prompt from the config run just before it, which would make a
+    config look faster for its place in the order.
     """
-    n_configs = len(suite.configs)
     grid = sorted(
-        (i + j + r * n_configs, j, r, i)
+        (r, i + j, j, i)
         for i in range(len(suite.cases))
         for j, config in enumerate(suite.configs)
         for r in range(config.repeats)
     )
     rendered: dict[tuple[int, int], tuple[dict[str, str], ...]] = {}
-    for _, j, repeat, i in grid:
+    for repeat, _, j, i in grid:
         case, config = suite.cases[i], suite.configs[j]
         tier = suite.tier_of(config)
         if (i, j) not in rendered:

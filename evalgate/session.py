@@ -70,6 +70,7 @@ class EvalgateSession:
         self._progress_total = 0
         self._progress_done = 0
         self._progress_stamp = self._progress_started = time.monotonic()
+        self._pace_started = self._progress_started
         self.report: dict[str, Any] | None = None
         self.blocked = False
         if self.is_controller and not config.option.collectonly:
@@ -242,6 +243,10 @@ class EvalgateSession:
             return
         self._progress_done += 1
         now = time.monotonic()
+        if self._progress_done == 1:
+            # The pace counts from the first item's start, not from start-up (servers,
+            # model loading), which would inflate every estimate.
+            self._pace_started = now - report.duration
         if now - self._progress_stamp >= PROGRESS_EVERY_S and self._progress_total:
             self._progress_stamp = now
             terminal = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -252,8 +257,10 @@ class EvalgateSession:
         done, total = self._progress_done, self._progress_total
         elapsed = now - self._progress_started
         line = f"evalgate: {done}/{total} items done, {_minutes(elapsed)} elapsed"
-        if 0 < done < total:
-            line += f", about {_minutes(elapsed / done * (total - done))} left at this pace"
+        # A resumed run's reused items finish at once and would make any pace meaningless.
+        if 0 < done < total and not self.resuming:
+            pace = (now - self._pace_started) / done
+            line += f", about {_minutes(pace * (total - done))} left at this pace"
         return line
 
     @pytest.hookimpl(tryfirst=True)

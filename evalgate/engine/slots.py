@@ -29,10 +29,6 @@ class PrioritySlots:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._arrivals = itertools.count()
 
-    @property
-    def waiting(self) -> int:
-        return sum(not f.done() for _, _, f in self._waiters)
-
     async def acquire(self, priority: int = ITEM_PRIORITY) -> None:
         if self._free > 0 and not self._waiters:
             self._free -= 1

@@ -121,8 +121,13 @@ def _tango_null_variance(discordance: float, margin: float) -> float:
     def score(x: float) -> float:  # d/dx of the expected log-likelihood, p01=x, p10=x+δ
         return half / (x + margin) + half / x - 2 * (1 - discordance) / (1 - 2 * x - margin)
 
-    top = (1 - margin) / 2
-    x = float(optimize.brentq(score, 1e-12, top - 1e-12, xtol=1e-14)) if half > 0 else 0.0
+    top = (1 - margin) / 2  # every pair discordant
+    if half <= 0:
+        x = 0.0
+    elif score(top - 1e-12) >= 0:  # ψ at or near 1: the likelihood rises to the boundary
+        x = top
+    else:
+        x = float(optimize.brentq(score, 1e-12, top - 1e-12, xtol=1e-14))
     return 2 * x + margin - margin**2
 
 
@@ -157,7 +162,8 @@ def tango_min_detectable_margin(
 
     if gap(0.999) < 0:
         return None
-    return float(optimize.brentq(gap, 1e-9, 0.999, xtol=1e-10))
+    # Nudged above the root, so that tango_n_needed at this margin is <= n, as promised.
+    return float(optimize.brentq(gap, 1e-9, 0.999, xtol=1e-10)) + 1e-9
 
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:

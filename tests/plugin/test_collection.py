@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
@@ -44,6 +45,18 @@ def test_items_have_stable_ids_and_never_repeat_a_case_back_to_back(
         "s.yaml::mini::france[rep-r2]",
         "s.yaml::mini::japan[rep-r2]",
     ]
+
+
+def test_repeats_never_put_a_case_twice_in_a_row(pytester: pytest.Pytester) -> None:
+    # Two cases, two configs with two repeats each: plain diagonals would run a case twice
+    # in a row where one repeat's diagonal meets the next.
+    two = SUITE.replace("{id: base, tier: small}", "{id: base, tier: small, repeats: 2}")
+    assert two != SUITE
+    pytester.makefile(".yaml", s=two)
+    ids = collected_ids(pytester)
+    cases = [i.split("::")[-1].split("[")[0] for i in ids]
+    assert len(ids) == len(set(ids)) == 8
+    assert all(a != b for a, b in itertools.pairwise(cases)), ids
 
 
 def test_ids_do_not_depend_on_case_order(pytester: pytest.Pytester) -> None:

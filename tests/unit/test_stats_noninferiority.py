@@ -172,3 +172,18 @@ def test_holm_adjusted_p_can_turn_a_pass_inconclusive():
 def test_parameters_out_of_range_are_rejected(bad):
     with pytest.raises(ValueError):
         noninferiority_test(np.zeros(5), **{"margin": 0.05, "alpha": 0.05, **bad})
+
+
+def test_planning_survives_every_pair_disagreeing():
+    # ψ = 1: the restricted MLE sits on the boundary; planning must not crash the report.
+    for d in ([1, -1], [1, -1, 1], [-1, 1] * 20):
+        test = noninferiority_test(d, margin=0.05, binary=True)
+        assert test.n_needed is not None and test.n_needed > len(d)
+
+
+def test_min_detectable_margin_keeps_its_promise():
+    from evalgate.stats.noninferiority import tango_min_detectable_margin, tango_n_needed
+
+    for psi, n in ((0.02, 102), (0.2, 200), (0.5, 1000)):
+        margin = tango_min_detectable_margin(psi, n)
+        assert tango_n_needed(psi, margin) <= n < tango_n_needed(psi, margin * 0.99)

@@ -8,6 +8,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
+def evalgate_command(*args: str) -> list[str]:
+    """The command line of ``pytest --evalgate ARGS`` in a fresh interpreter."""
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--evalgate", *args]
+
+
 def run_evalgate(
     cwd: Path,
     *args: str,
@@ -18,16 +23,7 @@ def run_evalgate(
     """Runs ``pytest --evalgate`` in a fresh process in ``cwd`` (with a private cache)."""
     cache_args = ["--evalgate-cache-dir", str(cwd / ".cache")] if cache else []
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--evalgate",
-            *cache_args,
-            *args,
-        ],
+        evalgate_command(*cache_args, *args),
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -236,24 +236,33 @@ class Engine:
         # that awaited a thread before queueing would send its call to the back of the
         # line, leaving its item waiting until the end of the run.
         async with self._slots.slot(priority):
+            cache = self._cache if spec.use_cache else None
             key = None
-            if self._cache is not None and spec.use_cache:
+            if cache is not None:
                 key = cache_key(spec.model, spec.messages, spec.generation_params(), spec.repeat)
-                started = time.perf_counter()
-                entry = await asyncio.to_thread(self._cache.get, key)
-                if entry is not None:
-                    original = entry.result
-                    return replace(
-                        original,
-                        cached=True,
-                        cost_usd=0.0,
-                        saved_usd=original.cost_usd or 0.0,
-                        hit_latency_ms=(time.perf_counter() - started) * 1000,
-                    )
+                hit = await self._cache_hit(cache, key)
+                if hit is not None:
+                    return hit
             result = await self._call_with_retries(spec, priority)
-            if key is not None and result.error is None and self._cache is not None:
-                await asyncio.to_thread(self._cache.put, key, spec.model, result)
+            if cache is not None and key is not None and result.error is None:
+                await asyncio.to_thread(cache.put, key, spec.model, result)
             return result
+
+    @staticmethod
+    async def _cache_hit(cache: ResponseCache, key: str) -> CallResult | None:
+        """The stored result, flagged as a free hit with its own lookup latency, or None."""
+        started = time.perf_counter()
+        entry = await asyncio.to_thread(cache.get, key)
+        if entry is None:
+            return None
+        original = entry.result
+        return replace(
+            original,
+            cached=True,
+            cost_usd=0.0,
+            saved_usd=original.cost_usd or 0.0,
+            hit_latency_ms=(time.perf_counter() - started) * 1000,
+        )
 
     async def _call_with_retries(self, spec: CallSpec, priority: int) -> CallResult:
         try:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from evalgate.engine import local_models
 from evalgate.engine.local_models import LocalModel, MissingModelError
-from tests.helpers import run_evalgate
+from tests.helpers import evalgate_command, run_evalgate
 
 SUITE = """\
 suite: smol
@@ -87,15 +86,7 @@ def test_suite_runs_on_real_smollm2_and_stops_its_server(tmp_path: Path) -> None
 def test_server_dies_with_a_killed_pytest(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(SUITE.replace("MAXTOK", "400"))
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--evalgate",
-            "--evalgate-no-cache",
-        ],
+        evalgate_command("--evalgate-no-cache"),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -177,7 +168,7 @@ def test_ctrl_c_stops_the_server_and_keeps_finished_results(tmp_path: Path) -> N
     )
     (tmp_path / "s.yaml").write_text(SUITE.replace("MAXTOK", "120") + many + "\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--evalgate"],
+        evalgate_command(),
         cwd=tmp_path,
         env={**os.environ, "EVALGATE_CACHE_DIR": str(tmp_path / "cache")},
         stdout=subprocess.PIPE,

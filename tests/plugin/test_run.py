@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from evalgate.results import latest_by_item, read_results
 from evalgate.testing.fake_openai import FakeOpenAIServer, make_model
-from tests.helpers import run_evalgate
+from tests.helpers import evalgate_command, run_evalgate
 
 
 def suite_yaml(
@@ -124,18 +123,9 @@ def test_interrupted_run_resumes_without_rerunning_finished_items(tmp_path, key)
     with FakeOpenAIServer(mode="process") as server:
         (tmp_path / "s.yaml").write_text(suite_yaml(server.base_url, key, cases=40, latency_ms=100))
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-p",
-                "no:cacheprovider",
-                "--evalgate",
-                "--evalgate-concurrency",
-                "2",
-                "--evalgate-cache-dir",
-                str(tmp_path / ".cache"),
-            ],
+            evalgate_command(
+                "--evalgate-concurrency", "2", "--evalgate-cache-dir", str(tmp_path / ".cache")
+            ),
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

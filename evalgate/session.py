@@ -300,6 +300,11 @@ class EvalgateSession:
             config_orders=orders,
             extra={name: {"stats": section} for name, section in gate.sections.items()},
         )
+        from evalgate.report.settings import suite_settings
+
+        for name, section in document["suites"].items():
+            if name in self.suites:
+                section["settings"] = suite_settings(self.suites[name])
         document["gate"] = {
             "blocked": bool(gate.blocking),
             "reasons": gate.blocking,

@@ -99,6 +99,12 @@ def test_run_writes_results_report_and_table(tmp_path, fake_server, key) -> None
     assert configs["a"]["ttft_p50_ms"] is not None
     assert len(report["suites"]["run-demo"]["cases"]) == 24
     assert fake_server.request_count(key) == 24
+    # Each config's settings are stored, so the report and the export need no suite file.
+    settings = report["suites"]["run-demo"]["settings"]
+    assert settings["configs"]["b"]["max_tokens"] == 3
+    assert settings["configs"]["a"]["api_base"] == fake_server.base_url
+    assert settings["configs"]["a"]["model"].startswith("openai/")
+    assert settings["trim"] == {"variable": "context", "query": "question"}
 
 
 def test_xdist_gives_the_same_results_as_one_process(tmp_path, fake_server, key) -> None:

@@ -1,0 +1,34 @@
+"""Project-wide pytest configuration: what every test run in this repository shares.
+
+A project that uses evalgate keeps its shared fixtures and its own graders in its
+top-level conftest.py; this one holds evalgate's own shared fixtures. It is loaded into
+every pytest run here (``pytest tests/`` and ``pytest --evalgate suites/`` alike), so it
+imports nothing heavy until a fixture is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from evalgate.testing.fake_openai import FakeOpenAIServer
+
+# pytester runs pytest --evalgate in-process for the plugin tests; pytest only honours
+# pytest_plugins in the top-level conftest.
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeOpenAIServer]:
+    """A real OpenAI-protocol server on 127.0.0.1 that injects faults, one per session.
+
+    Tests isolate their traffic by the behaviour key in the model name (see
+    :func:`evalgate.testing.fake_openai.make_model`).
+    """
+    from evalgate.testing.fake_openai import FakeOpenAIServer
+
+    with FakeOpenAIServer(mode="process") as server:
+        yield server

@@ -83,6 +83,9 @@ class Case:
         must_pass: a miss under any config fails the item.
         group: cluster for resampling statistics.
         source: ``file:line`` the case came from.
+        grading_hash: hash of everything that decides this case's grades (its graders and
+            the suite's, the files and code they read, the threshold): when only this
+            changes, a resumed run regrades the stored output instead of calling again.
     """
 
     id: str
@@ -91,6 +94,7 @@ class Case:
     must_pass: bool = False
     group: str | None = None
     source: str = ""
+    grading_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ What a call sends is hashed per item by :func:`evalgate.plan.request_hash`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -48,7 +49,17 @@ def _digest(parts: Iterable[Any]) -> str:
 
 def _file_digest(path: Path) -> str:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        stat = path.stat()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    # Dataset rows often name the same schema file: read it once per version of the file.
+    return _digest_of(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest_of(path: str, mtime_ns: int, size: int) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError as exc:
         return f"unreadable: {exc.strerror}"
 

@@ -44,10 +44,6 @@ class Tier:
     tpm: int | None = None
     timeout_s: float = 120.0
 
-    @property
-    def is_local(self) -> bool:
-        return self.model.startswith(LOCAL_PREFIX)
-
 
 @dataclass(frozen=True, slots=True)
 class GraderSpec:
@@ -191,12 +187,6 @@ class Suite:
     trim: TrimSpec = field(default_factory=TrimSpec)
     description: str = ""
     suite_hash: str = ""
-
-    def config(self, config_id: str) -> Config:
-        for config in self.configs:
-            if config.id == config_id:
-                return config
-        raise KeyError(config_id)
 
     def tier_of(self, config: Config) -> Tier:
         return self.tiers[config.tier]

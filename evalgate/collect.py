@@ -39,6 +39,13 @@ class SuiteNode(pytest.Collector):
         super().__init__(**kwargs)
         self.suite = suite
 
+    def repr_failure(
+        self, excinfo: ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
+        if isinstance(excinfo.value, SuiteError):
+            return str(excinfo.value)  # a template that fails for one case: one line
+        return super().repr_failure(excinfo)
+
     def collect(self) -> Iterator[EvalItem]:
         for plan in plan_items(self.suite):
             yield EvalItem.from_parent(self, name=plan.name, plan=plan)
@@ -77,7 +84,7 @@ class EvalItem(pytest.Item):
         from evalgate.session import session_of
 
         result, _ = session_of(self.config).run_item(self)
-        self.user_properties.append(("evalgate", self.plan.key))
+        self.user_properties.append(("evalgate", self.plan.label))
         if result.call.error is not None:
             raise EvalFailure(
                 result, f"call failed after {result.call.attempts} attempt(s): {result.call.error}"
@@ -100,4 +107,4 @@ class EvalItem(pytest.Item):
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, self.plan.key
+        return self.path, None, self.plan.label

@@ -6,13 +6,20 @@ xdist worker plans exactly the same items with exactly the same ids.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from evalgate.engine.calls import CallSpec
+from evalgate.nodeid import item_name
+from evalgate.results import ItemKey
+from evalgate.suite.errors import SuiteError
 from evalgate.suite.model import Case, Config, Suite
 from evalgate.suite.templates import render
-from evalgate.trim import trim_context
+from evalgate.trim import trim_context, trim_passages
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,39 +27,68 @@ class ItemPlan:
     """One item: what to call and how to grade it.
 
     Attributes:
-        key: ``suite::case[config]`` (``[config-rN]`` with several repeats, N 1-based).
+        key: the item's identity (suite, case, config, repeat): structured, never parsed.
+        label: ``suite::case[config]`` (``[config-rN]`` with several repeats, N 1-based),
+            for people: pytest output and the ``item_key`` of a results line.
         name: the pytest item name, ``case[config]`` / ``case[config-rN]``.
         suite, case, config, repeat: what it runs (repeat is 0-based).
         spec: the call, messages rendered and context trimmed.
+        request_hash: :func:`request_hash` of ``spec`` (a resumed run calls again when the
+            stored result's differs).
     """
 
-    key: str
+    key: ItemKey
+    label: str
     name: str
     suite: Suite
     case: Case
     config: Config
     repeat: int
     spec: CallSpec
-
-
-def item_name(case_id: str, config: Config, repeat: int) -> str:
-    suffix = f"-r{repeat + 1}" if config.repeats > 1 else ""
-    return f"{case_id}[{config.id}{suffix}]"
+    request_hash: str = ""
 
 
 def render_messages(suite: Suite, case: Case, config: Config) -> tuple[dict[str, str], ...]:
-    variables = dict(case.vars)
+    """The case's chat messages under ``config`` (its context trimmed).
+
+    Raises:
+        SuiteError: a template fails for this case (``{{ doc.titel }}``), located to the
+            case's line.
+    """
+    variables: dict[str, Any] = dict(case.vars)
     if config.context_trim < 1:
-        trimmed = trim_context(
-            str(variables[suite.trim.variable]),
-            str(variables.get(suite.trim.query, "")),
-            config.context_trim,
-        )
-        variables[suite.trim.variable] = trimmed.text
-    return tuple(
-        {"role": message.role, "content": render(message.content, variables)}
-        for message in suite.prompt
-    )
+        context = variables[suite.trim.variable]
+        query = str(variables.get(suite.trim.query, ""))
+        # The loader allows text or a list of texts; a list keeps its shape (a template
+        # may loop over the passages), each passage trimmed to its most relevant units.
+        if isinstance(context, list):
+            kept = trim_passages(context, query, config.context_trim).passages
+            variables[suite.trim.variable] = list(kept or ())
+        else:
+            variables[suite.trim.variable] = trim_context(
+                str(context), query, config.context_trim
+            ).text
+    messages = []
+    for index, message in enumerate(suite.prompt):
+        try:
+            content = render(message.content, variables)
+        except Exception as exc:  # jinja2's errors, imported lazily
+            file, _, line = case.source.rpartition(":")
+            raise SuiteError(
+                file,
+                int(line or 1),
+                f"case {case.id!r}",
+                f"prompt[{index}]: template error: {type(exc).__name__}: {exc}",
+            ) from None
+        messages.append({"role": message.role, "content": content})
+    return tuple(messages)
+
+
+def request_hash(spec: CallSpec) -> str:
+    """Digest of everything a call sends and how it is measured (resume reruns on change)."""
+    payload = dataclasses.asdict(spec)
+    text = json.dumps(payload, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def plan_items(suite: Suite) -> Iterator[ItemPlan]:
@@ -79,26 +115,29 @@ def plan_items(suite: Suite) -> Iterator[ItemPlan]:
         if (i, j) not in rendered:
             rendered[i, j] = render_messages(suite, case, config)
         messages = rendered[i, j]
-        name = item_name(case.id, config, repeat)
+        name = item_name(case.id, config.id, repeat, config.repeats)
+        spec = CallSpec(
+            model=tier.model,
+            messages=messages,
+            max_tokens=config.max_tokens,
+            temperature=config.temperature,
+            stream=config.stream,
+            repeat=repeat,
+            tier=tier.name,
+            use_cache=config.cache,
+            price=tier.price,
+            api_base=tier.api_base,
+            api_key_env=tier.api_key_env,
+            timeout_s=tier.timeout_s,
+        )
         yield ItemPlan(
-            key=f"{suite.name}::{name}",
+            key=ItemKey(suite.name, case.id, config.id, repeat),
+            label=f"{suite.name}::{name}",
             name=name,
             suite=suite,
             case=case,
             config=config,
             repeat=repeat,
-            spec=CallSpec(
-                model=tier.model,
-                messages=messages,
-                max_tokens=config.max_tokens,
-                temperature=config.temperature,
-                stream=config.stream,
-                repeat=repeat,
-                tier=tier.name,
-                use_cache=config.cache,
-                price=tier.price,
-                api_base=tier.api_base,
-                api_key_env=tier.api_key_env,
-                timeout_s=tier.timeout_s,
-            ),
+            spec=spec,
+            request_hash=request_hash(spec),
         )

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from evalgate import options
-
-SUITE_SUFFIXES = (".yaml", ".yml")
+from evalgate.nodeid import SUITE_SUFFIXES
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

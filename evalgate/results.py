@@ -8,6 +8,13 @@ other shape of result travels between modules.
 Only builtin-typed, JSON-safe data lives here, so a line can be written by any process
 and read by any other, and so a line never carries secrets (API keys are never part of
 a call's recorded parameters).
+
+Durability: each line goes to the file in one ``write`` as soon as its item finishes, so
+a killed process (SIGKILL, a crash, Ctrl-C) loses at most the line being written, which
+readers skip and the next writer seals off. The file is fsynced at most once a second
+while results arrive (:data:`FSYNC_EVERY_S`) and when the run closes it, so a power cut
+or kernel crash loses at most the results of the last second or so; they run again on
+``--evalgate-resume``.
 """
 
 from __future__ import annotations
@@ -15,12 +22,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 FORMAT_VERSION = 1
+FSYNC_EVERY_S = 1.0
+
+
+class ItemKey(NamedTuple):
+    """An item's identity: fields, never a parsed string, so no two items share one."""
+
+    suite: str
+    case: str
+    config: str
+    repeat: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +111,9 @@ class CaseResult:
     """One finished item: one line of ``results.jsonl``.
 
     Attributes:
-        item_key: stable key of the item, ``suite::case[config]`` (``[config-rN]`` when
-            the config has several repeats); identical to the pytest item name suffix.
+        item_key: the item's label, ``suite::case[config]`` (``[config-rN]`` when the
+            config has several repeats), as pytest shows it; for people. Results are
+            matched by :attr:`key` (suite, case_id, config_id, repeat), never by this text.
         run_id: the run that produced this line.
         suite: suite name.  feature: the suite's feature tag.
         suite_hash: hash of the suite definition (config + cases) the line was made with.
@@ -109,6 +128,10 @@ class CaseResult:
         expected: a short human-readable statement of what was expected, for failures.
         worker: "main" or the xdist worker id that ran it.
         finished_at: unix time the result was recorded.
+        request_hash: digest of the call as sent (model, messages, parameters); a resumed
+            run calls again when the current item's differs. "" in older lines.
+        grading_hash: the case's grading hash (graders, the files and code they read,
+            threshold); a resumed run regrades the stored output when it differs.
     """
 
     item_key: str
@@ -131,6 +154,12 @@ class CaseResult:
     worker: str = "main"
     finished_at: float = 0.0
     version: int = FORMAT_VERSION
+    request_hash: str = ""
+    grading_hash: str = ""
+
+    @property
+    def key(self) -> ItemKey:
+        return ItemKey(self.suite, self.case_id, self.config_id, self.repeat)
 
     @property
     def errored(self) -> bool:
@@ -139,6 +168,15 @@ class CaseResult:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+    def to_line(self) -> bytes:
+        """One UTF-8 line; text that UTF-8 cannot hold (a lone surrogate in a model's
+        output) is written as a JSON escape, so the result is kept, not lost."""
+        try:
+            return (self.to_json() + "\n").encode("utf-8")
+        except UnicodeEncodeError:
+            data = dataclasses.asdict(self)
+            return (json.dumps(data, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaseResult:
@@ -150,31 +188,42 @@ class CaseResult:
 
 @dataclass(slots=True)
 class ResultsWriter:
-    """Appends results to a JSONL file, one ``write`` per line, flushed at once.
+    """Appends results to a JSONL file, one ``write`` per line.
 
     Several processes (xdist workers) may append to the same file: the file is opened
     with O_APPEND and each line goes out in a single ``os.write`` under an exclusive
-    ``flock``, so lines never interleave and a crash loses at most the line being written.
+    ``flock``, so lines never interleave. A line torn by a process killed mid-write is
+    sealed with a newline before the next line is appended, so it never swallows the
+    next result. See the module docstring for what a power cut can lose.
     """
 
     path: Path
     _fd: int = field(default=-1, init=False)
+    _synced: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        self._synced = time.monotonic()
 
     def append(self, result: CaseResult) -> None:
         import fcntl
 
-        data = (result.to_json() + "\n").encode("utf-8")
+        data = result.to_line()
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
+            size = os.fstat(self._fd).st_size
+            if size and os.pread(self._fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # seal a torn line left by a killed writer
             written = 0
             while written < len(data):
                 written += os.write(self._fd, data[written:])
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+        now = time.monotonic()
+        if now - self._synced >= FSYNC_EVERY_S:
+            self._synced = now
+            os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -183,25 +232,47 @@ class ResultsWriter:
             self._fd = -1
 
 
-def read_results(path: Path) -> Iterator[CaseResult]:
-    """Yields every complete line of a results file; a torn last line is skipped."""
-    if not path.exists():
+@dataclass(slots=True)
+class ReadStats:
+    """Lines of a results file that could not be read, by reason."""
+
+    torn: int = 0  # cut short by a killed writer (no newline, or not UTF-8/JSON)
+    unreadable: int = 0  # complete JSON of another shape (an incompatible version)
+
+
+def read_results(path: Path, stats: ReadStats | None = None) -> Iterator[CaseResult]:
+    """Yields every readable line of a results file, in file order.
+
+    The file is read as bytes and each line decoded on its own, so a line torn inside a
+    multi-byte character (a writer killed mid-write) is skipped alone; lines after it,
+    written by a resumed run, are kept. Skipped lines are counted in ``stats``.
+    """
+    stats = stats if stats is not None else ReadStats()
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError:
         return
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):
-                break  # the writer died mid-line; everything before it is intact
-            try:
-                yield CaseResult.from_dict(json.loads(line))
-            except (ValueError, TypeError, KeyError):
+    with fh:
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                stats.torn += 1  # the writer died mid-line (the last line of the file)
                 continue
+            try:
+                data = json.loads(raw.decode("utf-8"))
+            except ValueError:  # UnicodeDecodeError included
+                stats.torn += 1
+                continue
+            try:
+                yield CaseResult.from_dict(data)
+            except (TypeError, KeyError, ValueError, AttributeError):
+                stats.unreadable += 1
 
 
-def latest_by_item(results: Iterable[CaseResult]) -> dict[str, CaseResult]:
+def latest_by_item(results: Iterable[CaseResult]) -> dict[ItemKey, CaseResult]:
     """The last recorded result of each item (a resumed or re-run item supersedes)."""
-    latest: dict[str, CaseResult] = {}
+    latest: dict[ItemKey, CaseResult] = {}
     for result in results:
-        latest[result.item_key] = result
+        latest[result.key] = result
     return latest
 
 

@@ -23,7 +23,8 @@ from evalgate.engine.engine import Engine
 from evalgate.engine.slots import GRADER_PRIORITY
 from evalgate.graders.grading import UsageMeter, grade_output, is_async, run_async
 from evalgate.plan import ItemPlan
-from evalgate.results import CallResult, CaseResult, GradeResult, ResultsWriter
+from evalgate.results import CallResult, CaseResult, GradeResult, ItemKey, ResultsWriter
+from evalgate.resume import Action, decide
 from evalgate.runs import RunPaths
 from evalgate.suite.model import LOCAL_PREFIX, Suite
 
@@ -77,7 +78,7 @@ class Runner:
         engine: Engine,
         *,
         worker: str = "main",
-        done: Mapping[str, CaseResult] | None = None,
+        done: Mapping[ItemKey, CaseResult] | None = None,
     ) -> None:
         self.paths = paths
         self.engine = engine
@@ -87,24 +88,28 @@ class Runner:
         # One recorder thread grades and appends, so the event loop never blocks on
         # CPU-bound graders and lines are written in completion order.
         self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalgate-rec")
-        self._futures: dict[str, concurrent.futures.Future[CaseResult]] = {}
+        self._futures: dict[ItemKey, concurrent.futures.Future[CaseResult]] = {}
 
     def prefetch(self, plans: Iterable[ItemPlan]) -> None:
         """Submits the calls of items not yet submitted and not already done."""
         for plan in plans:
-            if plan.key in self._futures or self._reusable(plan) is not None:
+            if plan.key in self._futures:
                 continue
-            self._futures[plan.key] = self.engine.submit_coroutine(self._execute(plan))
+            stored = self._done.get(plan.key)
+            action = decide(plan, stored)
+            if action is Action.REUSE:
+                continue
+            # Only the grading changed: grade the stored output again, no model call.
+            call = stored.call if action is Action.REGRADE and stored is not None else None
+            self._futures[plan.key] = self.engine.submit_coroutine(self._execute(plan, call))
 
     def _reusable(self, plan: ItemPlan) -> CaseResult | None:
-        """A finished result of a resumed run, if it is for the same suite definition."""
+        """A stored result of a resumed run that still holds (see :mod:`evalgate.resume`)."""
         done = self._done.get(plan.key)
-        if done is not None and done.suite_hash == plan.suite.suite_hash and not done.errored:
-            return done
-        return None
+        return done if decide(plan, done) is Action.REUSE else None
 
-    async def _execute(self, plan: ItemPlan) -> CaseResult:
-        call = await self.engine.run(plan.spec)
+    async def _execute(self, plan: ItemPlan, stored: CallResult | None = None) -> CaseResult:
+        call = stored if stored is not None else await self.engine.run(plan.spec)
         precomputed: dict[int, GradeResult] = {}
         if call.error is None:
             graders = (*plan.suite.graders, *plan.case.graders)
@@ -140,7 +145,7 @@ class Runner:
         else:
             grades, score, passed = (), 0.0, False
         result = CaseResult(
-            item_key=plan.key,
+            item_key=plan.label,
             run_id=self.paths.run_id,
             suite=suite.name,
             feature=suite.feature,
@@ -159,6 +164,8 @@ class Runner:
             expected=expected_text(plan),
             worker=self.worker,
             finished_at=time.time(),
+            request_hash=plan.request_hash,
+            grading_hash=case.grading_hash,
         )
         self._writer.append(result)
         return result
@@ -167,6 +174,12 @@ class Runner:
         """Blocks until the item's result is recorded: (result, reused from a resumed run)."""
         reused = self._reusable(plan)
         if reused is not None:
+            if reused.suite_hash != plan.suite.suite_hash:
+                # Still valid after an edit elsewhere in the suite: recorded again under
+                # the current hash, since the report reads only results of that hash.
+                reused = replace(reused, suite_hash=plan.suite.suite_hash, worker=self.worker)
+                self._writer.append(reused)
+                self._done[plan.key] = reused
             return replace(reused, worker=self.worker), True
         if plan.key not in self._futures:
             self.prefetch([plan])

@@ -11,11 +11,7 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-SUITE_SUFFIXES = (".yaml", ".yml")
-
-
-def is_eval_nodeid(nodeid: str) -> bool:
-    return nodeid.split("::", 1)[0].endswith(SUITE_SUFFIXES) and nodeid.count("::") >= 2
+from evalgate.nodeid import is_eval_nodeid
 
 
 def shard_of(nodeid: str, shards: int) -> int:

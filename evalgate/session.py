@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from evalgate import options
+from evalgate.nodeid import is_eval_nodeid, parse_nodeid, resolve_label
 from evalgate.runs import RunPaths, latest_run_id, mark_latest, new_run_id
-from evalgate.scheduling import is_eval_nodeid, shard_of
+from evalgate.scheduling import shard_of
 
 if TYPE_CHECKING:
     from evalgate.collect import EvalItem
     from evalgate.engine.servers import LocalServers
+    from evalgate.plan import ItemPlan
     from evalgate.results import CaseResult
     from evalgate.runner import Runner
     from evalgate.suite.model import Suite
@@ -72,6 +74,7 @@ class EvalgateSession:
         self._progress_stamp = self._progress_started = time.monotonic()
         self._pace_started = self._progress_started
         self.report: dict[str, Any] | None = None
+        self.ignored_note: str | None = None  # stored results the report left out, and why
         self.blocked = False
         if self.is_controller and not config.option.collectonly:
             mark_latest(self.paths)
@@ -112,6 +115,16 @@ class EvalgateSession:
         if self.config.option.collectonly or self.suites:
             return
         self._load_suites_for(eval_ids)
+        if self.resuming:
+            from evalgate.plan import plan_items
+
+            wanted = {(p.suite, f"{p.case}[{p.label}]") for p in map(parse_nodeid, eval_ids) if p}
+            self._announce_resume(
+                plan
+                for suite in self.suites.values()
+                for plan in plan_items(suite)
+                if (suite.name, plan.name) in wanted
+            )
         from evalgate.runner import grader_models
 
         models = self._local_models_for_ids(eval_ids)
@@ -130,6 +143,8 @@ class EvalgateSession:
         self._progress_total = len(self._items)
         for item in self._items:
             self.suites.setdefault(item.plan.suite.name, item.plan.suite)
+        if self.resuming and not self.config.option.collectonly:
+            self._announce_resume(item.plan for item in self._items)
         if not self.config.option.collectonly and self._items:
             from evalgate.runner import grader_models
 
@@ -138,25 +153,35 @@ class EvalgateSession:
                 models |= grader_models(suite)
             self._start_servers(_local_names(models))
 
+    def _announce_resume(self, plans: Iterable[ItemPlan]) -> None:
+        """One line: what the resumed run reuses, regrades and calls again, and why."""
+        from evalgate.results import latest_by_item, read_results
+        from evalgate.resume import summary_line
+
+        line = summary_line(plans, latest_by_item(read_results(self.paths.results)))
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None:
+            terminal.write_line(line)
+
     def _load_suites_for(self, nodeids: Iterable[str]) -> None:
         from evalgate.suite.loader import load_suite
 
         rootpath = self.config.rootpath
-        for path in sorted({n.split("::", 1)[0] for n in nodeids}):
+        parsed = (parse_nodeid(n) for n in nodeids)
+        for path in sorted({p.path for p in parsed if p is not None}):
             suite = load_suite(rootpath / path)
             self.suites[suite.name] = suite
 
     def _local_models_for_ids(self, nodeids: Iterable[str]) -> set[str]:
         models: set[str] = set()
         for nodeid in nodeids:
-            _, suite_name, item = nodeid.split("::", 2)
-            suite = self.suites.get(suite_name)
-            if suite is None:
+            parsed = parse_nodeid(nodeid)
+            suite = self.suites.get(parsed.suite) if parsed is not None else None
+            if parsed is None or suite is None:
                 continue
-            config_part = item[item.rfind("[") + 1 : -1]
-            for config in suite.configs:
-                if config_part == config.id or config_part.startswith(config.id + "-r"):
-                    models.add(suite.tier_of(config).model)
+            found = resolve_label(suite.configs, parsed.label)
+            if found is not None:
+                models.add(suite.tier_of(found[0]).model)
         return _local_names(models)
 
     def _start_servers(self, names: set[str]) -> None:
@@ -280,21 +305,24 @@ class EvalgateSession:
 
     def _write_report(self) -> dict[str, Any] | None:
         from evalgate.report.summary import build_report, write_json
-        from evalgate.results import latest_by_item, read_results
+        from evalgate.results import ReadStats, latest_by_item, read_results
+        from evalgate.resume import current_results
 
-        latest = latest_by_item(read_results(self.paths.results))
-        if not latest:
+        stats = ReadStats()
+        current, ignored_note = current_results(
+            latest_by_item(read_results(self.paths.results, stats)), self.suites, stats
+        )
+        self.ignored_note = ignored_note
+        if not current:
             return None
         from evalgate.report.gate import analyze_run
         from evalgate.report.markdown import render_summary
 
         baselines = {name: suite.baseline for name, suite in self.suites.items()}
         orders = {name: [c.id for c in suite.configs] for name, suite in self.suites.items()}
-        gate = analyze_run(
-            latest.values(), self.suites, self._gate_settings(), self._stored_baseline()
-        )
+        gate = analyze_run(current, self.suites, self._gate_settings(), self._stored_baseline())
         document = build_report(
-            latest.values(),
+            current,
             run_id=self.paths.run_id,
             baselines=baselines,
             config_orders=orders,
@@ -310,6 +338,8 @@ class EvalgateSession:
             "reasons": gate.blocking,
             "notes": gate.notes,
         }
+        if ignored_note:
+            document.setdefault("notes", []).append(ignored_note)
         self.blocked = bool(gate.blocking)
         write_json(document, self.paths.report_json)
         write_json(document, self.paths.run_dir / "evalgate.json")
@@ -349,7 +379,11 @@ class EvalgateSession:
         self._stop_servers()  # also after an internal error or Ctrl-C during collection
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.is_worker or self.report is None:
+        if self.is_worker:
+            return
+        if self.ignored_note:
+            terminalreporter.write_line(self.ignored_note)
+        if self.report is None:
             return
         from evalgate.report.summary import format_tables
 

@@ -7,12 +7,15 @@ closest valid key when a key looks misspelt.
 
 from __future__ import annotations
 
+import codecs
 import csv
-import hashlib
 import json
+import math
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +37,13 @@ from evalgate.suite.yamlpos import Path_, Positions, dotted, load_with_positions
 
 _SUITE_DECLARATION = re.compile(r"^suite\s*:", re.MULTILINE)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-# Ids end up inside pytest node ids (`suite::case[config]`): no brackets, spaces or '::'.
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-+:/]*$")
+# Ids end up inside pytest node ids (`suite::case[config]`): no brackets or spaces, and a
+# ':' never next to another one ('::' separates the parts of a node id).
+_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.\-+/]|:(?!:))*$")
+ID_RULE = "an id of letters, digits, '.', '_', '-', '+', '/' and single ':' (never '::')"
+# The item name of repeat N is `case[config-rN]`: a config named like that is refused.
+_REPEAT_SUFFIX = re.compile(r"^(?P<base>.+)-r(?P<n>[0-9]+)$")
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 TOP_KEYS = (
@@ -53,6 +61,7 @@ TOP_KEYS = (
     "baseline",
     "gate",
     "trim",
+    "vars",
 )
 TIER_KEYS = ("model", "price", "api_base", "api_key_env", "rpm", "tpm", "timeout_s")
 PRICE_KEYS = ("input_per_mtok", "output_per_mtok")
@@ -82,12 +91,35 @@ def declares_suite(path: Path) -> bool:
     """True when a YAML file declares a suite (a top-level ``suite:`` key).
 
     A cheap text check, so collection never parses unrelated YAML (CI configs, k8s...).
+    A byte-order mark is allowed, and a file that is not UTF-8 but declares a suite still
+    counts (Latin-1 decodes any bytes), so :func:`load_suite` reports it as a collection
+    error instead of the suite silently leaving the gate. An unreadable file counts too,
+    for the same reason.
     """
     try:
-        with path.open(encoding="utf-8") as fh:
-            return bool(_SUITE_DECLARATION.search(fh.read(65536)))
-    except (OSError, UnicodeDecodeError):
-        return False
+        with path.open("rb") as fh:
+            head = fh.read(65536)
+    except OSError:
+        return True
+    return bool(_SUITE_DECLARATION.search(head.removeprefix(codecs.BOM_UTF8).decode("latin-1")))
+
+
+def read_text(path: Path, file: str) -> str:
+    """A text file's content as UTF-8 (a leading BOM dropped), or a located SuiteError."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SuiteError(file, 1, "", f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SuiteError(
+            file,
+            line,
+            "",
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8",
+        ) from None
 
 
 def _display(path: Path) -> str:
@@ -150,6 +182,8 @@ class _Checker:
     ) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(path, f"expected a number, found {_kind(value)}")
+        if not math.isfinite(value):  # NaN passes every comparison below as False
+            raise self.fail(path, f"expected a finite number, found {value!r}")
         bad_low = low is not None and (value <= low if low_open else value < low)
         if bad_low or (high is not None and value > high):
             lo = "(" if low_open else "["
@@ -197,10 +231,7 @@ def load_suite(path: Path) -> Suite:
         SuiteError: the first problem found, located to a file and line.
     """
     file = _display(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteError(file, 1, "", f"cannot read suite file: {exc}") from None
+    text = read_text(path, file)
     raw, positions = load_with_positions(text, file)
     check = _Checker(positions, path.parent)
     top = check.mapping(raw, (), TOP_KEYS, required=("suite", "tiers", "prompt", "configs"))
@@ -228,6 +259,7 @@ def load_suite(path: Path) -> Suite:
                 + did_you_mean(baseline, ids),
             )
 
+    defaults = _variables(check, top.get("vars", {}), ("vars",))
     cases: list[Case] = []
     if "dataset" in top:
         cases.extend(_dataset(check, top["dataset"], path.parent))
@@ -238,9 +270,23 @@ def load_suite(path: Path) -> Suite:
     if not cases:
         raise check.fail((), "the suite has no cases: add `cases:` or `dataset:`")
     _check_unique([c.id for c in cases], [c.source for c in cases], "case id")
+    if defaults:
+        cases = [_with_defaults(case, defaults) for case in cases]
 
     _check_variables(check, prompt, graders, cases, configs, trim)
-    suite_hash = _hash(top, cases)
+    from evalgate.suite.fingerprint import fingerprint_graders, suite_hash_of
+
+    suite_graders = fingerprint_graders(graders, threshold, path.parent)
+    cases = [
+        replace(
+            case,
+            grading_hash=fingerprint_graders(
+                case.graders, [suite_graders, case.must_pass], path.parent
+            ),
+        )
+        for case in cases
+    ]
+    suite_hash = suite_hash_of(top, cases)
     return Suite(
         name=name,
         feature=feature,
@@ -358,6 +404,9 @@ def _graders(check: _Checker, raw: Any, path: Path_) -> tuple[GraderSpec, ...]:
             if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
                 type_names = " or ".join(k.__name__ for k in kinds)
                 raise check.fail((*here, key), f"expected {type_names}, found {_kind(value)}")
+            bad = _non_finite(value)
+            if bad is not None:
+                raise check.fail((*here, key), f"expected finite numbers, found {bad!r}")
             if key in definition.templated:
                 for text in value if isinstance(value, list) else [value]:
                     if isinstance(text, str):
@@ -370,6 +419,19 @@ def _graders(check: _Checker, raw: Any, path: Path_) -> tuple[GraderSpec, ...]:
         weight = check.number(entry.get("weight", 1.0), (*here, "weight"), low=0)
         specs.append(GraderSpec(type_name, frozen_mapping(params), weight, check.pos.line(here)))
     return tuple(specs)
+
+
+def _non_finite(value: Any) -> float | None:
+    """A NaN or infinity anywhere in a parameter value (lists and mappings included)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return value
+    children = value.values() if isinstance(value, dict) else value
+    if isinstance(value, dict | list):
+        for child in children:
+            found = _non_finite(child)
+            if found is not None:
+                return found
+    return None
 
 
 def _gate(check: _Checker, raw: Any) -> Gate:
@@ -395,10 +457,17 @@ def _gate(check: _Checker, raw: Any) -> Gate:
 
 def _trim(check: _Checker, raw: Any) -> TrimSpec:
     raw = check.mapping(raw, ("trim",), TRIM_KEYS)
-    return TrimSpec(
+    spec = TrimSpec(
         variable=check.string(raw.get("variable", "context"), ("trim", "variable")),
         query=check.string(raw.get("query", "question"), ("trim", "query")),
     )
+    if spec.variable == spec.query:
+        raise check.fail(
+            ("trim", "query"),
+            f"expected a variable other than the trimmed one ({spec.variable!r}): the "
+            "question would be trimmed away with the context",
+        )
+    return spec
 
 
 _CONFIG_FIELDS: dict[str, Callable[[_Checker, Any, Path_], Any]] = {
@@ -438,18 +507,24 @@ def _configs(
                 f"expected one of the tiers {', '.join(tiers)}, found "
                 f"{values['tier']!r}" + did_you_mean(values["tier"], tiers),
             )
-        config_id = check.string(
-            entry["id"],
-            (*path, "id"),
-            _ID,
-            "an id of letters, digits, '.', '_', '-', '+', ':', '/'",
-        )
+        config_id = check.string(entry["id"], (*path, "id"), _ID, ID_RULE)
         configs.append(Config(id=config_id, **values))
     _check_unique(
         [c.id for c in configs],
         [f"{check.pos.file}:{check.pos.line(('configs', i, 'id'))}" for i in range(len(configs))],
         "config id",
     )
+    ids = {c.id for c in configs}
+    for index, config in enumerate(configs):
+        # `a` with repeats names its items `case[a-r1]`...: a config `a-r1` would share them.
+        match = _REPEAT_SUFFIX.match(config.id)
+        if match and match["base"] in ids:
+            raise check.fail(
+                ("configs", index, "id"),
+                f"config id {config.id!r} reads as repeat {match['n']} of config "
+                f"{match['base']!r} (items of repeated configs are named "
+                f"'case[{match['base']}-rN]'); rename it",
+            )
     return tuple(configs)
 
 
@@ -467,18 +542,33 @@ def _check_unique(ids: list[str], sources: list[str], what: str) -> None:
         seen[ident] = source
 
 
+def _variables(check: _Checker, raw: Any, path: Path_) -> dict[str, Any]:
+    """A mapping of template variable names to values."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise check.fail(path, f"expected a mapping of variable names, found {_kind(raw)}")
+    for key in raw:
+        if not isinstance(key, str) or not _VAR_NAME.match(key):
+            raise check.fail(
+                (*path, str(key)),
+                f"expected a variable name (letters, digits, '_'), found {key!r}",
+            )
+    return dict(raw)
+
+
+def _with_defaults(case: Case, defaults: Mapping[str, Any]) -> Case:
+    """The suite's `vars:` under the case's own: a missing or null value takes the default."""
+    merged = dict(defaults)
+    merged.update({k: v for k, v in case.vars.items() if v is not None or k not in defaults})
+    return replace(case, vars=frozen_mapping(merged))
+
+
 def _inline_case(check: _Checker, entry: Any, path: Path_) -> Case:
     entry = check.mapping(entry, path, CASE_KEYS, required=("id",))
-    variables = check.mapping(
-        entry.get("vars", {}), (*path, "vars"), tuple(str(k) for k in entry.get("vars", {}) or {})
-    )
+    variables = _variables(check, entry.get("vars", {}), (*path, "vars"))
     return Case(
-        id=check.string(
-            entry["id"],
-            (*path, "id"),
-            _ID,
-            "an id of letters, digits, '.', '_', '-', '+', ':', '/'",
-        ),
+        id=check.string(entry["id"], (*path, "id"), _ID, ID_RULE),
         vars=frozen_mapping(variables),
         graders=_graders(check, entry.get("assert", []), (*path, "assert")),
         must_pass=check.boolean(entry.get("must_pass", False), (*path, "must_pass")),
@@ -518,33 +608,61 @@ def _dataset(check: _Checker, raw: Any, base: Path) -> list[Case]:
 
 def _jsonl_rows(path: Path, file: str) -> list[tuple[int, dict[str, Any]]]:
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise SuiteError(file, line_no, "", f"invalid JSON: {exc}") from None
-            if not isinstance(row, dict):
-                raise SuiteError(
-                    file, line_no, "", f"expected a JSON object per line, found {_kind(row)}"
-                )
-            rows.append((line_no, row))
+    for line_no, line in enumerate(read_text(path, file).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise SuiteError(file, line_no, "", f"invalid JSON: {exc}") from None
+        except RecursionError:
+            raise SuiteError(file, line_no, "", "invalid JSON: nested too deeply") from None
+        if not isinstance(row, dict):
+            raise SuiteError(
+                file, line_no, "", f"expected a JSON object per line, found {_kind(row)}"
+            )
+        rows.append((line_no, row))
     return rows
 
 
+# Long-context datasets hold fields far over csv's default limit of 131,072 characters.
+_CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+
+
 def _csv_rows(path: Path, file: str) -> list[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        if "assert" in (reader.fieldnames or []):
+    import io
+
+    text = read_text(path, file)
+    previous = csv.field_size_limit(_CSV_FIELD_LIMIT)
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        fields = reader.fieldnames or []
+        if "assert" in fields:
             raise SuiteError(
                 file,
                 1,
                 "assert",
                 "per-case graders need a JSONL dataset; a CSV column cannot hold a list of graders",
             )
-        return [(reader.line_num, dict(row)) for row in reader]
+        rows = []
+        start = 2
+        for row in reader:
+            line = start
+            start = reader.line_num + 1
+            if None in row:  # DictReader files surplus fields under the key None
+                raise SuiteError(
+                    file,
+                    line,
+                    "",
+                    f"row has {len(fields) + len(row[None])} fields, the header has "
+                    f"{len(fields)} ({', '.join(fields)})",
+                )
+            rows.append((line, dict(row)))
+        return rows
+    except csv.Error as exc:
+        raise SuiteError(file, reader.line_num or 1, "", f"invalid CSV: {exc}") from None
+    finally:
+        csv.field_size_limit(previous)
 
 
 def _row_case(row: dict[str, Any], file: str, line: int, suite_dir: Path) -> Case:
@@ -554,11 +672,12 @@ def _row_case(row: dict[str, Any], file: str, line: int, suite_dir: Path) -> Cas
     if row.get("id") in (None, ""):
         raise fail("id", "missing required key 'id' (every case needs a stable id)")
     case_id = str(row["id"])
-    if not _ID.match(case_id):
-        raise fail(
-            "id",
-            f"expected an id of letters, digits, '.', '_', '-', '+', ':', '/', found {case_id!r}",
-        )
+    if (
+        isinstance(row["id"], bool)
+        or not isinstance(row["id"], str | int)
+        or not _ID.match(case_id)
+    ):
+        raise fail("id", f"expected {ID_RULE}, found {case_id!r}")
     must_pass = row.get("must_pass", False)
     if isinstance(must_pass, str):  # CSV cells are strings
         must_pass = must_pass.strip().lower() in ("1", "true", "yes", "y")
@@ -570,6 +689,9 @@ def _row_case(row: dict[str, Any], file: str, line: int, suite_dir: Path) -> Cas
         positions.set((), line)
         graders = _graders(_Checker(positions, suite_dir), row["assert"], ("assert",))
     group = row.get("group")
+    for key in row:
+        if key not in ROW_RESERVED and not _VAR_NAME.match(key):
+            raise fail(key, f"expected a variable name (letters, digits, '_'), found {key!r}")
     return Case(
         id=case_id,
         vars=frozen_mapping({k: v for k, v in row.items() if k not in ROW_RESERVED}),
@@ -588,7 +710,7 @@ def _check_variables(
     configs: tuple[Config, ...],
     trim: TrimSpec,
 ) -> None:
-    """Every variable a template reads must be defined by every case."""
+    """Every variable a template reads must be defined, and not null, by every case."""
     from evalgate.graders.registry import lookup
     from evalgate.suite.templates import variables_used
 
@@ -617,38 +739,34 @@ def _check_variables(
             f"{trim.variable!r} (set `trim.variable` to the one to shorten)",
         )
     for case in cases:
+        file, _, line = case.source.rpartition(":")
+
+        def fail(message: str, case: Case = case, file: str = file, line: str = line) -> SuiteError:
+            return SuiteError(file, int(line), f"case {case.id!r}", message)
+
         needed = shared | grader_vars(case.graders)
         if trimming:
             needed |= {trim.variable, trim.query}
         missing = sorted(needed - set(case.vars))
         if missing:
-            file, _, line = case.source.rpartition(":")
             have = ", ".join(sorted(case.vars)) or "none"
-            raise SuiteError(
-                file,
-                int(line),
-                f"case {case.id!r}",
+            raise fail(
                 f"templates use undefined variable {missing[0]!r}; the case defines: {have}"
-                + did_you_mean(missing[0], case.vars),
+                + did_you_mean(missing[0], case.vars)
             )
-
-
-def _hash(top: Mapping[str, Any], cases: list[Case]) -> str:
-    digest = hashlib.sha256()
-    definition = {k: v for k, v in top.items() if k not in ("description", "dataset", "cases")}
-    digest.update(json.dumps(definition, sort_keys=True, default=str).encode())
-    for case in cases:
-        digest.update(
-            json.dumps(
-                [
-                    case.id,
-                    dict(case.vars),
-                    [(g.type, dict(g.params), g.weight) for g in case.graders],
-                    case.must_pass,
-                    case.group,
-                ],
-                sort_keys=True,
-                default=str,
-            ).encode()
-        )
-    return digest.hexdigest()[:16]
+        nulls = sorted(k for k in needed if case.vars[k] is None)
+        if nulls:
+            # A JSON null or a short CSV row would render as the text "None".
+            raise fail(
+                f"variable {nulls[0]!r} has no value (null, or missing from the row); give "
+                f"it one, or declare a default under the suite's `vars:`"
+            )
+        if trimming:
+            context = case.vars[trim.variable]
+            if not isinstance(context, str) and not (
+                isinstance(context, list) and all(isinstance(p, str) for p in context)
+            ):
+                raise fail(
+                    f"context_trim shortens {trim.variable!r}, which must be text or a list "
+                    f"of texts; found {_kind(context)}"
+                )

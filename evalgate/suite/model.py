@@ -44,10 +44,6 @@ class Tier:
     tpm: int | None = None
     timeout_s: float = 120.0
 
-    @property
-    def is_local(self) -> bool:
-        return self.model.startswith(LOCAL_PREFIX)
-
 
 @dataclass(frozen=True, slots=True)
 class GraderSpec:
@@ -83,6 +79,9 @@ class Case:
         must_pass: a miss under any config fails the item.
         group: cluster for resampling statistics.
         source: ``file:line`` the case came from.
+        grading_hash: hash of everything that decides this case's grades (its graders and
+            the suite's, the files and code they read, the threshold): when only this
+            changes, a resumed run regrades the stored output instead of calling again.
     """
 
     id: str
@@ -91,6 +90,7 @@ class Case:
     must_pass: bool = False
     group: str | None = None
     source: str = ""
+    grading_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,12 +187,6 @@ class Suite:
     trim: TrimSpec = field(default_factory=TrimSpec)
     description: str = ""
     suite_hash: str = ""
-
-    def config(self, config_id: str) -> Config:
-        for config in self.configs:
-            if config.id == config_id:
-                return config
-        raise KeyError(config_id)
 
     def tier_of(self, config: Config) -> Tier:
         return self.tiers[config.tier]

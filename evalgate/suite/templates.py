@@ -1,4 +1,9 @@
-"""Jinja2 templates for prompts and grader values (compiled once, strict undefined)."""
+"""Jinja2 templates for prompts and grader values (compiled once, strict undefined).
+
+Templates run in jinja2's immutable sandbox: a dataset row often holds text harvested
+from users or logs, and a row value such as
+``{{ cycler.__init__.__globals__.os.popen('...') }}`` must be an error, never a command.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,15 @@ if TYPE_CHECKING:
 @functools.cache
 def _environment() -> jinja2.Environment:
     import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     # Prompts are plain text, not HTML: no autoescape. StrictUndefined turns a missing
     # variable into an error instead of a silently empty prompt. keep_trailing_newline
-    # so a template renders exactly what the user wrote.
-    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    # so a template renders exactly what the user wrote. The sandbox refuses access to
+    # private attributes (``__init__``, ``__globals__``) and to methods that mutate.
+    return ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    )
 
 
 @functools.lru_cache(maxsize=4096)

@@ -107,3 +107,49 @@ def test_plugin_imports_nothing_heavy_when_unused() -> None:
         ).stdout
     )
     assert "HEAVY []" in out
+
+
+def test_suite_with_a_bom_is_collected(pytester: pytest.Pytester) -> None:
+    pytester.path.joinpath("bom.yaml").write_bytes(b"\xef\xbb\xbf" + SUITE.encode())
+    assert "bom.yaml::mini::france[base]" in collected_ids(pytester)
+
+
+def test_latin1_suite_is_a_collection_error_not_skipped(pytester: pytest.Pytester) -> None:
+    pytester.path.joinpath("latin.yaml").write_bytes(
+        SUITE.replace("Paris", "Pâris").encode("latin-1")
+    )
+    result = pytester.runpytest("--evalgate", "--collect-only", "-q")
+    assert any(
+        line.startswith("latin.yaml:") and "not UTF-8 text (byte 0xe2)" in line
+        for line in result.outlines
+    ), result.outlines
+    assert result.ret != 0
+
+
+def test_template_error_for_one_case_is_one_line(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", s=SUITE.replace("{{ question }}", "{{ question.titel }}"))
+    result = pytester.runpytest("--evalgate", "--collect-only", "-q")
+    text = result.stdout.str()
+    assert "Traceback" not in text
+    assert any(
+        line.startswith("s.yaml:12: case 'france': prompt[0]: template error: UndefinedError")
+        for line in result.outlines
+    ), text
+
+
+def test_one_node_id_parser() -> None:
+    from evalgate.nodeid import item_name, parse_nodeid, resolve_label
+    from evalgate.suite.model import Config
+
+    configs = [Config(id="a", tier="t", repeats=2), Config(id="b:x", tier="t")]
+    parsed = parse_nodeid("dir/s.yaml::mini::ns:case[a-r2]")
+    assert parsed is not None and (parsed.path, parsed.suite, parsed.case) == (
+        "dir/s.yaml",
+        "mini",
+        "ns:case",
+    )
+    assert resolve_label(configs, parsed.label) == (configs[0], 1)
+    assert resolve_label(configs, "b:x") == (configs[1], 0)
+    assert resolve_label(configs, "a") is None and resolve_label(configs, "a-r3") is None
+    assert parse_nodeid("tests/test_x.py::test_a") is None
+    assert item_name("c", "a", 1, 2) == "c[a-r2]"

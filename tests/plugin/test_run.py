@@ -229,3 +229,65 @@ def test_reports_never_contain_api_keys(tmp_path, fake_server, key) -> None:
         if path.is_file():
             assert secret not in path.read_text(errors="replace"), path
     assert secret not in proc.stdout + proc.stderr
+
+
+def _report(cwd: Path) -> dict:
+    return json.loads((cwd / "reports" / "evalgate.json").read_text())
+
+
+def test_resume_regrades_when_a_python_graders_source_changes(tmp_path, fake_server, key) -> None:
+    grader = tmp_path / "mygrader.py"
+    grader.write_text("def check(output, case):\n    return False\n")
+    text = suite_yaml(fake_server.base_url, key, cases=4).replace(
+        "assert:\n", "assert:\n  - {type: python, function: 'mygrader:check'}\n"
+    )
+    (tmp_path / "s.yaml").write_text(text)
+    assert run_pytest(tmp_path).returncode == 0
+    assert _report(tmp_path)["suites"]["run-demo"]["configs"]["a"]["quality_mean"] < 1
+    calls = fake_server.request_count(key)
+
+    grader.write_text("def check(output, case):\n    return True\n")  # the YAML is unchanged
+    resumed = run_pytest(tmp_path, "--evalgate-resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "evalgate: resume: 0 result(s) reused, 8 regraded without a call" in resumed.stdout
+    assert fake_server.request_count(key) == calls  # regraded from the stored outputs
+    assert _report(tmp_path)["suites"]["run-demo"]["configs"]["a"]["quality_mean"] == 1.0
+
+
+def test_resume_calls_again_only_the_items_whose_call_changed(tmp_path, fake_server, key) -> None:
+    (tmp_path / "s.yaml").write_text(suite_yaml(fake_server.base_url, key, cases=4))
+    assert run_pytest(tmp_path).returncode == 0
+    calls = fake_server.request_count(key)
+    text = (tmp_path / "s.yaml").read_text().replace('"item 2 is 14"', '"item 2 is now 14"')
+    (tmp_path / "s.yaml").write_text(text)
+    resumed = run_pytest(tmp_path, "--evalgate-resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (
+        "evalgate: resume: 6 result(s) reused, 2 called again (prompt, case, config or tier "
+        "changed)" in resumed.stdout
+    )
+    assert fake_server.request_count(key) == calls + 2
+    cases = _report(tmp_path)["suites"]["run-demo"]["cases"]
+    assert len(cases) == 8
+    assert "ignored" not in resumed.stdout
+
+
+def test_resume_reports_only_the_current_items(tmp_path, fake_server, key) -> None:
+    extra = "  - {id: c, tier: t, max_tokens: 1}"
+    (tmp_path / "s.yaml").write_text(
+        suite_yaml(fake_server.base_url, key, cases=4, extra_config=extra)
+    )
+    assert run_pytest(tmp_path).returncode == 0
+    assert set(_report(tmp_path)["suites"]["run-demo"]["configs"]) == {"a", "b", "c"}
+    (tmp_path / "s.yaml").write_text(suite_yaml(fake_server.base_url, key, cases=3))
+    resumed = run_pytest(tmp_path, "--evalgate-resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    report = _report(tmp_path)
+    assert set(report["suites"]["run-demo"]["configs"]) == {"a", "b"}
+    assert len(report["suites"]["run-demo"]["cases"]) == 6
+    note = (
+        "evalgate: 6 stored result(s) ignored: 6 for items the current suites do not define "
+        "(removed or renamed)"
+    )
+    assert note in resumed.stdout
+    assert report["notes"] == [note]

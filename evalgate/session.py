@@ -290,9 +290,19 @@ class EvalgateSession:
 
         baselines = {name: suite.baseline for name, suite in self.suites.items()}
         orders = {name: [c.id for c in suite.configs] for name, suite in self.suites.items()}
-        gate = analyze_run(
-            latest.values(), self.suites, self._gate_settings(), self._stored_baseline()
-        )
+        from evalgate.report.gate import RunGate
+
+        # A bad stored baseline or a defect in the analysis must not lose the report: the
+        # results are already on disk; the reason becomes one blocking line.
+        try:
+            gate = analyze_run(
+                latest.values(), self.suites, self._gate_settings(), self._stored_baseline()
+            )
+        except pytest.UsageError as exc:
+            gate = analyze_run(latest.values(), self.suites, self._gate_settings(), None)
+            gate.blocking.append(str(exc))
+        except Exception as exc:
+            gate = RunGate(blocking=[f"statistics failed ({type(exc).__name__}: {exc})"])
         document = build_report(
             latest.values(),
             run_id=self.paths.run_id,
@@ -334,11 +344,17 @@ class EvalgateSession:
         path = self.config.getoption(options.BASELINE)
         if not path:
             return None
+        from evalgate.report.gate import check_stored_baseline
+
         try:
             with open(path, encoding="utf-8") as fh:
-                return dict(json.load(fh))
+                document = json.load(fh)
         except (OSError, ValueError) as exc:
             raise pytest.UsageError(f"--evalgate-baseline {path}: cannot read: {exc}") from None
+        try:
+            return check_stored_baseline(document)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--evalgate-baseline {path}: {exc}") from None
 
     def _stop_servers(self) -> None:
         if self._servers is not None:

@@ -125,9 +125,10 @@ def _z_sum(alpha: float, power: float = POWER) -> float:
 
 
 def n_needed(sd: float, margin: float, *, alpha: float = 0.05, power: float = POWER) -> int | None:
-    """Cases for ``power`` to show non-inferiority at ``margin`` when the true Δ is 0.
-
-    ((z_{1-α} + z_power) · sd / δ)², rounded up; None when sd is unknown (NaN).
+    """Cases for ``power`` to show non-inferiority at ``margin`` when the true Δ is 0,
+    by the normal approximation: ((z_{1-α} + z_power) · sd / δ)², rounded up; None when
+    sd is unknown (NaN). The paired t's planning, kept as the reference the benchmark
+    compares with; the gate plans with its own test (:func:`_planning`).
     """
     if not math.isfinite(sd) or margin <= 0:
         return None

@@ -36,9 +36,10 @@ class Interval(Record):
         estimate: the point estimate (NaN when there is no data).
         low, high: the interval's bounds.
         level: its confidence level (0.95 for a 95% interval).
-        method: ``"t"`` / ``"cluster-t"`` (analytic; delta method for a ratio) or
+        method: ``"t"`` / ``"cluster-t"`` (analytic; delta method for a ratio),
             ``"bootstrap"`` / ``"cluster-bootstrap"`` (percentile, resampling cases or groups),
-            ``"none"`` without data.
+            ``"wilson"`` / ``"clopper-pearson"`` (proportions), the non-inferiority test's
+            name for a comparison's Δ (its (1-2α) interval), or ``"none"`` without data.
         n: observations (cases) used.
         n_units: independent resampling units (groups when clustered, else cases).
     """

@@ -94,7 +94,7 @@ def _figures(rows: pd.DataFrame, config_id: str, stats: Mapping[str, Any] | None
 
     try:
         return config_stats(rows).to_dict()
-    except ValueError:  # rows the statistics reject (their note says why): figures unknown
+    except Exception:  # rows the statistics reject, or a defect (their note says which)
         unknown: dict[str, Any] = dict.fromkeys(_FIGURES)
         errors = int(rows["error"].sum())
         return {

@@ -101,3 +101,14 @@ def test_summary_names_the_test_of_each_comparison_and_its_errors():
     test = doc["suites"]["s"]["stats"]["comparisons"]["cand"]["noninferiority"]["test"]
     assert f"| {test} | 2 |" in row
     assert "errored calls count as losses" in text
+
+
+def test_a_defect_in_the_figures_leaves_the_report_written(monkeypatch):
+    import evalgate.stats
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("injected")
+
+    monkeypatch.setattr(evalgate.stats, "config_stats", broken)
+    cand = document(False)["suites"]["s"]["configs"]["cand"]
+    assert cand["errors"] == 2 and cand["quality_mean"] is None and cand["n_items"] == 40

@@ -315,12 +315,21 @@ class EvalgateSession:
         self.ignored_note = ignored_note
         if not current:
             return None
-        from evalgate.report.gate import analyze_run
+        from evalgate.report.gate import RunGate, analyze_run
         from evalgate.report.markdown import render_summary
 
         baselines = {name: suite.baseline for name, suite in self.suites.items()}
         orders = {name: [c.id for c in suite.configs] for name, suite in self.suites.items()}
-        gate = analyze_run(current, self.suites, self._gate_settings(), self._stored_baseline())
+
+        # A bad stored baseline or a defect in the analysis must not lose the report: the
+        # results are already on disk; the reason becomes one blocking line.
+        try:
+            gate = analyze_run(current, self.suites, self._gate_settings(), self._stored_baseline())
+        except pytest.UsageError as exc:
+            gate = analyze_run(current, self.suites, self._gate_settings(), None)
+            gate.blocking.append(str(exc))
+        except Exception as exc:
+            gate = RunGate(blocking=[f"statistics failed ({type(exc).__name__}: {exc})"])
         document = build_report(
             current,
             run_id=self.paths.run_id,
@@ -364,11 +373,17 @@ class EvalgateSession:
         path = self.config.getoption(options.BASELINE)
         if not path:
             return None
+        from evalgate.report.gate import check_stored_baseline
+
         try:
             with open(path, encoding="utf-8") as fh:
-                return dict(json.load(fh))
+                document = json.load(fh)
         except (OSError, ValueError) as exc:
             raise pytest.UsageError(f"--evalgate-baseline {path}: cannot read: {exc}") from None
+        try:
+            return check_stored_baseline(document)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--evalgate-baseline {path}: {exc}") from None
 
     def _stop_servers(self) -> None:
         if self._servers is not None:

@@ -43,6 +43,31 @@ class RunGate:
     notes: list[str] = field(default_factory=list)
 
 
+def check_stored_baseline(document: Any) -> dict[str, Any]:
+    """The stored evalgate.json for ``--evalgate-baseline``, checked for the shape the
+    comparison reads; ValueError with one line naming the first thing that is wrong."""
+    if not isinstance(document, dict):
+        raise ValueError(f"not an evalgate.json report (a {type(document).__name__})")
+    suites = document.get("suites")
+    if not isinstance(suites, dict):
+        raise ValueError("not an evalgate.json report: no 'suites' mapping")
+    for name, suite in suites.items():
+        if not isinstance(suite, dict):
+            raise ValueError(f"suites.{name} is not a mapping")
+        cases = suite.get("cases", [])
+        if not isinstance(cases, list):
+            raise ValueError(f"suites.{name}.cases is not a list")
+        for i, row in enumerate(cases):
+            missing = (
+                ["case_id", "config_id", "score"]
+                if not isinstance(row, dict)
+                else [k for k in ("case_id", "config_id", "score") if k not in row]
+            )
+            if missing:
+                raise ValueError(f"suites.{name}.cases[{i}] lacks {', '.join(missing)}")
+    return document
+
+
 def gated_configs(suite: Suite, mode: str) -> list[str]:
     candidates = [c.id for c in suite.configs if c.id != suite.baseline]
     if mode == "all":
@@ -105,8 +130,14 @@ def analyze_run(
                 slo=slo or None,
                 seed=settings.seed,
             )
-        except ValueError as exc:
+        except ValueError as exc:  # input the statistics cannot use: said, not a crash
             gate.notes.append(f"{name}: statistics skipped: {exc}")
+            continue
+        except Exception as exc:  # a defect: the report and the results stay intact
+            line = f"{name}: statistics failed ({type(exc).__name__}: {exc})"
+            gate.notes.append(line)
+            if gated:  # the gate promised a verdict it cannot give
+                gate.blocking.append(f"{line}; the gate cannot pass this suite")
             continue
         section = analysis.to_dict()
         section["gated_configs"] = gated
@@ -117,12 +148,8 @@ def analyze_run(
                 "; UNDERPOWERED: fewer than 100 paired cases, not a basis to ship"
             )
         gate.sections[name] = section
-        verdicts = analysis.gate
-        for reason in verdicts.fail:
-            gate.blocking.append(f"{name}: {reason.message}")
-        if not settings.allow_inconclusive:
-            for reason in verdicts.inconclusive:
-                gate.blocking.append(f"{name}: {reason.message}")
+        blocking = analysis.gate.blocking(inconclusive_blocks=not settings.allow_inconclusive)
+        gate.blocking += [f"{name}: {reason.message}" for reason in blocking]
         if stored_baseline is not None:
             _compare_with_stored(
                 gate, name, suite, suite_results, stored_baseline, settings, margin, alpha, gated
@@ -192,17 +219,15 @@ def _compare_with_stored(
                 force_gate=settings.force or suite.gate.force,
                 seed=settings.seed,
             )
-        except ValueError as exc:
-            configs[config_id] = {"note": f"skipped: {exc}"}
+        except Exception as exc:  # bad stored rows: said, not a crash
+            configs[config_id] = {"note": f"skipped: {type(exc).__name__}: {exc}"}
+            gate.notes.append(f"{name}: {config_id} vs stored run skipped: {exc}")
             continue
         comparison = analysis.to_dict()["comparisons"]["head"]
         configs[config_id] = comparison
         if config_id not in gated and config_id != suite.baseline:
             continue
-        reasons = list(analysis.gate.fail)
-        if not settings.allow_inconclusive:
-            reasons += analysis.gate.inconclusive
-        for reason in reasons:
+        for reason in analysis.gate.blocking(inconclusive_blocks=not settings.allow_inconclusive):
             message = reason.message.removeprefix("head: ")
             gate.blocking.append(f"{name}: {config_id} vs stored run: {message}")
     section["configs"] = configs

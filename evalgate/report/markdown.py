@@ -31,11 +31,13 @@ def comparison_rows(stats: Mapping[str, Any]) -> list[tuple[bool, str]]:
         savings = c.get("savings_pct")
         prob = (stats.get("pareto") or {}).get("probability", {}).get(config_id)
         margin = ni.get("min_detectable_margin")
+        errors = ((stats.get("configs") or {}).get(config_id) or {}).get("n_errors")
         rows.append(
             (
                 significant,
                 (
-                    f"| {config_id} | {_interval(c.get('delta'))} | "
+                    f"| {config_id} | {_interval(c.get('delta'))} | {ni.get('test', '–')} | "
+                    f"{'–' if errors is None else errors} | "
                     f"{'–' if p is None else f'{p:.3g}'} | {c.get('n_paired', 0)} | "
                     f"**{c.get('verdict', '–')}** | "
                     f"{_interval(savings, fmt='+.1f') if savings else '–'} | "
@@ -73,16 +75,22 @@ def render_summary(document: Mapping[str, Any]) -> str:
         else:
             lines.append("Recommended: none (no candidate passes non-inferiority within the SLOs)")
         lines.append("")
+        alpha = stats.get("alpha") or 0.05
         lines.append(
-            f"Δ quality vs baseline (95% CI), margin δ={stats.get('margin')}, "
-            f"α={stats.get('alpha')}; {stats.get('gate', {}).get('note', '')}."
+            f"Δ quality vs baseline with the {1 - 2 * alpha:.0%} interval of the test that "
+            f"decides the verdict (column *test*), margin δ={stats.get('margin')}, "
+            f"α={alpha}; {stats.get('gate', {}).get('note', '')}."
         )
-        lines.append("Significant changes first.")
+        lines.append(
+            "A candidate's errored calls count as losses in Δ (*errors*: its errored calls). "
+            "Significant changes first."
+        )
         lines.append("")
         lines.append(
-            "| config | Δ quality | p | N | verdict | cost saving % | min. margin | P(frontier) |"
+            "| config | Δ quality | test | errors | p | N | verdict | cost saving % "
+            "| min. margin | P(frontier) |"
         )
-        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         lines += [row for _, row in comparison_rows(stats)]
         lines.append("")
     return "\n".join(lines) + "\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,64 +17,94 @@ if TYPE_CHECKING:
 REPORT_VERSION = 1
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _percentile(series: pd.Series, q: float) -> float | None:
     values = series.dropna()
     return float(values.quantile(q)) if len(values) else None
 
 
-def config_summary(rows: pd.DataFrame) -> dict[str, Any]:
-    """Figures for one config's rows (one row per item)."""
+_FIGURES = (
+    "quality",
+    "pass_rate",
+    "total_cost_usd",
+    "cost_per_case",
+    "saved_usd",
+    "latency_p50",
+    "latency_p95",
+    "ttft_p50",
+    "ttft_p95",
+)
+
+
+def _estimate(interval: Mapping[str, Any] | None) -> float | None:
+    return None if not interval else interval.get("estimate")
+
+
+def config_summary(rows: pd.DataFrame, figures: Mapping[str, Any]) -> dict[str, Any]:
+    """One config's entry in evalgate.json.
+
+    ``figures`` is the config's :class:`evalgate.stats.ConfigStats` as a dict: quality,
+    pass rate, errors, cost and latency come from there only (one source of per-config
+    figures; cost and latency over completed calls, errors counted beside them). The
+    rest (tokens, misses, repeats, grading cost) are the report's own.
+    """
     ok = rows[~rows["error"]]
-    # Repeats are averaged within a case: quality is a mean over cases, not over calls.
-    per_case = ok.groupby("case_id")["score"].mean()
-    n_cases = int(rows["case_id"].nunique())
-    cost_known = rows["cost_usd"].notna().all()
-    cost_total = float(rows["cost_usd"].fillna(0).sum()) if cost_known else None
-    uncached = rows[~rows["cached"]]
     # Repeats: pass^k = every repeat of a case passed; flaky = some but not all did.
     repeat_pass = ok.groupby("case_id")["passed"].agg(["mean", "count"])
     repeats = int(rows.groupby("case_id")["repeat"].nunique().max()) if len(rows) else 0
+    measured = ok[~ok["cached"]]
     return {
         "tier": str(rows["tier"].iloc[0]),
         "model": str(rows["model"].iloc[0]),
-        "n_cases": n_cases,
+        "n_cases": int(figures["n_cases"]),
         "n_items": len(rows),
-        "quality_mean": float(per_case.mean()) if len(per_case) else None,
-        "pass_rate": float(ok["passed"].mean()) if len(ok) else None,
-        "errors": int(rows["error"].sum()),
+        "n_completed_cases": int(figures["n_completed"]),
+        "quality_mean": _estimate(figures["quality"]),
+        "pass_rate": figures["pass_rate"],
+        "errors": int(figures["n_errors"]),
+        "error_rate": figures["error_rate"],
         "misses": sorted(set(ok.loc[~ok["passed"], "case_id"])),
-        "cost_total_usd": cost_total,
-        "cost_per_case_usd": cost_total / n_cases if cost_total is not None and n_cases else None,
-        "saved_usd": float(rows["saved_usd"].sum()),
+        "cost_total_usd": figures["total_cost_usd"],
+        "cost_per_case_usd": _estimate(figures["cost_per_case"]),
+        "saved_usd": figures["saved_usd"],
         "grading_cost_usd": float(rows["grading_cost_usd"].sum())
         if rows["grading_cost_usd"].notna().all()
         else None,
         "grading_calls": int(rows["grading_calls"].sum()),
         "tokens_in": int(rows["input_tokens"].fillna(0).sum()),
         "tokens_out": int(rows["output_tokens"].fillna(0).sum()),
-        "latency_p50_ms": _percentile(ok["latency_ms"], 0.50),
-        "latency_p95_ms": _percentile(ok["latency_ms"], 0.95),
-        "ttft_p50_ms": _percentile(ok["ttft_ms"], 0.50),
-        "ttft_p95_ms": _percentile(ok["ttft_ms"], 0.95),
-        "cache_hits": int(rows["cached"].sum()),
+        "latency_p50_ms": _estimate(figures["latency_p50"]),
+        "latency_p95_ms": _estimate(figures["latency_p95"]),
+        "ttft_p50_ms": _estimate(figures["ttft_p50"]),
+        "ttft_p95_ms": _estimate(figures["ttft_p95"]),
+        "cache_hits": int(figures["cache_hits"]),
         "repeats": repeats,
         "pass_all_repeats": float((repeat_pass["mean"] == 1).mean()) if len(repeat_pass) else None,
         "flaky_cases": int(((repeat_pass["mean"] > 0) & (repeat_pass["mean"] < 1)).sum()),
-        "measured_latency_p50_ms": _percentile(uncached["latency_ms"], 0.50),
+        # Completed calls the cache did not serve: the latency a user would wait.
+        "measured_latency_p50_ms": _percentile(measured["latency_ms"], 0.50),
     }
+
+
+def _figures(rows: pd.DataFrame, config_id: str, stats: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The config's statistics figures, computed by the same function when absent."""
+    known = ((stats or {}).get("configs") or {}).get(config_id)
+    if known is not None:
+        return dict(known)
+    from evalgate.stats import config_stats
+
+    try:
+        return config_stats(rows).to_dict()
+    except Exception:  # rows the statistics reject, or a defect (their note says which)
+        unknown: dict[str, Any] = dict.fromkeys(_FIGURES)
+        errors = int(rows["error"].sum())
+        return {
+            **unknown,
+            "n_cases": int(rows["case_id"].nunique()),
+            "n_completed": 0,
+            "n_errors": errors,
+            "error_rate": errors / len(rows) if len(rows) else None,
+            "cache_hits": 0,
+        }
 
 
 def build_report(
@@ -97,6 +126,8 @@ def build_report(
     """
     import pandas as pd
 
+    from evalgate.stats._common import json_safe
+
     results = list(results)
     frame = pd.DataFrame(to_rows(results))
     hashes = {r.suite: r.suite_hash for r in results}
@@ -109,7 +140,11 @@ def build_report(
             ids = [c for c in order if c in by_config] + sorted(
                 str(c) for c in by_config if c not in order
             )
-            configs = {config_id: config_summary(by_config[config_id]) for config_id in ids}
+            stats = (extra or {}).get(str(suite_name), {}).get("stats")
+            configs = {
+                cid: config_summary(by_config[cid], _figures(by_config[cid], cid, stats))
+                for cid in ids
+            }
             cases = suite_rows.drop(columns=["suite", "feature"]).to_dict(orient="records")
             suites[str(suite_name)] = {
                 "feature": features[str(suite_name)],
@@ -119,7 +154,7 @@ def build_report(
                 **dict((extra or {}).get(str(suite_name), {})),
                 "cases": cases,
             }
-    return _clean(
+    return json_safe(
         {
             "version": REPORT_VERSION,
             "run_id": run_id,
@@ -202,7 +237,7 @@ def _stats_lines(stats: Mapping[str, Any] | None) -> list[str]:
             ) + f"; this N shows δ>={_fmt(ni.get('min_detectable_margin'), '.3f')})"
         lines.append(
             f"    {config_id[:20]:<20} Δ {_fmt(delta.get('estimate'), '+.3f')} {ci} "
-            f"N={c.get('n_paired')} p(Δ≠0)={_fmt(p, '.3g')} "
+            f"({ni.get('test')}) N={c.get('n_paired')} p(Δ≠0)={_fmt(p, '.3g')} "
             f"p(NI, Holm)={_fmt(c.get('p_adjusted'), '.3g')} {c.get('verdict')}{plan}"
             f", saves {_fmt(savings, '.0f')}% of cost"
         )

@@ -8,10 +8,13 @@ Conventions (the design's "Statistics" section is the standard):
 
 - a case's score is the mean over its repeats that completed (``error`` False); repeats
   are never counted as cases. A case counts as completed when at least one repeat did.
-- errored calls are counted (``n_errors``, ``error_rate`` = errored calls / calls) but
-  left out of quality, pairing, cost and latency figures;
-- cost and latency describe completed calls; a config's cost is unknown (None) if any of
-  its completed calls has no price;
+- a config's own figures (quality, pass rate, cost, latency) describe its completed
+  calls; errored calls are counted beside them (``n_errors``, ``error_rate`` = errored
+  calls / calls). A config's cost is unknown (None) only if a completed call has no price.
+- in the paired comparison a candidate's errored call is a loss, never dropped: it
+  scores 0, the lowest score (conservative imputation), before repeats are averaged.
+  A case the baseline never completed cannot be paired and is left out of the comparison
+  (imputing the baseline would flatter the candidate); ``n_baseline_missing`` counts them.
 - the score kind is "binary" when every case score (after averaging repeats, all configs)
   is 0 or 1, else "continuous".
 """
@@ -29,7 +32,7 @@ import pandas as pd
 from evalgate.stats._common import Record, Units, derive_seed, finite_or_none, make_units
 from evalgate.stats.noninferiority import (
     NonInferiorityTest,
-    Verdict,
+    NonInferiorityVerdict,
     holm,
     noninferiority_test,
     replanned,
@@ -37,8 +40,9 @@ from evalgate.stats.noninferiority import (
 from evalgate.stats.paired import (
     Interval,
     difference_test,
+    identical_mean_ci,
     mean_ci,
-    paired_delta_ci,
+    proportion_ci,
     ratio_ci,
     resample_blocks,
 )
@@ -67,8 +71,10 @@ class ConfigStats(Record):
         n_cases: distinct cases run.  n_completed: cases with at least one completed call.
         n_calls: calls (items, repeats included).  n_errors: calls that errored.
         error_rate: n_errors / n_calls.
-        quality: mean case score with its 95% interval (bootstrap over cases, resampling
-            groups when cases are clustered; t-interval from 300 units on).
+        quality: mean case score with its 95% interval: Wilson's for binary scores (one
+            0/1 score per case), Clopper-Pearson on the groups when clustered binary
+            scores all pass or all fail, else bootstrap over cases (resampling groups
+            when clustered; t-interval from 300 units on). Never zero-width at 0 or N of N.
         pass_rate: share of completed calls that passed.
         cost_per_case: mean cost of a case (mean over its completed repeats) with its 95%
             interval; None when any completed call has an unknown price.
@@ -103,17 +109,22 @@ class Comparison(Record):
 
     Attributes:
         config_id, baseline: the two configs.
-        n_paired: cases both completed.
-        delta: mean paired difference cand - base with its 95% interval.
+        n_paired: cases in the comparison: the baseline completed them and the candidate
+            was run on them (its errored calls count as losses, see the module docstring).
+        n_imputed: paired cases where some candidate call errored and scored 0.
+        n_baseline_missing: cases the candidate ran but the baseline never completed
+            (left out: nothing to pair with).
+        delta: mean paired difference cand - base with the (1-2α) interval of the
+            non-inferiority test (``method`` names it): the interval the verdict uses.
         sd_delta: sd of the paired differences (NaN under 2 pairs).
         zero_variance: every paired difference is identical (e.g. a cache replaying the
-            baseline); ``delta`` then has zero width, which the verdict does not rely on.
+            baseline); the exact bound then gives the interval, never a zero width.
         p_value, test: two-sided difference test ("mcnemar-exact" for binary scores,
             "wilcoxon-zsplit" for continuous ones).
         discordant: (cases only the candidate passed, cases only the baseline passed) for
             binary scores, else None.
         savings_pct: cost saving vs the baseline in %, 100·(1 - Σcost_cand/Σcost_base)
-            over paired cases, with its 95% interval; None when a cost is unknown.
+            over paired cases both completed, with its 95% interval; None when a cost is unknown.
         latency_p95_ratio: candidate p95 latency / baseline p95 latency.
         noninferiority: the non-inferiority test before multiplicity adjustment.
         p_adjusted: its one-sided p, Holm-adjusted across the suite's candidates.
@@ -127,6 +138,8 @@ class Comparison(Record):
     config_id: str
     baseline: str
     n_paired: int
+    n_imputed: int
+    n_baseline_missing: int
     delta: Interval
     sd_delta: float
     zero_variance: bool
@@ -138,8 +151,8 @@ class Comparison(Record):
     noninferiority: NonInferiorityTest
     p_adjusted: float
     error_flag: bool
-    quality_verdict: Verdict
-    verdict: Verdict
+    quality_verdict: NonInferiorityVerdict
+    verdict: NonInferiorityVerdict
     reason: str
 
 
@@ -178,7 +191,7 @@ class Recommendation(Record):
     """
 
     config_id: str
-    verdict: Verdict
+    verdict: NonInferiorityVerdict
     delta: Interval
     n_paired: int
     p_value: float
@@ -193,12 +206,12 @@ class GateReason(Record):
     """Why one gated config blocks: its verdict and a line a human can read."""
 
     config_id: str
-    verdict: Verdict
+    verdict: NonInferiorityVerdict
     message: str
 
 
 @dataclass(frozen=True, slots=True)
-class Gate(Record):
+class GateOutcome(Record):
     """The PR gate's input: blocking reasons, when the suite gates at all.
 
     Attributes:
@@ -214,8 +227,13 @@ class Gate(Record):
     fail: tuple[GateReason, ...]
     inconclusive: tuple[GateReason, ...]
 
-    def blocks(self, *, inconclusive_blocks: bool = True) -> bool:
-        return bool(self.fail or (inconclusive_blocks and self.inconclusive))
+    def blocking(self, *, inconclusive_blocks: bool = True) -> tuple[GateReason, ...]:
+        """The reasons that block: every FAIL, and every INCONCLUSIVE unless allowed.
+
+        The one home of the gate's blocking rule (the run gate and the stored-baseline
+        comparison both call it).
+        """
+        return self.fail + (self.inconclusive if inconclusive_blocks else ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +263,7 @@ class SuiteAnalysis(Record):
     comparisons: dict[str, Comparison]
     pareto: Pareto
     recommendation: Recommendation | None
-    gate: Gate
+    gate: GateOutcome
     notes: tuple[str, ...]
 
 
@@ -343,6 +361,8 @@ class _Table:
     ok: np.ndarray
     scores: np.ndarray
     costs: np.ndarray
+    imputed: np.ndarray
+    errored: np.ndarray
 
     @classmethod
     def build(cls, rows: pd.DataFrame, order: list[str], cases: np.ndarray, units: Units):
@@ -353,7 +373,13 @@ class _Table:
         shape = (len(cases), len(order))
         scores = _case_means(cells, rows["score"].to_numpy()[ok], shape)
         costs = _case_means(cells, rows["cost_usd"].to_numpy()[ok], shape)
-        return cls(rows, order, cases, units, case_code, config_code, ok, scores, costs)
+        every = (case_code, config_code)
+        imputed = _case_means(every, np.where(ok, rows["score"].to_numpy(), 0.0), shape)
+        errored = np.zeros(shape, dtype=bool)
+        errored[case_code[~ok], config_code[~ok]] = True
+        return cls(
+            rows, order, cases, units, case_code, config_code, ok, scores, costs, imputed, errored
+        )
 
     @property
     def completed(self) -> np.ndarray:
@@ -399,6 +425,19 @@ def _config_stats(t: _Table, j: int, *, seed: int, n_boot: int) -> ConfigStats:
         seed_ = derive_seed(seed, what, cid)
         return mean_ci(matrix[mask, j], t.groups(mask), alpha=_CI_ALPHA, n_boot=n_boot, seed=seed_)
 
+    def quality() -> Interval:
+        # Binary scores: an interval for a proportion, never zero-width at 0 or N of N.
+        scores = t.scores[mask, j]
+        binary = len(scores) > 0 and bool(np.all((scores == 0) | (scores == 1)))
+        if binary and not t.units.clustered:
+            return proportion_ci(int(scores.sum()), len(scores), alpha=_CI_ALPHA)
+        if binary and float(np.ptp(scores)) == 0:
+            n_units = make_units(t.groups(mask), len(scores)).count
+            return replace(
+                identical_mean_ci(float(scores[0]), n_units, alpha=_CI_ALPHA), n=len(scores)
+            )
+        return interval(t.scores, "quality")
+
     return ConfigStats(
         config_id=cid,
         is_baseline=j == 0,
@@ -407,7 +446,7 @@ def _config_stats(t: _Table, j: int, *, seed: int, n_boot: int) -> ConfigStats:
         n_calls=n_calls,
         n_errors=n_errors,
         error_rate=n_errors / n_calls,
-        quality=interval(t.scores, "quality"),
+        quality=quality(),
         pass_rate=float(calls["passed"].mean()) if len(calls) else None,
         cost_per_case=interval(t.costs, "cost") if cost_known else None,
         total_cost_usd=float(calls["cost_usd"].sum()) if cost_known else None,
@@ -418,6 +457,23 @@ def _config_stats(t: _Table, j: int, *, seed: int, n_boot: int) -> ConfigStats:
         cache_hits=int(calls["cached"].sum()),
         saved_usd=float(calls["saved_usd"].sum()),
     )
+
+
+def config_stats(df: pd.DataFrame, *, seed: int = 0, n_boot: int = 2000) -> ConfigStats:
+    """:class:`ConfigStats` of one config's rows alone (all rows share one config_id).
+
+    The same function :func:`analyze_suite` uses per config, so the report's per-config
+    figures agree with the statistics' when a suite has no analysis (e.g. its baseline
+    was not run). Raises ValueError as :func:`analyze_suite` does on bad rows.
+    """
+    rows = _normalise(df)
+    order = list(dict.fromkeys(rows["config_id"]))
+    if len(order) != 1:
+        raise ValueError(f"config_stats needs the rows of one config (got {order})")
+    cases = np.sort(rows["case_id"].unique())
+    units, _ = _case_units(rows, cases)
+    table = _Table.build(rows, order, cases, units)
+    return _config_stats(table, 0, seed=seed, n_boot=n_boot)
 
 
 def _compare(
@@ -433,17 +489,20 @@ def _compare(
     """Candidate ``j`` against the baseline; the verdict fields wait for Holm (_decide)."""
     cid, baseline = t.order[j], t.order[0]
     cand, base = configs[cid], configs[baseline]
-    pair = t.completed[:, 0] & t.completed[:, j]
-    d = t.scores[pair, j] - t.scores[pair, 0]
+    ran = ~np.isnan(t.imputed[:, j])
+    pair = t.completed[:, 0] & ran
+    d = t.imputed[pair, j] - t.scores[pair, 0]
     groups = t.groups(pair)
-    binary = t.binary
+    # An errored repeat scored 0 can make a binary suite's case mean 0.5: not a 0/1 pair.
+    binary = t.binary and bool(np.all(np.isin(d, (-1.0, 0.0, 1.0))))
     p_value, test = difference_test(d, binary=binary)
     savings = None
     if cand.cost_per_case is not None and base.cost_per_case is not None:
+        costed = pair & t.completed[:, j]  # an errored case has no cost to compare
         ratio = ratio_ci(
-            t.costs[pair, j],
-            t.costs[pair, 0],
-            groups,
+            t.costs[costed, j],
+            t.costs[costed, 0],
+            t.groups(costed),
             alpha=_CI_ALPHA,
             n_boot=n_boot,
             seed=derive_seed(seed, "savings", cid),
@@ -458,13 +517,28 @@ def _compare(
     lat_ratio = None
     if p95_cand and p95_base and p95_cand.estimate is not None and p95_base.estimate:
         lat_ratio = finite_or_none(p95_cand.estimate / p95_base.estimate)
-    ni = noninferiority_test(d, margin=margin, alpha=alpha, binary=binary, groups=groups)
+    ni = noninferiority_test(
+        d,
+        margin=margin,
+        alpha=alpha,
+        binary=binary,
+        groups=groups,
+        seed=derive_seed(seed, "noninferiority", cid),
+    )
     return Comparison(
         config_id=cid,
         baseline=baseline,
         n_paired=int(pair.sum()),
-        delta=paired_delta_ci(
-            d, groups, alpha=_CI_ALPHA, n_boot=n_boot, seed=derive_seed(seed, "delta", cid)
+        n_imputed=int((pair & t.errored[:, j]).sum()),
+        n_baseline_missing=int((ran & ~t.completed[:, 0]).sum()),
+        delta=Interval(
+            estimate=float(d.mean()) if len(d) else math.nan,
+            low=ni.lower,
+            high=ni.upper,
+            level=1 - 2 * alpha,
+            method=ni.test,
+            n=ni.n,
+            n_units=ni.n_units,
         ),
         sd_delta=float(d.std(ddof=1)) if len(d) > 1 else math.nan,
         zero_variance=ni.identical,
@@ -478,8 +552,8 @@ def _compare(
         error_flag=(
             cand.error_rate > base.error_rate + ERROR_EXCESS or cand.error_rate > ERROR_MAX
         ),
-        quality_verdict=Verdict.INCONCLUSIVE,
-        verdict=Verdict.INCONCLUSIVE,
+        quality_verdict=NonInferiorityVerdict.INCONCLUSIVE,
+        verdict=NonInferiorityVerdict.INCONCLUSIVE,
         reason="",
     )
 
@@ -502,7 +576,7 @@ def _decide(
         noninferiority=ni,
         p_adjusted=p_adjusted,
         quality_verdict=quality,
-        verdict=Verdict.FAIL if comp.error_flag else quality,
+        verdict=NonInferiorityVerdict.FAIL if comp.error_flag else quality,
     )
     return replace(decided, reason=_reason(decided, configs, family))
 
@@ -519,6 +593,8 @@ def _reason(c: Comparison, configs: dict[str, ConfigStats], family: int = 1) -> 
     margin, alpha = ni.margin, ni.alpha
     level = f"{1 - 2 * alpha:.0%}"
     facts = f"Δ={_f(c.delta.estimate)}, {ni.test}, N={ni.n}"
+    if c.n_imputed:
+        facts += f", {c.n_imputed} case(s) with a candidate error scored 0"
     if c.error_flag:
         cand, base = configs[c.config_id].error_rate, configs[c.baseline].error_rate
         return (
@@ -527,12 +603,12 @@ def _reason(c: Comparison, configs: dict[str, ConfigStats], family: int = 1) -> 
         )
     if ni.n == 0:
         return "INCONCLUSIVE: no case completed by both the candidate and the baseline"
-    if c.quality_verdict is Verdict.PASS:
+    if c.quality_verdict is NonInferiorityVerdict.PASS:
         return (
             f"PASS: {level} lower bound {_f(ni.lower)} > -δ={-margin:.3f} "
             f"({facts}, Holm p={_f(c.p_adjusted, '.3g')})"
         )
-    if c.quality_verdict is Verdict.FAIL:
+    if c.quality_verdict is NonInferiorityVerdict.FAIL:
         return f"FAIL: {level} upper bound {_f(ni.upper)} < -δ={-margin:.3f} ({facts})"
     extra = ""
     if ni.p_value < alpha:
@@ -622,6 +698,12 @@ def analyze_suite(
         for c, p in zip(preliminary, adjusted, strict=True)
     }
     notes += [
+        f"{c.config_id}: {c.n_baseline_missing} case(s) left out of the comparison: the "
+        "baseline errored on every call of them"
+        for c in comparisons.values()
+        if c.n_baseline_missing
+    ]
+    notes += [
         f"{c.config_id}: every paired difference is identical ({_f(c.delta.estimate)}); its "
         "verdict uses the exact bound for identical outcomes, not the zero-width interval"
         for c in comparisons.values()
@@ -631,7 +713,7 @@ def analyze_suite(
     recommendation = _recommend(configs, comparisons, slo, margin, baseline)
     if recommendation is None:
         why = "no candidate passes non-inferiority"
-        if slo and any(c.verdict is Verdict.PASS for c in comparisons.values()):
+        if slo and any(c.verdict is NonInferiorityVerdict.PASS for c in comparisons.values()):
             why = "no candidate that passes non-inferiority meets the SLOs"
         notes.append(f"no recommendation: {why} at δ={margin} (Holm-adjusted α={alpha})")
     gate = _gate(comparisons, baseline, order[1:], gated, force_gate, n_baseline)
@@ -662,7 +744,7 @@ def _gate(
     gated: Collection[str] | None,
     force_gate: bool,
     n_baseline: int,
-) -> Gate:
+) -> GateOutcome:
     gating = force_gate or n_baseline >= MIN_GATE_CASES
     if force_gate:
         note = "gating (forced)"
@@ -683,12 +765,12 @@ def _gate(
             comp = comparisons.get(cid)
             if comp is None:
                 message = f"{cid}: no results in this suite"
-                inconclusive.append(GateReason(cid, Verdict.INCONCLUSIVE, message))
-            elif comp.verdict is Verdict.FAIL:
+                inconclusive.append(GateReason(cid, NonInferiorityVerdict.INCONCLUSIVE, message))
+            elif comp.verdict is NonInferiorityVerdict.FAIL:
                 fail.append(GateReason(cid, comp.verdict, f"{cid}: {comp.reason}"))
-            elif comp.verdict is Verdict.INCONCLUSIVE:
+            elif comp.verdict is NonInferiorityVerdict.INCONCLUSIVE:
                 inconclusive.append(GateReason(cid, comp.verdict, f"{cid}: {comp.reason}"))
-    return Gate(gating, note, tuple(fail), tuple(inconclusive))
+    return GateOutcome(gating, note, tuple(fail), tuple(inconclusive))
 
 
 def _recommend(
@@ -712,7 +794,7 @@ def _recommend(
     def meets(cid: str) -> bool:
         return within(p95(cid), "p95_latency_ms") and within(cost(cid), "cost_per_case")
 
-    passing = [cid for cid, c in comparisons.items() if c.verdict is Verdict.PASS]
+    passing = [cid for cid, c in comparisons.items() if c.verdict is NonInferiorityVerdict.PASS]
     qualifying = [cid for cid in passing if meets(cid)]
     if not qualifying:
         return None

@@ -1,36 +1,66 @@
 """Non-inferiority of a candidate against the baseline, at margin δ and level α.
 
 H0: Δ <= -δ (the candidate loses at least the margin) against H1: Δ > -δ, where
-Δ = E[cand - base] over cases. Three outcomes (:class:`Verdict`):
+Δ = E[cand - base] over cases. Three outcomes (:class:`NonInferiorityVerdict`):
 
 - PASS: the one-sided p of H0 (Holm-adjusted across a suite's candidates) is below α,
   i.e. the lower bound of the (1-2α) interval of Δ lies above -δ;
 - FAIL: the upper bound of that interval lies below -δ (the loss exceeds the margin);
 - INCONCLUSIVE: neither; the report then says how many cases would settle it.
 
-Tests: Tango's score test for binary scores (paired proportions), the paired t-test on
-d + δ for continuous ones, a cluster-robust t when cases are grouped, and an exact,
-distribution-free bound when every paired difference is identical (see
-:func:`identical_noninferiority`).
+Which test (chosen by the kind of data, never by the outcome; compared by simulation in
+``benchmarks/gate_validity.py``):
+
+- every paired difference identical: an exact, distribution-free bound
+  (:func:`identical_noninferiority`);
+- binary scores, one unit per case: Tango's score test. Where its exact size at this n,
+  δ and α (:func:`tango_exact_size`, the trinomial law summed over the PASS region,
+  worst case over the nuisance) exceeds α + :data:`TANGO_SIZE_SLACK` (rare one-directional
+  discordance: few discordant pairs), tables with fewer than
+  :data:`TANGO_MIN_DISCORDANT` discordant pairs get an exact binomial test instead
+  (:func:`exact_binomial_noninferiority`);
+- everything else (continuous scores, case means over repeats, groups, binary scores
+  with few discordant pairs): the betting test of :mod:`evalgate.stats.betting` on the
+  independent units (case differences, or per-group mean differences), valid at every n
+  for every distribution on [-1, 1]. Not the paired t: when a lever breaks a few cases
+  badly and leaves the rest alone, the t-test's false-PASS rate reaches 2-3x α at the
+  sizes eval suites have.
+
+The verdict, the interval and the planning figures of a comparison all come from its one
+test.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import optimize, stats
+from scipy.special import gammaln
 
+from evalgate.stats import betting
 from evalgate.stats._common import Record, make_units
 from evalgate.stats.paired import GroupLabels
 
 POWER = 0.8
+TANGO_MIN_DISCORDANT = 5
+"""Where Tango's size fails, tables with fewer discordant pairs use the exact binomial
+test. Tango's exact size (n 30-1000, δ 0.02-0.10) with one-directional discordance
+reached 0.058 (n = 300, δ = 0.02; n = 100, δ = 0.1), all of the excess from tables with
+fewer than 5 discordant pairs; from 5 on its largest exact size was 0.0525."""
+TANGO_SIZE_SLACK = 0.005
+"""Tango is used on every table while its exact size stays within α + this."""
+TANGO_EXACT_MAX_N = 1000
+"""Above this many pairs the exact size is not enumerated: every pair count the fallback
+matters for (n·δ small, δ >= 0.01) lies below it; larger tables keep Tango's asymptotic
+size (exact size at 1000 pairs: 0.050 for δ = 0.02, 0.053 for δ = 0.05)."""
 
 
-class Verdict(enum.StrEnum):
+class NonInferiorityVerdict(enum.StrEnum):
     """Outcome of a non-inferiority test; its value is the string the reports show."""
 
     PASS = "PASS"
@@ -43,17 +73,21 @@ class NonInferiorityTest(Record):
     """One candidate's non-inferiority test (before any multiplicity adjustment).
 
     Attributes:
-        test: ``"tango"``, ``"paired-t"``, ``"cluster-t"``, ``"exact-identical"`` (every
-            paired difference identical), or ``"none"`` (fewer pairs than the test needs).
+        test: ``"tango"``, ``"exact-binomial"`` (binary, few discordant pairs where
+            Tango's size fails), ``"betting"`` (on case differences), ``"cluster-betting"``
+            (on per-group mean differences), ``"exact-identical"`` (every paired difference
+            identical), or ``"none"`` (no pair).
         margin, alpha: δ and α.
         n: paired cases.  n_units: independent units (groups when clustered).
-        statistic: Tango's z or the t statistic (NaN for the exact test).
+        statistic: Tango's z; the betting test's log capital at -δ (PASS above
+            log(1/α)); the baseline-only wins for the exact binomial test; NaN for the
+            exact-identical test.
         p_value: one-sided p of H0: Δ <= -δ (small -> PASS).
         p_worse: one-sided p of H0': Δ >= -δ (small -> FAIL).
         lower, upper: the (1-2α) two-sided interval of Δ that the same test gives
             (Tango: score-test inversion; exact-identical: the exact bound).
-        sd: sd of the paired differences used for planning (clustered: se·sqrt(n), i.e.
-            including the design effect).
+        sd: sd of the paired differences (betting: of the units it bets on) used for
+            planning.
         identical: every paired difference is the same value.
         n_needed: cases for 80% power at this sd if the true Δ is 0 (exact-identical: cases
             for the exact bound to pass if the outputs stay identical).
@@ -76,14 +110,14 @@ class NonInferiorityTest(Record):
     n_needed: int | None
     min_detectable_margin: float | None
 
-    def verdict(self, p_adjusted: float | None = None) -> Verdict:
+    def verdict(self, p_adjusted: float | None = None) -> NonInferiorityVerdict:
         """PASS if the (adjusted) p < α; FAIL if the upper bound < -δ; else INCONCLUSIVE."""
         p = self.p_value if p_adjusted is None else p_adjusted
         if p < self.alpha:
-            return Verdict.PASS
+            return NonInferiorityVerdict.PASS
         if self.upper < -self.margin:
-            return Verdict.FAIL
-        return Verdict.INCONCLUSIVE
+            return NonInferiorityVerdict.FAIL
+        return NonInferiorityVerdict.INCONCLUSIVE
 
 
 def _z_sum(alpha: float, power: float = POWER) -> float:
@@ -91,9 +125,10 @@ def _z_sum(alpha: float, power: float = POWER) -> float:
 
 
 def n_needed(sd: float, margin: float, *, alpha: float = 0.05, power: float = POWER) -> int | None:
-    """Cases for ``power`` to show non-inferiority at ``margin`` when the true Δ is 0.
-
-    ((z_{1-α} + z_power) · sd / δ)², rounded up; None when sd is unknown (NaN).
+    """Cases for ``power`` to show non-inferiority at ``margin`` when the true Δ is 0,
+    by the normal approximation: ((z_{1-α} + z_power) · sd / δ)², rounded up; None when
+    sd is unknown (NaN). The paired t's planning, kept as the reference the benchmark
+    compares with; the gate plans with its own test (:func:`_planning`).
     """
     if not math.isfinite(sd) or margin <= 0:
         return None
@@ -239,6 +274,65 @@ def tango_interval(b: int, c: int, n: int, *, level: float = 0.90) -> tuple[floa
     return root(z, -1.0), root(-z, 1.0)
 
 
+@functools.lru_cache(maxsize=64)
+def tango_exact_size(n: int, margin: float, alpha: float) -> float:
+    """Tango's false-PASS probability at n pairs, worst case over the nuisance parameter.
+
+    Sums the trinomial law of (b, c) over Tango's PASS region at the boundary
+    p01 = p10 + δ, for p10 from 0 to (1 - δ)/2 on a grid dense near 0 (where the size
+    fails: rare, one-directional discordance). Tables with no discordant pair are left
+    out (the exact identical bound decides them). Above :data:`TANGO_EXACT_MAX_N` pairs:
+    α (asymptotic).
+    """
+    if n > TANGO_EXACT_MAX_N or n < 1:
+        return alpha
+    counts = np.arange(n + 1)
+    b = np.repeat(counts, n + 1 - counts)  # every table with b + c <= n
+    c = np.concatenate([counts[: n + 1 - k] for k in counts])
+    passes = (stats.norm.sf(tango_statistic(b, c, n, margin)) < alpha) & (b + c > 0)
+    b, c = b[passes].astype(float), c[passes].astype(float)
+    if len(b) == 0:
+        return 0.0
+    rest = n - b - c
+    log_choose = gammaln(n + 1) - gammaln(b + 1) - gammaln(c + 1) - gammaln(rest + 1)
+    top = (1 - margin) / 2
+    p10 = np.r_[0.0, np.geomspace(1e-5, top - 1e-9, 40)][:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_p = (
+            log_choose
+            + np.where(b > 0, b * np.log(p10), 0.0)
+            + c * np.log(p10 + margin)
+            + np.where(rest > 0, rest * np.log(1 - 2 * p10 - margin), 0.0)
+        )
+    return float(np.exp(log_p).sum(axis=1).max())
+
+
+def tango_size_holds(n: int, margin: float, alpha: float) -> bool:
+    """Whether Tango's exact size at (n, δ, α) stays within α + :data:`TANGO_SIZE_SLACK`."""
+    return tango_exact_size(int(n), round(float(margin), 12), float(alpha)) <= (
+        alpha + TANGO_SIZE_SLACK
+    )
+
+
+def exact_binomial_noninferiority(
+    b: int, c: int, n: int, margin: float, *, alpha: float = 0.05
+) -> tuple[float, float, float, float]:
+    """(p, p_worse, lower, upper): exact test from the baseline-only wins c alone.
+
+    Under H0 (p_cand - p_base <= -δ) the chance that a pair is a baseline-only win is
+    p01 >= δ + p10 >= δ, so P(C <= c) <= BinomCDF(c; n, δ): an exact p that holds for
+    every nuisance value, conservative when the candidate also wins some pairs alone
+    (b is ignored). Its lower bound of Δ is minus the Clopper-Pearson upper bound of p01;
+    its upper bound is the Clopper-Pearson upper bound of p10 (Δ <= p10), which with so
+    few discordant pairs never reaches below -δ (p_worse is then 1).
+    """
+    p = float(stats.binom.cdf(c, n, margin))
+    p01_high = 1.0 if c >= n else float(stats.beta.ppf(1 - alpha, c + 1, n - c))
+    p10_high = 1.0 if b >= n else float(stats.beta.ppf(1 - alpha, b + 1, n - b))
+    upper = p10_high
+    return p, (1.0 if upper >= -margin else 0.0), -p01_high, upper
+
+
 # --- identical differences ---------------------------------------------------------------
 
 
@@ -290,21 +384,29 @@ def _planning(
     margin: float,
     alpha: float,
 ) -> tuple[int | None, float | None]:
-    """(n_needed, min_detectable_margin) at level ``alpha``.
+    """(n_needed, min_detectable_margin) at level ``alpha``, for the test that was run.
 
     ``value`` is the mean paired difference (the identical one when ``identical``). For
     Tango's test the discordance is recovered from the sd of the 0/±1 differences:
-    Var(d) = ψ - Δ², so ψ = sd²·(n-1)/n + Δ².
+    Var(d) = ψ - Δ², so ψ = sd²·(n-1)/n + Δ². For the betting test the figures come from
+    its own power (:func:`evalgate.stats.betting.power`) at the units' sd; with groups the
+    units needed are scaled back to cases by the cases per group.
     """
     if identical:
         return _identical_planning(value, n_units, margin, alpha)
-    if test == "tango" and n > 1 and math.isfinite(sd):
+    # The exact binomial test stands in for Tango only at few discordant pairs; the cases
+    # it takes to settle the question are where Tango's test decides again.
+    if test in ("tango", "exact-binomial") and n > 1 and math.isfinite(sd):
         psi = min(1.0, sd**2 * (n - 1) / n + value**2)
         return (
             tango_n_needed(psi, margin, alpha=alpha),
             tango_min_detectable_margin(psi, n, alpha=alpha),
         )
-    return n_needed(sd, margin, alpha=alpha), min_detectable_margin(sd, n, alpha=alpha)
+    if test in ("betting", "cluster-betting") and n_units > 1:
+        units = betting.n_needed(sd, margin, alpha=alpha)
+        needed = None if units is None else math.ceil(units * n / n_units)
+        return needed, betting.min_detectable_margin(sd, n_units, alpha=alpha)
+    return None, None
 
 
 def replanned(test: NonInferiorityTest, alpha: float, value: float) -> NonInferiorityTest:
@@ -388,6 +490,38 @@ def paired_t_noninferiority(
     return float(t), float(stats.t.sf(t, df))
 
 
+def _unit_differences(d: np.ndarray, groups: GroupLabels) -> tuple[np.ndarray, bool]:
+    """The independent units' differences: each case's, or each group's mean."""
+    units = make_units(groups, len(d))
+    if not units.clustered:
+        return d, False
+    sizes = units.totals(np.ones(len(d)))
+    return units.totals(d) / sizes, True
+
+
+def betting_noninferiority(
+    d: Sequence[float] | np.ndarray,
+    margin: float,
+    *,
+    alpha: float = 0.05,
+    groups: GroupLabels = None,
+    seed: int = 0,
+) -> tuple[float, float, float, float, float]:
+    """(log capital at -δ, p, p_worse, lower, upper) of the betting test on the units.
+
+    The units are the case differences, or with ``groups`` each group's mean difference
+    (cases of a group are not independent). ``lower``/``upper`` are one-sided (1-α)
+    bounds, so p < α exactly when lower > -δ and p_worse < α when upper < -δ.
+    """
+    values, _ = _unit_differences(np.asarray(d, dtype=float), groups)
+    if not np.all((values >= -1 - 1e-9) & (values <= 1 + 1e-9)):
+        raise ValueError("paired differences must lie in [-1, 1] (scores in [0, 1])")
+    values = np.clip(values, -1.0, 1.0)  # rounding of case means, nothing more
+    p, p_worse = betting.difference_p_values(values, margin, alpha=alpha, seed=seed)
+    lower, upper = betting.difference_bounds(values, alpha=alpha, seed=seed)
+    return math.log(1 / p) if p > 0 else math.inf, p, p_worse, lower, upper
+
+
 def noninferiority_test(
     d: Sequence[float] | np.ndarray,
     *,
@@ -395,12 +529,15 @@ def noninferiority_test(
     alpha: float = 0.05,
     binary: bool = False,
     groups: GroupLabels = None,
+    seed: int = 0,
 ) -> NonInferiorityTest:
     """Non-inferiority of paired differences d = cand - base at margin δ and level α.
 
-    Chooses the test: exact bound when every difference is identical; Tango's score test
-    for binary scores without clustering; otherwise the paired t on d + δ (cluster-robust
-    with groups: Tango assumes independent pairs, which grouped cases are not).
+    Chooses the test by the kind of data (see the module docstring): the exact bound when
+    every difference is identical; for binary scores with one unit per case Tango's score
+    test, or the exact binomial test for a table with few discordant pairs where Tango's
+    size fails; otherwise the betting test on case (or group) differences, valid at every
+    n. ``seed`` fixes the betting test's random orders.
     """
     if not 0 < margin < 1:
         raise ValueError(f"margin must be in (0, 1) (got {margin!r})")
@@ -411,31 +548,36 @@ def noninferiority_test(
     units = make_units(groups, n)
     nan = math.nan
     identical = _all_identical(d)
+    b, c = int(np.sum(d > 0)), int(np.sum(d < 0))
+    value = float(d.mean()) if n else nan
     if n == 0:
         test, statistic, p, p_worse, lower, upper, sd = "none", nan, nan, nan, nan, nan, nan
     elif identical:
         value = float(d[0])
         test, statistic, sd = "exact-identical", nan, 0.0
         p, p_worse, lower, upper = identical_noninferiority(value, units.count, margin, alpha=alpha)
+    elif (
+        binary
+        and not units.clustered
+        and b + c < TANGO_MIN_DISCORDANT
+        and not tango_size_holds(n, margin, alpha)
+    ):
+        test, statistic, sd = "exact-binomial", float(c), float(d.std(ddof=1))
+        p, p_worse, lower, upper = exact_binomial_noninferiority(b, c, n, margin, alpha=alpha)
     elif binary and not units.clustered:
-        b, c = int(np.sum(d > 0)), int(np.sum(d < 0))
         test, statistic = "tango", float(tango_statistic(b, c, n, margin))
         p, p_worse = float(stats.norm.sf(statistic)), float(stats.norm.cdf(statistic))
         lower, upper = tango_interval(b, c, n, level=1 - 2 * alpha)
         sd = float(d.std(ddof=1)) if n > 1 else nan
     else:
-        test = "cluster-t" if units.clustered else "paired-t"
-        mean, se, df, _ = _t_parts(d, groups)
-        if df < 1 or not se > 0:
-            statistic, p, p_worse, lower, upper, sd = nan, nan, nan, nan, nan, nan
-        else:
-            statistic = (mean + margin) / se
-            p, p_worse = float(stats.t.sf(statistic, df)), float(stats.t.cdf(statistic, df))
-            half = float(stats.t.ppf(1 - alpha, df)) * se
-            lower, upper, sd = mean - half, mean + half, se * math.sqrt(n)
-    needed, mdm = _planning(
-        test, identical, float(d.mean()) if n else nan, sd, n, units.count, margin, alpha
-    )
+        test = "cluster-betting" if units.clustered else "betting"
+        statistic, p, p_worse, lower, upper = betting_noninferiority(
+            d, margin, alpha=alpha, groups=groups, seed=seed
+        )
+        unit_values, _ = _unit_differences(d, groups)
+        value = float(unit_values.mean())
+        sd = float(unit_values.std(ddof=1)) if len(unit_values) > 1 else nan
+    needed, mdm = _planning(test, identical, value, sd, n, units.count, margin, alpha)
     return NonInferiorityTest(
         test=test,
         margin=margin,

@@ -36,9 +36,10 @@ class Interval(Record):
         estimate: the point estimate (NaN when there is no data).
         low, high: the interval's bounds.
         level: its confidence level (0.95 for a 95% interval).
-        method: ``"t"`` / ``"cluster-t"`` (analytic; delta method for a ratio) or
+        method: ``"t"`` / ``"cluster-t"`` (analytic; delta method for a ratio),
             ``"bootstrap"`` / ``"cluster-bootstrap"`` (percentile, resampling cases or groups),
-            ``"none"`` without data.
+            ``"wilson"`` / ``"clopper-pearson"`` (proportions), the non-inferiority test's
+            name for a comparison's Δ (its (1-2α) interval), or ``"none"`` without data.
         n: observations (cases) used.
         n_units: independent resampling units (groups when clustered, else cases).
     """
@@ -215,6 +216,38 @@ def mean_ci(
     return ratio_ci(
         x, np.ones_like(x), groups, alpha=alpha, n_boot=n_boot, seed=seed, method=method
     )
+
+
+def proportion_ci(successes: int, n: int, *, alpha: float = 0.05) -> Interval:
+    """Wilson score interval of a proportion (one 0/1 score per independent case).
+
+    Never zero-width: 102 passes of 102 give [0.964, 1.000], where a t or bootstrap
+    interval of identical scores would claim [1.000, 1.000]. Its coverage stays near the
+    nominal level at small n and near 0 or 1, where the Wald interval's collapses.
+    """
+    _check_alpha(alpha)
+    if n <= 0:
+        return Interval(np.nan, np.nan, np.nan, 1 - alpha, "none", 0, 0)
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    p = successes / n
+    scale = 1 + z**2 / n
+    center = (p + z**2 / (2 * n)) / scale
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / scale
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    high = 1.0 if successes == n else min(1.0, center + half)
+    return Interval(p, float(low), float(high), 1 - alpha, "wilson", n, n)
+
+
+def identical_mean_ci(value: float, n_units: int, *, alpha: float = 0.05) -> Interval:
+    """Interval of the mean of scores in [0, 1] that were all ``value`` (0 or 1) over
+    ``n_units`` independent units (groups when clustered): the exact Clopper-Pearson
+    bound on the units, e.g. all pass -> [(α/2)^(1/G), 1]."""
+    _check_alpha(alpha)
+    if n_units <= 0:
+        return Interval(np.nan, np.nan, np.nan, 1 - alpha, "none", 0, 0)
+    edge = (alpha / 2) ** (1 / n_units)
+    low, high = (edge, 1.0) if value >= 1 else (0.0, 1 - edge)
+    return Interval(float(value), low, high, 1 - alpha, "clopper-pearson", n_units, n_units)
 
 
 def paired_delta_ci(

@@ -135,3 +135,44 @@ def test_pr_check_against_a_stored_main_run(tmp_path, fake_server, key) -> None:
     vs = report(tmp_path)["suites"]["gated"]["stats"]["vs_stored"]
     assert vs["new_cases"] == [f"new{i}" for i in range(5)] and vs["suite_hash_changed"]
     assert vs["configs"]["same"]["verdict"] == "PASS"
+
+
+@pytest.mark.parametrize(
+    "stored, says",
+    [
+        ({"suites": {"gated": {"cases": [{"case": "q1"}]}}}, "suites.gated.cases[0] lacks"),
+        ({"suites": ["gated"]}, "not an evalgate.json report: no 'suites' mapping"),
+        ([1, 2], "not an evalgate.json report"),
+    ],
+)
+def test_stored_baseline_of_the_wrong_shape_is_one_line(
+    tmp_path, fake_server, key, stored, says
+) -> None:
+    (tmp_path / "s.yaml").write_text(gate_suite(fake_server.base_url, key, 20))
+    path = tmp_path / "main.json"
+    path.write_text(json.dumps(stored))
+    proc = run_pytest(tmp_path, "--evalgate-baseline", str(path))
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "KeyError" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    assert f"blocked: --evalgate-baseline {path}: {says}" in proc.stdout
+    assert report(tmp_path)["suites"]["gated"]["configs"]["base"]["n_cases"] == 20
+
+
+def test_a_defect_in_one_suites_analysis_leaves_the_report_intact(
+    tmp_path, fake_server, key
+) -> None:
+    (tmp_path / "s.yaml").write_text(gate_suite(fake_server.base_url, key, 20))
+    # A defect (not a ValueError) inside the statistics of this suite.
+    (tmp_path / "conftest.py").write_text(
+        "import evalgate.stats\n"
+        "def _broken(*args, **kwargs):\n"
+        "    raise ZeroDivisionError('injected')\n"
+        "evalgate.stats.analyze_suite = _broken\n"
+    )
+    proc = run_pytest(tmp_path, "--evalgate-gate", "all", "--evalgate-force-gate")
+    assert "INTERNALERROR" not in proc.stdout + proc.stderr
+    assert "note: gated: statistics failed (ZeroDivisionError: injected)" in proc.stdout
+    assert proc.returncode == 1
+    document = report(tmp_path)
+    assert document["suites"]["gated"]["configs"]["worse"]["n_items"] == 20
+    assert (tmp_path / "reports" / "summary.md").exists()

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evalgate.stats import SuiteAnalysis, Verdict, analyze_suite, holm
+from evalgate.stats import NonInferiorityVerdict as Verdict
+from evalgate.stats import SuiteAnalysis, analyze_suite, holm
 from evalgate.stats.simulate import SyntheticConfig, synthetic_results
 
 FAST = {"n_boot": 500, "n_frontier_boot": 200}
@@ -114,7 +115,7 @@ def test_same_seed_same_numbers_and_row_order_does_not_matter():
     shuffled = df.sample(frac=1.0, random_state=0)
     assert analyze_suite(shuffled, baseline="b", seed=5, **FAST).to_dict() == first
     other = analyze_suite(df, baseline="b", seed=6, **FAST).to_dict()
-    assert other["comparisons"]["c"]["delta"] != first["comparisons"]["c"]["delta"]
+    assert other["configs"]["c"]["cost_per_case"] != first["configs"]["c"]["cost_per_case"]
 
 
 def test_adding_a_config_leaves_the_others_numbers_alone():
@@ -133,7 +134,7 @@ def test_continuous_scores_use_wilcoxon_and_paired_t():
     a = analyze_suite(df, baseline="b", **FAST)
     assert a.score_kind == "continuous"
     assert a.comparisons["c"].test == "wilcoxon-zsplit"
-    assert a.comparisons["c"].noninferiority.test == "paired-t"
+    assert a.comparisons["c"].noninferiority.test == "betting"
     assert a.comparisons["c"].verdict is Verdict.PASS
 
 
@@ -154,7 +155,8 @@ def test_config_with_all_errors():
     stats_ = a.configs["broken"]
     assert (stats_.n_calls, stats_.n_errors, stats_.n_completed) == (n, n, 0)
     assert stats_.error_rate == 1.0 and stats_.latency_p95 is None and stats_.cost_per_case is None
-    assert broken.n_paired == 0 and broken.error_flag
+    assert broken.n_paired == n and broken.n_imputed == n and broken.error_flag
+    assert broken.quality_verdict is Verdict.FAIL  # every errored case is a loss
     assert broken.verdict is Verdict.FAIL and "error rate" in broken.reason
     assert [r.config_id for r in a.gate.fail] == ["broken"]
     assert a.recommendation is None
@@ -173,39 +175,78 @@ def test_baseline_with_all_errors_compares_nothing_and_does_not_gate():
     json.dumps(a.to_dict(), allow_nan=False)
 
 
-def test_binary_quality_interval_agrees_with_the_normal_proportion_interval():
+def test_binary_quality_interval_is_wilsons():
     from statsmodels.stats.proportion import proportion_confint
 
     scores = binary(400, 0.85, 4)
     a = analyze_suite(rows({"b": scores}), baseline="b", **FAST)
     quality = a.configs["b"].quality
-    low, high = proportion_confint(int(scores.sum()), 400, alpha=0.05, method="normal")
-    assert quality.method == "t"  # the t-interval of a 0/1 mean: Wald up to n/(n-1) and t/z
-    assert (quality.low, quality.high) == (
-        pytest.approx(low, abs=5e-4),
-        pytest.approx(high, abs=5e-4),
-    )
+    low, high = proportion_confint(int(scores.sum()), 400, alpha=0.05, method="wilson")
+    assert quality.method == "wilson"
+    assert (quality.low, quality.high) == (pytest.approx(low), pytest.approx(high))
 
 
-def test_errors_are_left_out_of_pairing_and_flag_error_heavy_candidates():
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_all_pass_and_all_fail_never_get_a_zero_width_interval(repeats):
+    df = rows({"b": np.ones(102), "c": np.zeros(102)}, repeats=repeats)
+    a = analyze_suite(df, baseline="b", **FAST)
+    best, worst = a.configs["b"].quality, a.configs["c"].quality
+    assert (round(best.low, 3), best.high) == (0.964, 1.0)  # Wilson, 102 of 102
+    assert (worst.low, round(worst.high, 3)) == (0.0, 0.036)
+    groups = np.repeat([f"g{i}" for i in range(34)], 3)
+    clustered = analyze_suite(rows({"b": np.ones(102)}, groups=groups), baseline="b", **FAST)
+    quality = clustered.configs["b"].quality
+    assert quality.method == "clopper-pearson" and quality.n_units == 34
+    assert quality.low == pytest.approx(0.025 ** (1 / 34)) and quality.high == 1.0
+
+
+def test_candidate_errors_count_as_losses_and_flag_error_heavy_candidates():
     n = 200
     errors = np.zeros(n, bool)
     errors[:30] = True  # 15% errors
-    base = binary(n, 0.85, 1)
+    base = np.ones(n)
     a = analyze_suite(
         rows({"b": base, "c": base.copy()}, errors={"c": errors}), baseline="b", **FAST
     )
     c = a.comparisons["c"]
-    assert c.n_paired == n - 30
+    # Identical on the 170 it answered; dropping the 30 errors would make that a PASS.
+    assert c.n_paired == n and c.n_imputed == 30
+    assert c.delta.estimate == pytest.approx(-30 / n)
+    assert c.quality_verdict is Verdict.FAIL and "30 case(s) with a candidate error" in c.reason
     assert c.error_flag and c.verdict is Verdict.FAIL
-    assert c.quality_verdict is Verdict.PASS  # identical on the 170 it answered
+    assert a.configs["c"].quality.estimate == 1.0 and a.configs["c"].n_errors == 30
+
+
+def test_an_errored_repeat_is_a_partial_loss_of_its_case():
+    n = 150
+    df = rows({"b": np.ones(n), "c": np.ones(n)}, repeats=2)
+    first = (df.config_id == "c") & (df.case_id == df.case_id.iloc[0]) & (df.repeat == 0)
+    df.loc[first, "error"] = True  # one repeat of one case
+    c = analyze_suite(df, baseline="b", **FAST).comparisons["c"]
+    assert c.n_imputed == 1 and c.delta.estimate == pytest.approx(-0.5 / n)
+    assert c.noninferiority.test == "betting" and c.discordant is None  # d = -0.5 is not 0/1
+
+
+def test_a_few_candidate_errors_cost_a_pass_and_baseline_errors_leave_the_case_out():
+    n = 300
+    base = np.ones(n)
+    few = np.zeros(n, bool)
+    few[:6] = True  # 2%: below the error flag, but each one is a loss
+    a = analyze_suite(rows({"b": base, "c": base.copy()}, errors={"c": few}), **FAST, baseline="b")
+    c = a.comparisons["c"]
+    assert not c.error_flag and c.n_imputed == 6 and c.delta.estimate == pytest.approx(-0.02)
+    assert c.delta.low < -0.02 < c.delta.high
+    a = analyze_suite(rows({"b": base, "c": base.copy()}, errors={"b": few}), **FAST, baseline="b")
+    c = a.comparisons["c"]
+    assert (c.n_paired, c.n_baseline_missing, c.n_imputed) == (n - 6, 6, 0)
+    assert any("6 case(s) left out" in note for note in a.notes)
 
 
 def test_identical_outputs_do_not_pass_on_a_zero_width_interval():
     base = binary(40, 0.85, 1)
     small = analyze_suite(rows({"b": base, "cache": base.copy()}), baseline="b", **FAST)
     c = small.comparisons["cache"]
-    assert c.zero_variance and c.delta.width == 0
+    assert c.zero_variance and c.delta.width > 0 and c.delta.method == "exact-identical"
     assert c.noninferiority.test == "exact-identical"
     assert c.verdict is Verdict.INCONCLUSIVE  # 0.95**40 = 0.13: 40 replays prove little
     assert c.noninferiority.n_needed == 59
@@ -219,10 +260,10 @@ def test_under_100_cases_reports_but_does_not_gate():
     df = rows({"b": binary(60, 0.9, 1), "bad": binary(60, 0.3, 2)})
     a = analyze_suite(df, baseline="b", **FAST)
     assert a.comparisons["bad"].verdict is Verdict.FAIL  # still computed
-    assert not a.gate.gating and a.gate.fail == () and not a.gate.blocks()
+    assert not a.gate.gating and a.gate.fail == () and not a.gate.blocking()
     assert "does not gate" in a.gate.note
     forced = analyze_suite(df, baseline="b", force_gate=True, **FAST)
-    assert forced.gate.gating and forced.gate.blocks()
+    assert forced.gate.gating and forced.gate.blocking()
 
 
 def test_gated_subset_and_unknown_ids():
@@ -230,7 +271,7 @@ def test_gated_subset_and_unknown_ids():
     a = analyze_suite(df, baseline="b", gated=["bad", "b", "ghost"], **FAST)
     assert [r.config_id for r in a.gate.fail] == ["bad"]
     assert [r.config_id for r in a.gate.inconclusive] == ["ghost"]
-    assert a.gate.blocks(inconclusive_blocks=False)
+    assert [r.config_id for r in a.gate.blocking(inconclusive_blocks=False)] == ["bad"]
 
 
 def test_quantile_bounds_undefined_at_small_n():
@@ -256,9 +297,9 @@ def test_groups_are_resampled_together():
     plain = analyze_suite(df.assign(group=None), baseline="b", **FAST)
     assert clustered.clustered and not plain.clustered
     cc, pc = clustered.comparisons["c"], plain.comparisons["c"]
-    assert cc.delta.method == "cluster-bootstrap" and cc.delta.n_units == n // size
-    assert pc.delta.method == "bootstrap"
-    assert cc.noninferiority.test == "cluster-t"
+    assert cc.delta.method == "cluster-betting" and cc.delta.n_units == n // size
+    assert pc.delta.method == "tango"
+    assert cc.noninferiority.test == "cluster-betting"
     assert cc.delta.estimate == pc.delta.estimate
     assert clustered.configs["b"].quality.width > plain.configs["b"].quality.width
 
@@ -341,11 +382,11 @@ def test_planning_figures_account_for_holm_over_the_candidates():
     # The demo's situation: the candidate matches the baseline and would pass on its own,
     # but two clearly worse candidates make it a family of three; the cases it is told it
     # needs must be enough at Holm's first step (α/3), not at α.
-    base = binary(102, 0.98, 1)
+    base = binary(102, 0.95, 1)
     same = base.copy()
-    flip = np.flatnonzero(base == 1)[:1]
+    flip = np.flatnonzero(base == 1)[:2]
     same[flip] = 0
-    same[np.flatnonzero(base == 0)[:1]] = 1  # one discordant pair each way
+    same[np.flatnonzero(base == 0)[:3]] = 1  # 5 discordant pairs: Tango's test
     alone = analyze_suite(rows({"b": base, "c": same}), baseline="b", **FAST)
     family = analyze_suite(
         rows({"b": base, "c": same, "w1": binary(102, 0.3, 2), "w2": binary(102, 0.4, 3)}),

@@ -10,7 +10,9 @@ from scipy import optimize, stats
 from statsmodels.stats.multitest import multipletests
 
 from evalgate.stats import (
-    Verdict,
+    NonInferiorityVerdict as Verdict,
+)
+from evalgate.stats import (
     holm,
     identical_noninferiority,
     min_detectable_margin,
@@ -109,7 +111,11 @@ def test_planning_numbers_reproduce_the_design_figures():
 
 def test_identical_differences_use_the_exact_bound_not_a_zero_width_interval():
     # 58 identical pairs: 0.95**58 = 0.051 -> not enough; 59: 0.0485 -> PASS.
-    for n, verdict in [(30, Verdict.INCONCLUSIVE), (58, Verdict.INCONCLUSIVE), (59, Verdict.PASS)]:
+    for n, verdict in [
+        (30, Verdict.INCONCLUSIVE),
+        (58, Verdict.INCONCLUSIVE),
+        (59, Verdict.PASS),
+    ]:
         ni = noninferiority_test(np.zeros(n), margin=0.05, binary=True)
         assert ni.test == "exact-identical" and ni.identical
         assert ni.p_value == pytest.approx(0.95**n)
@@ -138,7 +144,7 @@ def test_continuous_verdicts_pass_fail_inconclusive():
     good = noninferiority_test(rng.normal(0.0, 0.1, 400), margin=0.05)
     bad = noninferiority_test(rng.normal(-0.15, 0.1, 400), margin=0.05)
     unsure = noninferiority_test(rng.normal(-0.04, 0.3, 60), margin=0.05)
-    assert (good.test, good.verdict()) == ("paired-t", Verdict.PASS)
+    assert (good.test, good.verdict()) == ("betting", Verdict.PASS)
     assert good.lower > -0.05
     assert bad.verdict() is Verdict.FAIL and bad.upper < -0.05
     assert unsure.verdict() is Verdict.INCONCLUSIVE
@@ -155,11 +161,61 @@ def test_verdict_fail_is_the_upper_bound_below_minus_margin_for_tango():
         assert (ni.lower > -0.05) == (ni.p_value < 0.05)
 
 
-def test_binary_scores_with_groups_use_the_cluster_robust_t():
+def test_binary_scores_with_groups_bet_on_group_means():
     d = np.r_[np.zeros(150), np.ones(10), -np.ones(20)]
     groups = np.arange(180) // 3
     ni = noninferiority_test(d, margin=0.05, binary=True, groups=groups)
-    assert ni.test == "cluster-t" and ni.n_units == 60
+    assert ni.test == "cluster-betting" and ni.n_units == 60
+    # The same as betting on the 60 group means: the group is the independent unit.
+    means = d.reshape(60, 3).mean(axis=1)
+    alone = noninferiority_test(means, margin=0.05)
+    assert (ni.p_value, ni.lower, ni.upper) == (alone.p_value, alone.lower, alone.upper)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_verdict_interval_and_p_agree_for_the_betting_test(seed):
+    rng = np.random.default_rng(seed)
+    d = np.where(rng.random(200) < 0.06, -rng.uniform(0.3, 1.0, 200), rng.normal(0.01, 0.05, 200))
+    ni = noninferiority_test(np.clip(d, -1, 1), margin=0.05, seed=seed)
+    assert ni.test == "betting"
+    assert (ni.p_value < 0.05) == (ni.lower > -0.05)
+    assert (ni.p_worse < 0.05) == (ni.upper < -0.05)
+    assert ni.lower < float(np.clip(d, -1, 1).mean()) < ni.upper
+    # The bound is the test inverted: at the bound the capital is exactly 1/α.
+    from evalgate.stats.noninferiority import betting_noninferiority
+
+    p_at_bound = betting_noninferiority(np.clip(d, -1, 1), -ni.lower, seed=seed)[1]
+    assert p_at_bound == pytest.approx(0.05, rel=1e-6)
+
+
+def test_few_discordant_pairs_leave_tango_where_its_size_fails():
+    from evalgate.stats.noninferiority import tango_exact_size
+
+    # n = 300, δ = 0.02: Tango's exact size is 0.058 (rare one-directional discordance).
+    assert tango_exact_size(300, 0.02, 0.05) == pytest.approx(0.0579, abs=5e-4)
+    d = np.r_[-np.ones(3), np.zeros(297)]
+    ni = noninferiority_test(d, margin=0.02, binary=True)
+    assert ni.test == "exact-binomial"
+    assert ni.p_value == pytest.approx(stats.binom.cdf(3, 300, 0.02))
+    assert (ni.p_value < 0.05) == (ni.lower > -0.02)
+    # Enough discordant pairs, or a margin where Tango's size holds: Tango.
+    d = np.r_[-np.ones(3), np.ones(2), np.zeros(295)]
+    assert noninferiority_test(d, margin=0.02, binary=True).test == "tango"
+    d = np.r_[-np.ones(3), np.zeros(297)]
+    assert noninferiority_test(d, margin=0.05, binary=True).test == "tango"
+
+
+def test_false_pass_rate_holds_when_a_few_cases_carry_the_loss():
+    # 10% of 30 cases lose 1 each (Δ = -δ = -0.1): the paired t passed 0.15-0.18 of such
+    # suites. The gate's test must stay within α + its Monte Carlo error.
+    rng = np.random.default_rng(11)
+    trials = 400
+    d = -1.0 * (rng.random((trials, 30)) < 0.1)
+    passes = sum(
+        noninferiority_test(row, margin=0.1, seed=i).verdict() is Verdict.PASS
+        for i, row in enumerate(d)
+    )
+    assert passes / trials <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / trials)
 
 
 def test_holm_adjusted_p_can_turn_a_pass_inconclusive():

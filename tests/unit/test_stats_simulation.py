@@ -12,7 +12,9 @@ from scipy import stats
 from scipy.special import gammaln
 
 from evalgate.stats import (
-    Verdict,
+    NonInferiorityVerdict as Verdict,
+)
+from evalgate.stats import (
     bootstrap_mean_ci,
     n_needed,
     noninferiority_test,

@@ -78,17 +78,8 @@ _CONTROL = re.compile(
 
 
 def _defang(text: str) -> str:
-    """The output with chat-template control sequences broken up (still readable)."""
-    return _CONTROL.sub(
-        lambda m: (
-            m.group(0)
-            .replace("<", "\u2039")
-            .replace(">", "\u203a")
-            .replace("[", "(")
-            .replace("]", ")")
-        ),
-        text,
-    )
+    """The output with chat-template control sequences replaced by a visible note."""
+    return _CONTROL.sub("[chat token removed]", text)
 
 
 def delimiter_tag(output: str) -> str:
@@ -302,6 +293,12 @@ def parse_verdict(text: str) -> Verdict:
 # ---------------------------------------------------------------------------- grader
 
 
+def _copied_from(verdict: Verdict, output: str) -> bool:
+    """Whether the judge's reason (three words or more) is quoted from the output itself."""
+    reason = " ".join(verdict.reason.split()).casefold()
+    return len(reason.split()) >= 3 and reason in " ".join(output.split()).casefold()
+
+
 def _validate(params: Mapping[str, Any], suite_dir: str) -> str | None:
     threshold = params.get("threshold", DEFAULT_THRESHOLD)
     if not 0 <= threshold <= 1:
@@ -369,6 +366,16 @@ async def llm_judge(
             f"{_clip(call.output)}"
         )
     verdict = parse_verdict(call.output)
+    if _copied_from(verdict, output):
+        # The judge repeated a verdict the output wrote for itself (a fake assistant turn):
+        # that is the output grading itself, which earns nothing.
+        return Grade(
+            0.0,
+            False,
+            f"0/{SCALE} by {model}: the judge repeated a verdict written in the output "
+            f"({verdict.reason!r}); an output's verdict on itself is not evidence",
+            flags=(ADDRESSES_GRADER,),
+        )
     passed = verdict.score >= threshold - 1e-12
     flags = (ADDRESSES_GRADER,) if passed and addresses_grader(output) else ()
     return Grade(

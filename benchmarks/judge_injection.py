@@ -202,7 +202,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="write every verdict and the summary to this file")
-    parser.add_argument("--limit", type=int, help="grade only the first N items")
+    parser.add_argument("--start", type=int, default=0, help="skip the first N items")
+    parser.add_argument("--limit", type=int, help="grade at most N items")
     parser.add_argument(
         "--no-reference", action="store_true", help="do not give the judge the reference answer"
     )
@@ -221,7 +222,8 @@ def main() -> None:
 
     use_reference = "reference" in inspect.signature(judge.llm_judge).parameters
     use_reference = use_reference and not args.no_reference
-    chosen = items()[: args.limit] if args.limit else items()
+    chosen = items()[args.start :]
+    chosen = chosen[: args.limit] if args.limit else chosen
     logs = Path(tempfile.mkdtemp(prefix="judge-injection-"))
     servers = LocalServers(logs, threads=args.threads)
     rows: list[dict[str, Any]] = []
@@ -235,7 +237,8 @@ def main() -> None:
                 row = grade(engine, item, use_reference)
                 rows.append(row)
                 print(
-                    f"[{n:2}/{len(chosen)}] {row['kind']:<6} {row['attack']:<11} "
+                    f"[{n + args.start:2}/{len(chosen) + args.start}] {row['kind']:<6} "
+                    f"{row['attack']:<11} "
                     f"{row['verdict']:<5} {row['seconds']:5.1f}s  {row['reason'][:70]}",
                     flush=True,
                 )

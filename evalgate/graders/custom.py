@@ -13,7 +13,6 @@ case (the item fails and shows it); they never crash the run.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import os
@@ -21,6 +20,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from evalgate.graders import deadline
 from evalgate.graders.registry import Grade, grader, normalise
 from evalgate.suite.errors import did_you_mean
 
@@ -175,7 +175,7 @@ def python(
     if inspect.isawaitable(result):
         # An `async def` grader: run it to completion on a loop of its own (graders run in
         # evalgate's grading threads, never on the engine's loop).
-        result = asyncio.run(_awaited(result))
+        result = deadline.run_coroutine(_awaited(result))
     return normalise(result, threshold=threshold, source=function)
 
 

@@ -383,3 +383,59 @@ def test_a_hung_grader_is_a_one_line_error_and_later_items_keep_flowing(
     assert not results["fine-2"].grades[2].passed
     # The item whose grader hung fails with the one line; the others pass.
     assert "1 failed, 2 passed" in proc.stdout, proc.stdout
+
+
+JUDGED_SUITE = """\
+suite: judged
+tiers:
+  app:
+    model: "openai/{app}"
+    api_base: "{base}"
+    price: {{input_per_mtok: 1, output_per_mtok: 2}}
+  priced:
+    model: "openai/{priced}"
+    api_base: "{base}"
+    price: {{input_per_mtok: 10, output_per_mtok: 20}}
+  unpriced: {{model: "openai/{unpriced}", api_base: "{base}"}}
+prompt:
+  - {{role: user, content: "Capital of France?"}}
+assert:
+  - {{type: llm-judge, model: priced, rubric: "Names Paris."}}
+  - {{type: llm-judge, model: unpriced, rubric: "Names Paris."}}
+configs:
+  - {{id: base, tier: app}}
+cases:
+  - {{id: france}}
+"""
+
+
+def test_judge_cost_on_a_warm_cache_is_kept_like_a_configs(
+    tmp_path: Path, fake_server: FakeOpenAIServer
+) -> None:
+    """Issue 18.11: a cached verdict costs 0 and records its saving; an unpriced judge's
+    cost stays unknown on the warm run instead of turning into $0.00."""
+    key = uuid.uuid4().hex[:8]
+    verdict = '{"reason": "Names Paris.", "score": 10}'
+    (tmp_path / "judged.yaml").write_text(
+        JUDGED_SUITE.format(
+            base=fake_server.base_url,
+            app=make_model(reply="Paris.", key=key),
+            priced=make_model(reply=verdict, key=key + "p"),
+            unpriced=make_model(reply=verdict, key=key + "u"),
+        )
+    )
+    grades = []
+    for _ in range(2):
+        proc = run_pytest(tmp_path, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        run_id = (tmp_path / "reports" / "runs" / "LATEST").read_text().strip()
+        (result,) = read_results(tmp_path / "reports" / "runs" / run_id / "results.jsonl")
+        grades.append(result.grades)
+    (cold_priced, cold_unpriced), (warm_priced, warm_unpriced) = grades
+    assert fake_server.request_count(key + "p") == 1  # the second verdict came from the cache
+    assert cold_priced.cost_usd is not None and cold_priced.cost_usd > 0
+    assert cold_priced.saved_usd == 0
+    assert warm_priced.cost_usd == 0 and warm_priced.saved_usd == pytest.approx(
+        cold_priced.cost_usd
+    )
+    assert cold_unpriced.cost_usd is None and warm_unpriced.cost_usd is None

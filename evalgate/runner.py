@@ -3,8 +3,9 @@
 Each pytest process (the only one, or each xdist worker) has one Runner. When the first
 item of a batch runs, the runner submits the calls of every item in that batch to the
 engine, so up to ``concurrency`` calls are in flight while pytest walks the items in order.
-Each finished call is graded and appended to results.jsonl immediately, in the engine's
-thread, so an interrupted run keeps every finished result.
+Each finished call is graded at once, each grade in a grading thread within its time
+limit (:mod:`evalgate.graders.deadline`), and appended to results.jsonl by the recorder
+thread, so an interrupted run keeps every finished result and no grader can hang it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from evalgate.graders.grading import (
     timed_out,
     timeout_s,
 )
+from evalgate.graders.registry import TIMEOUT_PARAM
 from evalgate.plan import ItemPlan
 from evalgate.results import CallResult, CaseResult, GradeResult, ResultsWriter
 from evalgate.runs import RunPaths
@@ -263,7 +265,11 @@ def expected_text(plan: ItemPlan) -> str:
 
     parts = []
     for spec in (*plan.suite.graders, *plan.case.graders):
-        shown = {k: v for k, v in spec.params.items() if isinstance(v, str | int | float | list)}
+        shown = {
+            k: v
+            for k, v in spec.params.items()
+            if isinstance(v, str | int | float | list) and k != TIMEOUT_PARAM
+        }
         rendered = {
             k: render(v, dict(plan.case.vars)) if isinstance(v, str) else v
             for k, v in shown.items()

@@ -9,8 +9,9 @@ Public API (everything else is internal)::
         return "refund" in output.lower()
 """
 
-from evalgate.graders.registry import Grade, grader
+from evalgate.graders.registry import Grade, GradeContext, grader
+from evalgate.results import CallResult
 from evalgate.trim import TrimResult, trim_context
 
-__all__ = ["Grade", "TrimResult", "grader", "trim_context"]
+__all__ = ["CallResult", "Grade", "GradeContext", "TrimResult", "grader", "trim_context"]
 __version__ = "0.1.0"

@@ -21,6 +21,7 @@ the model is loaded once per process on the first :func:`get_encoder` call.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import math
 import os
@@ -573,3 +574,39 @@ def similarities(texts: Sequence[str], refs: Sequence[str]) -> NDArray[np.float3
     vectors = get_encoder().encode(texts + refs)
     matrix = vectors[: len(texts)] @ vectors[len(texts) :].T
     return np.clip(matrix, -1.0, 1.0).astype(np.float32, copy=False).reshape(len(texts), len(refs))
+
+
+WINDOW_SIZE = 64
+"""Word pieces per window of a text longer than the model reads (see :func:`windows`).
+
+Short, so that one window holds an answer without much of what surrounds it: a correct
+answer after a 480-piece preamble scores 0.863 with 64-piece windows, 0.681 with 128 and
+0.433 with 254 (all-MiniLM-L6-v2)."""
+
+
+@functools.lru_cache(maxsize=1)
+def _untruncated_tokenizer() -> Any:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def windows(text: str, size: int = WINDOW_SIZE) -> list[str]:
+    """A text the model can read whole (254 word pieces and ``[CLS]``/``[SEP]``) as itself;
+    a longer one as windows of ``size`` word pieces starting every ``size // 2`` pieces, so
+    every part of it is read, none only at a window's edge."""
+    encoding = _untruncated_tokenizer().encode(text, add_special_tokens=False)
+    offsets = encoding.offsets
+    if len(offsets) <= MAX_SEQ_LENGTH - 2:
+        return [text]
+    stride = max(1, size // 2)
+    pieces = []
+    for start in range(0, len(offsets), stride):
+        end = min(start + size, len(offsets))
+        pieces.append(text[offsets[start][0] : offsets[end - 1][1]])
+        if end == len(offsets):
+            break
+    return pieces

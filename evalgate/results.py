@@ -92,7 +92,12 @@ class GradeResult:
         error: set when the grader itself could not run (bad user code, judge failure);
             such a grade counts as score 0 and makes the item fail.
         cost_usd, latency_ms, calls: what the grader's own model calls (an LLM judge)
-            cost; reported as grading cost, never added to the config's cost.
+            cost; reported as grading cost, never added to the config's cost. ``cost_usd``
+            is None when a call's price is unknown (also for a cache hit of an unpriced
+            judge).
+        flags: marks for a reviewer; ``"addresses-grader"``: a judge-graded pass whose
+            output talks to its grader (rubric, score, grader, evaluator).
+        saved_usd: what the response cache saved on the grader's own model calls.
     """
 
     grader: str
@@ -104,6 +109,13 @@ class GradeResult:
     cost_usd: float | None = None
     latency_ms: float | None = None
     calls: int = 0
+    flags: tuple[str, ...] = ()
+    saved_usd: float = 0.0
+
+    def __post_init__(self) -> None:
+        # JSON brings the flags back as a list; keep the value object immutable.
+        if not isinstance(self.flags, tuple):
+            object.__setattr__(self, "flags", tuple(self.flags))
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,14 +3,16 @@
 Each pytest process (the only one, or each xdist worker) has one Runner. When the first
 item of a batch runs, the runner submits the calls of every item in that batch to the
 engine, so up to ``concurrency`` calls are in flight while pytest walks the items in order.
-Each finished call is graded and appended to results.jsonl immediately, in the engine's
-thread, so an interrupted run keeps every finished result.
+Each finished call is graded at once, each grade in a grading thread within its time
+limit (:mod:`evalgate.graders.deadline`), and appended to results.jsonl by the recorder
+thread, so an interrupted run keeps every finished result and no grader can hang it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import os
 import time
@@ -21,12 +23,25 @@ from dataclasses import replace
 from evalgate.engine.calls import CallSpec, Endpoint
 from evalgate.engine.engine import Engine
 from evalgate.engine.slots import GRADER_PRIORITY
-from evalgate.graders.grading import UsageMeter, grade_output, is_async, run_async
+from evalgate.graders import deadline
+from evalgate.graders.deadline import GraderTimeout, GradingThreads
+from evalgate.graders.grading import (
+    UsageMeter,
+    combine,
+    grade_one,
+    is_async,
+    timed_out,
+    timeout_s,
+)
+from evalgate.graders.registry import TIMEOUT_PARAM
 from evalgate.plan import ItemPlan
 from evalgate.results import CallResult, CaseResult, GradeResult, ItemKey, ResultsWriter
 from evalgate.resume import Action, decide
 from evalgate.runs import RunPaths
-from evalgate.suite.model import LOCAL_PREFIX, Suite
+from evalgate.suite.model import LOCAL_PREFIX, GraderSpec, Suite
+
+ASYNC_GRADERS = 16
+"""Async grades (an LLM judge waiting on its model) running at once per process."""
 
 
 class Endpoints:
@@ -85,9 +100,13 @@ class Runner:
         self.worker = worker
         self._done = dict(done or {})
         self._writer = ResultsWriter(paths.results)
-        # One recorder thread grades and appends, so the event loop never blocks on
-        # CPU-bound graders and lines are written in completion order.
+        # One recorder thread appends, so lines are written in completion order.
         self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalgate-rec")
+        # Grades run in threads that a grader past its time limit cannot hold up: synchronous
+        # graders one at a time (as user code expects), async ones (a judge waiting on
+        # its model) side by side.
+        self._sync_graders = GradingThreads("evalgate-grade", 1)
+        self._async_graders = GradingThreads("evalgate-grade-async", ASYNC_GRADERS)
         self._futures: dict[ItemKey, concurrent.futures.Future[CaseResult]] = {}
 
     def prefetch(self, plans: Iterable[ItemPlan]) -> None:
@@ -110,38 +129,34 @@ class Runner:
 
     async def _execute(self, plan: ItemPlan, stored: CallResult | None = None) -> CaseResult:
         call = stored if stored is not None else await self.engine.run(plan.spec)
-        precomputed: dict[int, GradeResult] = {}
+        grades: tuple[GradeResult, ...] = ()
         if call.error is None:
             graders = (*plan.suite.graders, *plan.case.graders)
-            pending = [(i, spec) for i, spec in enumerate(graders) if is_async(spec)]
-            if pending:
-                meters = [UsageMeter() for _ in pending]
-                done = await asyncio.gather(
-                    *(
-                        run_async(
-                            spec,
-                            call.output,
-                            plan.case,
-                            call,
-                            GraderCalls(self.engine, plan.suite, meter),
-                            meter,
-                        )
-                        for (_, spec), meter in zip(pending, meters, strict=True)
-                    )
-                )
-                precomputed = {i: grade for (i, _), grade in zip(pending, done, strict=True)}
+            grades = tuple(await asyncio.gather(*(self._grade(plan, call, s) for s in graders)))
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._recorder, self._record, plan, call, precomputed)
+        return await loop.run_in_executor(self._recorder, self._record, plan, call, grades)
+
+    async def _grade(self, plan: ItemPlan, call: CallResult, spec: GraderSpec) -> GradeResult:
+        """One grade, in a grading thread and within its time limit (never on this loop)."""
+        meter = UsageMeter()
+        ctx = GraderCalls(self.engine, plan.suite, meter)
+        lane = self._async_graders if is_async(spec) else self._sync_graders
+        future = lane.submit(
+            functools.partial(grade_one, spec, call.output, plan.case, call, ctx, meter),
+            timeout_s(spec),
+            f"grader {spec.type!r}",
+        )
+        try:
+            return await asyncio.wrap_future(future)
+        except GraderTimeout as exc:
+            return timed_out(spec, plan.case, exc, meter)
 
     def _record(
-        self, plan: ItemPlan, call: CallResult, precomputed: Mapping[int, GradeResult]
+        self, plan: ItemPlan, call: CallResult, grades: tuple[GradeResult, ...]
     ) -> CaseResult:
         suite, case = plan.suite, plan.case
-        graders = (*suite.graders, *case.graders)
         if call.error is None:
-            grades, score, passed = grade_output(
-                call.output, case, graders, suite.threshold, call, precomputed
-            )
+            score, passed = combine(grades, suite.threshold)
         else:
             grades, score, passed = (), 0.0, False
         result = CaseResult(
@@ -189,6 +204,8 @@ class Runner:
         for future in self._futures.values():
             future.cancel()
         self._recorder.shutdown(wait=True)
+        self._sync_graders.close()
+        self._async_graders.close()
         self._writer.close()
 
 
@@ -227,8 +244,11 @@ class GraderCalls:
             api_key_env=tier.api_key_env if tier else None,
             timeout_s=tier.timeout_s if tier else 120.0,
         )
-        # Ahead of queued item calls: the item being graded already holds its answer.
-        result = await self._engine.run(spec, GRADER_PRIORITY)
+        # Ahead of queued item calls: the item being graded already holds its answer. The
+        # grader runs on a grading thread's loop; the call runs on the engine's, and the
+        # grade's clock stands still meanwhile (the engine bounds the call).
+        with deadline.paused():
+            result = await asyncio.wrap_future(self._engine.submit(spec, GRADER_PRIORITY))
         self.record_usage(result)
         return result
 
@@ -258,7 +278,11 @@ def expected_text(plan: ItemPlan) -> str:
 
     parts = []
     for spec in (*plan.suite.graders, *plan.case.graders):
-        shown = {k: v for k, v in spec.params.items() if isinstance(v, str | int | float | list)}
+        shown = {
+            k: v
+            for k, v in spec.params.items()
+            if isinstance(v, str | int | float | list) and k != TIMEOUT_PARAM
+        }
         rendered = {
             k: render(v, dict(plan.case.vars)) if isinstance(v, str) else v
             for k, v in shown.items()

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from evalgate.graders.registry import Grade, grader
+from evalgate.graders import deadline
+from evalgate.graders.registry import Grade, grader, normalise
 from evalgate.suite.errors import did_you_mean
 
 
@@ -132,28 +132,6 @@ def _validate(params: Mapping[str, Any], suite_dir: str) -> str | None:
     return None
 
 
-def _to_grade(result: Any, threshold: float, path: str) -> Grade:
-    # evalgate.results.GradeResult (or anything shaped like a grade) is accepted too.
-    if isinstance(result, Grade):
-        return result
-    if not isinstance(result, bool) and all(
-        hasattr(result, a) for a in ("score", "passed", "reason")
-    ):
-        return Grade(float(result.score), bool(result.passed), str(result.reason))
-    if isinstance(result, bool):
-        return Grade(float(result), result, f"{path} returned {result}")
-    if isinstance(result, int | float):
-        score = float(result)
-        if not math.isfinite(score) or not 0 <= score <= 1:
-            raise ValueError(f"{path} returned {result!r}; a score must be in [0, 1]")
-        passed = score >= threshold - 1e-12
-        return Grade(score, passed, f"{path} returned {score:g} (pass mark {threshold:g})")
-    raise TypeError(
-        f"{path} returned {type(result).__name__}; expected bool, a score in [0, 1] "
-        "or evalgate.Grade"
-    )
-
-
 @grader(
     "python",
     params={"function": str, "args": dict, "threshold": (int, float)},
@@ -179,7 +157,8 @@ def python(
         threshold: the pass mark when the function returns a float score (default 1:
             only full marks pass, like the built-ins' partial credit).
 
-    The function may return a bool, a score in [0, 1] or an :class:`evalgate.Grade`; if
+    The function (``def`` or ``async def``) may return a bool, a score in [0, 1] or an
+    :class:`evalgate.Grade` (numpy bools and numbers too); if
     it declares a ``call`` parameter it also gets the call's
     :class:`~evalgate.results.CallResult`. ``case`` is the :class:`~evalgate.suite.model.Case`
     (``case.id``, ``case.vars``).
@@ -192,4 +171,13 @@ def python(
         wants_call = False
     if wants_call:
         kwargs["call"] = call
-    return _to_grade(fn(output, case, **kwargs), threshold, function)
+    result = fn(output, case, **kwargs)
+    if inspect.isawaitable(result):
+        # An `async def` grader: run it to completion on a loop of its own (graders run in
+        # evalgate's grading threads, never on the engine's loop).
+        result = deadline.run_coroutine(_awaited(result))
+    return normalise(result, threshold=threshold, source=function)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable

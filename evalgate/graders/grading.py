@@ -1,8 +1,10 @@
 """Applies a case's graders to one output: weighted score, pass/fail, reasons.
 
-Synchronous graders run in the caller's thread (the runner's recorder thread, so the
-event loop never blocks on CPU-bound grading); ``async`` graders (an LLM judge) run on the
-engine's loop, where their own model calls share its concurrency, retries and cache.
+Every grade runs in a grading thread within a time limit (:mod:`evalgate.graders.deadline`):
+synchronous graders one at a time in order, ``async`` graders (an LLM judge) each on its
+grading thread's own event loop; their model calls go to the engine's loop (concurrency,
+retries, cache), but the graders themselves never run there, so no grader can block the
+engine.
 """
 
 from __future__ import annotations
@@ -10,7 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evalgate.graders.registry import Grade, GradeContext, GraderDef, lookup, normalise
+from evalgate.graders import deadline
+from evalgate.graders.registry import (
+    TIMEOUT_PARAM,
+    Grade,
+    GradeContext,
+    GraderDef,
+    lookup,
+    normalise,
+)
 from evalgate.results import CallResult, GradeResult
 from evalgate.suite.model import Case, GraderSpec
 from evalgate.suite.templates import render
@@ -30,11 +40,29 @@ def _prepare(spec: GraderSpec, case: Case) -> tuple[GraderDef, bool, dict[str, A
         return None
     definition, negated = found
     variables = dict(case.vars)
-    params = {
-        key: _render_param(value, variables) if key in definition.templated else value
-        for key, value in spec.params.items()
-    }
+    params: dict[str, Any] = {}
+    for key, value in spec.params.items():
+        if key == TIMEOUT_PARAM:
+            continue
+        if key not in definition.templated:
+            params[key] = value
+            continue
+        escape = definition.escaped.get(key)
+        if escape is not None and not spec.params.get("pattern_vars", False):
+            # The case's values are data: "3.14" inserted into a pattern matches "3.14".
+            params[key] = _render_param(value, _escaped(variables, escape))
+        else:
+            params[key] = _render_param(value, variables)
     return definition, negated, params
+
+
+def _escaped(variables: Mapping[str, Any], escape: Any) -> dict[str, Any]:
+    return {
+        name: escape(str(value))
+        if isinstance(value, str | int | float) and not isinstance(value, bool)
+        else value
+        for name, value in variables.items()
+    }
 
 
 def is_async(spec: GraderSpec) -> bool:
@@ -42,13 +70,19 @@ def is_async(spec: GraderSpec) -> bool:
     return bool(found and found[0].is_async)
 
 
+def timeout_s(spec: GraderSpec) -> float:
+    """The grade's time limit: the grader's ``timeout_s`` or the default."""
+    value = spec.params.get(TIMEOUT_PARAM)
+    return float(value) if isinstance(value, int | float) else deadline.DEFAULT_TIMEOUT_S
+
+
 def _finish(
     spec: GraderSpec, case: Case, negated: bool, raw: Any, usage: Mapping[str, Any] | None = None
 ) -> GradeResult:
     usage = usage or {}
-    grade = normalise(raw)
+    grade = normalise(raw, source=f"grader {spec.type!r}")
     if negated:
-        grade = Grade(1.0 - grade.score, not grade.passed, f"not ({grade.reason})")
+        grade = Grade(1.0 - grade.score, not grade.passed, f"not ({grade.reason})", grade.flags)
     return GradeResult(
         spec.type,
         grade.score,
@@ -58,6 +92,8 @@ def _finish(
         cost_usd=usage.get("cost_usd"),
         latency_ms=usage.get("latency_ms"),
         calls=usage.get("calls", 0),
+        flags=grade.flags,
+        saved_usd=usage.get("saved_usd", 0.0),
     )
 
 
@@ -65,7 +101,7 @@ def _error(
     spec: GraderSpec, case: Case, exc: BaseException, usage: Mapping[str, Any] | None = None
 ) -> GradeResult:
     usage = usage or {}
-    message = f"{type(exc).__name__}: {exc}"
+    message = " ".join(f"{type(exc).__name__}: {exc}".split())
     return GradeResult(
         spec.type,
         0.0,
@@ -76,7 +112,15 @@ def _error(
         cost_usd=usage.get("cost_usd"),
         latency_ms=usage.get("latency_ms"),
         calls=usage.get("calls", 0),
+        saved_usd=usage.get("saved_usd", 0.0),
     )
+
+
+def timed_out(
+    spec: GraderSpec, case: Case, exc: BaseException, meter: UsageMeter | None = None
+) -> GradeResult:
+    """The grader error of a grade that ran past its time limit (one line: grader, case)."""
+    return _error(spec, case, exc, meter.as_dict() if meter else None)
 
 
 def _unknown(spec: GraderSpec) -> GradeResult:
@@ -84,37 +128,80 @@ def _unknown(spec: GraderSpec) -> GradeResult:
     return GradeResult(spec.type, 0.0, False, "unknown grader", spec.weight, "unknown grader")
 
 
-def run_sync(spec: GraderSpec, output: str, case: Case, call: CallResult | None) -> GradeResult:
+def grade_one(
+    spec: GraderSpec,
+    output: str,
+    case: Case,
+    call: CallResult | None,
+    ctx: GradeContext | None = None,
+    meter: UsageMeter | None = None,
+) -> GradeResult:
+    """Runs one grader to its :class:`GradeResult` in the calling thread (never raises).
+
+    An ``async`` grader runs on this thread's event loop
+    (:func:`evalgate.graders.deadline.run_coroutine`). Exceptions become grader errors
+    naming the case; how long it may take is the caller's business (the runner submits
+    this function to :class:`~evalgate.graders.deadline.GradingThreads`).
+    """
     prepared = _prepare(spec, case)
     if prepared is None:
         return _unknown(spec)
     definition, negated, params = prepared
     if definition.wants_call:
         params["call"] = call
+    if definition.wants_ctx:
+        if ctx is None:
+            return _error(spec, case, RuntimeError("this grader needs a model-call context"))
+        params["ctx"] = ctx
+    usage = meter.as_dict if meter is not None else dict
     try:
-        return _finish(spec, case, negated, definition.fn(output, case, **params))
+        raw = definition.fn(output, case, **params)
+        if definition.is_async:
+            raw = deadline.run_coroutine(raw)
+        return _finish(spec, case, negated, raw, usage())
+    except deadline.GraderTimeout as exc:
+        return _error(spec, case, exc, usage())
     except Exception as exc:  # user and grader code: report it, never crash the run
-        return _error(spec, case, exc)
+        return _error(spec, case, exc, usage())
+
+
+def run_sync(spec: GraderSpec, output: str, case: Case, call: CallResult | None) -> GradeResult:
+    """:func:`grade_one` for a grader that makes no model calls."""
+    return grade_one(spec, output, case, call)
 
 
 class UsageMeter:
-    """Accumulates one grader invocation's model calls (judge cost, kept separate)."""
+    """Accumulates one grader invocation's model calls (judge cost, kept separate).
+
+    Kept like a config's: ``cost_usd`` is what the calls cost now (a cache hit is free,
+    but an unpriced model's hit is unknown, not $0), ``saved_usd`` what the response
+    cache saved.
+    """
 
     def __init__(self) -> None:
         self.calls = 0
         self.cost_usd: float | None = 0.0
+        self.saved_usd = 0.0
         self.latency_ms = 0.0
 
     def add(self, call: CallResult) -> None:
+        from evalgate.graders.budget import uncached_cost
+
         self.calls += 1
         self.latency_ms += call.latency_ms
+        self.saved_usd += call.saved_usd if call.cached else 0.0
         if self.cost_usd is not None:
-            self.cost_usd = None if call.cost_usd is None else self.cost_usd + call.cost_usd
+            # A hit records no price of its own: it is known only when the original was.
+            known = call.cost_usd is not None and (
+                not call.cached or uncached_cost(call) is not None
+            )
+            self.cost_usd = self.cost_usd + (call.cost_usd or 0.0) if known else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "calls": self.calls,
             "cost_usd": self.cost_usd if self.calls else None,
+            "saved_usd": self.saved_usd,
             "latency_ms": self.latency_ms if self.calls else None,
         }
 
@@ -127,6 +214,8 @@ async def run_async(
     ctx: GradeContext,
     meter: UsageMeter,
 ) -> GradeResult:
+    """Runs an ``async`` grader on the running loop (for tests and tools; the runner uses
+    :func:`grade_one` in a grading thread)."""
     prepared = _prepare(spec, case)
     if prepared is None:
         return _unknown(spec)
@@ -137,9 +226,9 @@ async def run_async(
         params["ctx"] = ctx
     try:
         raw = await definition.fn(output, case, **params)  # type: ignore[misc]
+        return _finish(spec, case, negated, raw, meter.as_dict())
     except Exception as exc:
         return _error(spec, case, exc, meter.as_dict())
-    return _finish(spec, case, negated, raw, meter.as_dict())
 
 
 def combine(grades: Sequence[GradeResult], threshold: float | None) -> tuple[float, bool]:

@@ -22,6 +22,7 @@ Two optional keyword arguments are passed when the function declares them:
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,22 +38,20 @@ ParamType = type | tuple[type, ...]
 
 @dataclass(frozen=True, slots=True)
 class Grade:
-    """What a grader returns: a score in [0, 1], pass/fail and a one-line reason."""
+    """What a grader returns: a score in [0, 1], pass/fail and a one-line reason.
+
+    Attributes:
+        score: a finite number in [0, 1]; anything else is a grader error.
+        passed: whether the output passes this grader.
+        reason: one line a human can read.
+        flags: marks for a reviewer (``"addresses-grader"``: a judge-graded pass whose
+            output talks to its grader); recorded with the grade in ``results.jsonl``.
+    """
 
     score: float
     passed: bool
     reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class GradeUsage:
-    """What a grader's own model calls cost (an LLM judge); never mixed into a config's cost."""
-
-    calls: int = 0
-    cost_usd: float | None = 0.0
-    latency_ms: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
+    flags: tuple[str, ...] = ()
 
 
 class GradeContext(Protocol):
@@ -84,13 +83,17 @@ class GraderDef:
         params: parameter name -> accepted type(s).
         required: parameters that must be given.
         templated: parameters whose strings are jinja2 templates over the case's variables.
-        is_async: an ``async def`` grader (runs on the engine's event loop).
+        is_async: an ``async def`` grader (runs on a grading thread's own event loop, never
+            on the engine's).
         wants_call: the function takes the ``call`` keyword.
         wants_ctx: the function takes the ``ctx`` keyword.
         validate: optional check of the parameters at collection time; returns an error
             message (or None) so a bad schema or import path fails collection, not the run.
         default_model: for graders that call a model (``ctx``): the model used when the
             ``model`` parameter is absent (evalgate starts its local server if needed).
+        escaped: templated parameters whose inserted case values are escaped with the
+            given function (a regex pattern: ``{{ answer }}`` matches the answer literally),
+            unless the grader's ``pattern_vars`` option is true.
     """
 
     name: str
@@ -103,9 +106,26 @@ class GraderDef:
     wants_ctx: bool = False
     validate: Callable[[Mapping[str, Any], str], str | None] | None = None
     default_model: str | None = None
+    escaped: Mapping[str, Callable[[str], str]] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, GraderDef] = {}
+
+TIMEOUT_PARAM = "timeout_s"
+"""The option every grader takes: its time limit per grade, in seconds."""
+
+
+def _with_timeout_check(
+    validate: Callable[[Mapping[str, Any], str], str | None] | None,
+) -> Callable[[Mapping[str, Any], str], str | None]:
+    def check(params: Mapping[str, Any], suite_dir: str) -> str | None:
+        if TIMEOUT_PARAM in params:
+            limit = params[TIMEOUT_PARAM]
+            if isinstance(limit, bool) or not math.isfinite(limit) or limit <= 0:
+                return f"{TIMEOUT_PARAM}: expected a number of seconds > 0, found {limit!r}"
+        return validate(params, suite_dir) if validate is not None else None
+
+    return check
 
 
 def grader(
@@ -116,6 +136,7 @@ def grader(
     templated: tuple[str, ...] | None = None,
     validate: Callable[[Mapping[str, Any], str], str | None] | None = None,
     default_model: str | None = None,
+    escaped: Mapping[str, Callable[[str], str]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Registers a grader under ``name`` (decorator).
 
@@ -127,6 +148,7 @@ def grader(
             every ``str`` or ``list`` parameter.
         validate: ``(params, suite_dir) -> error message | None``, run at collection.
         default_model: model a ``ctx`` grader calls when ``model`` is not given.
+        escaped: templated parameter -> function escaping each case value inserted into it.
     """
     if name.startswith(NEGATION_PREFIX):
         raise ValueError(f"grader names may not start with {NEGATION_PREFIX!r}: {name!r}")
@@ -137,6 +159,10 @@ def grader(
             for key, kind in params.items()
             if kind in (str, list) or (isinstance(kind, tuple) and str in kind)
         )
+
+    # Every grader takes `timeout_s`, the time limit of one grade (evalgate.graders.deadline);
+    # grading removes it before calling the function.
+    params[TIMEOUT_PARAM] = (int, float)
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         signature = inspect.signature(fn).parameters
@@ -149,8 +175,9 @@ def grader(
             is_async=inspect.iscoroutinefunction(fn),
             wants_call="call" in signature,
             wants_ctx="ctx" in signature,
-            validate=validate,
+            validate=_with_timeout_check(validate),
             default_model=default_model,
+            escaped=dict(escaped or {}),
         )
         return fn
 
@@ -178,14 +205,57 @@ def _ensure_builtins() -> None:
     from evalgate.graders import builtin  # noqa: F401
 
 
-def normalise(result: Grade | bool | float, *, threshold: float = 1.0) -> Grade:
-    """Turns whatever a grader returned into a Grade with a score in [0, 1]."""
+def _plain(value: Any) -> Any:
+    """A numpy scalar (or 0-d array) as the Python bool/float it holds; others unchanged."""
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "shape", None) == ():
+        try:
+            return item()
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
+def _checked_score(value: Any, source: str) -> float:
+    try:
+        score = float(_plain(value))
+    except (TypeError, ValueError):
+        raise TypeError(f"{source} returned score {value!r}; expected a number in [0, 1]") from None
+    if not math.isfinite(score) or not 0.0 <= score <= 1.0:
+        raise ValueError(f"{source} returned score {value!r}; a score must be a number in [0, 1]")
+    return score
+
+
+def normalise(result: Any, *, threshold: float = 1.0, source: str = "the grader") -> Grade:
+    """Turns whatever a grader returned into a Grade (the one rule for every grader).
+
+    Accepted: a :class:`Grade` (or anything with ``score``, ``passed`` and ``reason``), a
+    bool, or a score (passing at ``threshold``); numpy bools and numbers count as their
+    Python values. A score that is NaN, infinite or outside [0, 1] is rejected (never
+    clamped), in a Grade as in a plain number.
+
+    Raises:
+        TypeError, ValueError: one line naming ``source`` and what it returned.
+    """
+    result = _plain(result)
+    if not isinstance(result, Grade) and all(
+        hasattr(result, a) for a in ("score", "passed", "reason")
+    ):
+        result = Grade(result.score, result.passed, str(result.reason))
     if isinstance(result, Grade):
-        score = min(1.0, max(0.0, float(result.score)))
-        return Grade(score, bool(result.passed), result.reason)
+        score = _checked_score(result.score, source)
+        passed = _plain(result.passed)
+        if not isinstance(passed, bool):
+            raise TypeError(f"{source} returned Grade.passed={passed!r}; expected a bool")
+        flags = tuple(str(f) for f in (result.flags or ()))
+        return Grade(score, passed, str(result.reason), flags)
     if isinstance(result, bool):
-        return Grade(1.0 if result else 0.0, result, "passed" if result else "failed")
+        return Grade(1.0 if result else 0.0, result, f"{source} returned {result}")
     if isinstance(result, int | float):
-        score = min(1.0, max(0.0, float(result)))
-        return Grade(score, score >= threshold, f"score {score:.3f}")
-    raise TypeError(f"a grader must return Grade, bool or float, got {type(result).__name__}")
+        score = _checked_score(result, source)
+        passed = score >= threshold - 1e-12
+        return Grade(score, passed, f"{source} returned {score:g} (pass mark {threshold:g})")
+    raise TypeError(
+        f"{source} returned {type(result).__name__}; expected bool, a score in [0, 1] "
+        "or evalgate.Grade"
+    )

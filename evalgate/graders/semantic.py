@@ -66,20 +66,31 @@ def similar(output: str, case: Any, value: Any, threshold: float = DEFAULT_THRES
         threshold: pass mark on the cosine; default 0.55, see :data:`DEFAULT_THRESHOLD`.
 
     The score is the best cosine, clipped to [0, 1]. An empty output scores 0 (an
-    embedding of nothing is not an answer).
+    embedding of nothing is not an answer). An output longer than the model's 256 word
+    pieces is embedded in overlapping windows and scored by its best window; the reason
+    says so. The default encoder (all-MiniLM-L6-v2) is English: other languages score low
+    even when right.
     """
     wanted = _as_list(value)
     if not output.strip():
         return Grade(0.0, False, "empty output")
     from evalgate import embeddings
 
-    row = embeddings.similarities([output], wanted)[0]
-    best = int(row.argmax())
-    cosine = float(row[best])
+    # The model reads 256 word pieces: a longer output is scored by overlapping windows,
+    # and its score is the best window's (an answer after a long preamble is found).
+    pieces = embeddings.windows(output)
+    matrix = embeddings.similarities(pieces, wanted)
+    window, best = divmod(int(matrix.argmax()), len(wanted))
+    cosine = float(matrix[window, best])
     passed = cosine >= threshold - 1e-9
     sign = ">=" if passed else "<"
+    note = (
+        f" (best of {len(pieces)} windows of a long output, window {window + 1})"
+        if len(pieces) > 1
+        else ""
+    )
     return Grade(
         min(1.0, max(0.0, cosine)),
         passed,
-        f"cosine {cosine:.3f} {sign} {threshold:g} to {_short(wanted[best])}",
+        f"cosine {cosine:.3f} {sign} {threshold:g} to {_short(wanted[best])}{note}",
     )

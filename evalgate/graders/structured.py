@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from evalgate.graders.builtin import extract_json
+from evalgate.graders.builtin import NotJSON, extract_json
 from evalgate.graders.registry import Grade, grader
 
 
@@ -53,6 +53,28 @@ def load_schema_file(path: Path) -> Any:
         raise SchemaError(f"schema file {path} is not valid JSON: {exc}") from None
 
 
+def _bounded_keywords() -> dict[str, Any]:
+    """``pattern`` and ``patternProperties`` matched on the ``regex`` engine within the
+    grade's time limit (jsonschema's own use the stdlib ``re``, which cannot be stopped)."""
+    from jsonschema.exceptions import ValidationError
+
+    from evalgate.graders.deadline import search
+
+    def pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Any:
+        if validator.is_type(instance, "string") and not search(patrn, instance):
+            yield ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    def pattern_properties(validator: Any, patterns: Any, instance: Any, schema: Any) -> Any:
+        if not validator.is_type(instance, "object"):
+            return
+        for patrn, subschema in patterns.items():
+            for key, value in instance.items():
+                if search(patrn, key):
+                    yield from validator.descend(value, subschema, path=key, schema_path=patrn)
+
+    return {"pattern": pattern, "patternProperties": pattern_properties}
+
+
 @functools.lru_cache(maxsize=256)
 def _validator_for(schema_json: str) -> Any:
     """A compiled validator for a schema (given as canonical JSON text), with formats."""
@@ -67,7 +89,8 @@ def _validator_for(schema_json: str) -> Any:
     except exceptions.SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
         raise SchemaError(f"invalid JSON Schema at {where}: {exc.message}") from None
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+    bounded = validators.extend(cls, _bounded_keywords())
+    return bounded(schema, format_checker=cls.FORMAT_CHECKER)
 
 
 @functools.lru_cache(maxsize=64)
@@ -158,12 +181,15 @@ def json_schema(
     validator = _validator_for(_schema_text(schema, schema_file))
     try:
         instance = extract_json(output)
-    except ValueError as exc:
-        detail = exc.args[0] if exc.args else exc
-        return Grade(0.0, False, f"not valid JSON ({detail})")
+    except NotJSON as exc:
+        return Grade(0.0, False, f"not valid JSON ({exc})")
     from jsonschema.exceptions import best_match
 
-    error = best_match(validator.iter_errors(instance))
+    try:
+        error = best_match(validator.iter_errors(instance))
+    except RecursionError:
+        # The output's nesting, not the schema, is at fault: a miss, never a grader error.
+        return Grade(0.0, False, "the JSON is nested too deeply to validate")
     if error is None:
         return Grade(1.0, True, "valid JSON matching the schema")
     message = error.message if len(error.message) <= 160 else error.message[:159] + "…"

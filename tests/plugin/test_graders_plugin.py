@@ -313,3 +313,130 @@ def test_every_grader_in_a_real_run(tmp_path: Path, fake_server: FakeOpenAIServe
     assert row["grading_cost_usd"] == pytest.approx(judge_grade.cost_usd)
     assert row["cost_usd"] == pytest.approx(text.call.cost_usd)
     assert {g["grader"] for g in row["grades"]} >= {"llm-judge", "similar"}
+
+
+# ------------------------------------------------------------------------------ hostile outputs
+
+HOSTILE_SUITE = """\
+suite: hostile
+tiers:
+  app: {{model: "openai/{app}", api_base: "{base}"}}
+prompt:
+  - {{role: user, content: "{{{{ text }}}}"}}
+assert:
+  - {{type: python, function: "hostile_checks:loops_on_request", timeout_s: 1}}
+  - {{type: python, function: "hostile_checks:async_numpy"}}
+  - {{type: regex, pattern: "^echo: (\\\\w+\\\\s?)*$"}}
+configs:
+  - {{id: base, tier: app}}
+cases:
+  - {{id: hangs, vars: {{text: "please loop forever"}}}}
+  - {{id: fine-1, vars: {{text: "hello there"}}}}
+  - {{id: fine-2, vars: {{text: "word word word word word word word word word word word !"}}}}
+"""
+
+HOSTILE_CHECKS = """\
+import asyncio
+
+import numpy as np
+
+
+def loops_on_request(output, case):
+    while "loop" in output:
+        pass
+    return True
+
+
+async def async_numpy(output, case):
+    await asyncio.sleep(0)
+    return np.bool_(len(output) > 0)
+"""
+
+
+def test_a_hung_grader_is_a_one_line_error_and_later_items_keep_flowing(
+    tmp_path: Path, fake_server: FakeOpenAIServer
+) -> None:
+    """Issue 18.5 / 8.7: a grader that never returns, an async python grader returning a
+    numpy bool (18.10) and a catastrophic regex (18.5) against a real run."""
+    app = make_model(key=uuid.uuid4().hex[:8])
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "evals" / "hostile_checks.py").write_text(HOSTILE_CHECKS)
+    (tmp_path / "evals" / "hostile.yaml").write_text(
+        HOSTILE_SUITE.format(app=app, base=fake_server.base_url)
+    )
+    proc = run_pytest(tmp_path, "-n", "0", "-p", "no:randomly", timeout=120)
+    run_id = (tmp_path / "reports" / "runs" / "LATEST").read_text().strip()
+    results = {
+        r.case_id: r for r in read_results(tmp_path / "reports" / "runs" / run_id / "results.jsonl")
+    }
+    assert set(results) == {"hangs", "fine-1", "fine-2"}, proc.stdout + proc.stderr
+    loop, async_grade, _ = results["hangs"].grades
+    assert loop.error is not None and not results["hangs"].passed
+    assert "timeout_s" not in results["hangs"].expected
+    assert loop.reason == (
+        "grader error on case 'hangs': GraderTimeout: grader 'python' ran past its time "
+        "limit of 1 s"
+    )
+    assert async_grade.error is None and async_grade.passed  # async def + numpy.bool_
+    assert results["fine-1"].passed, results["fine-1"].grades
+    # The regex that backtracks catastrophically under `re` is a plain miss here.
+    assert [g.error for g in results["fine-2"].grades] == [None, None, None]
+    assert not results["fine-2"].grades[2].passed
+    # The item whose grader hung fails with the one line; the others pass.
+    assert "1 failed, 2 passed" in proc.stdout, proc.stdout
+
+
+JUDGED_SUITE = """\
+suite: judged
+tiers:
+  app:
+    model: "openai/{app}"
+    api_base: "{base}"
+    price: {{input_per_mtok: 1, output_per_mtok: 2}}
+  priced:
+    model: "openai/{priced}"
+    api_base: "{base}"
+    price: {{input_per_mtok: 10, output_per_mtok: 20}}
+  unpriced: {{model: "openai/{unpriced}", api_base: "{base}"}}
+prompt:
+  - {{role: user, content: "Capital of France?"}}
+assert:
+  - {{type: llm-judge, model: priced, rubric: "Names Paris."}}
+  - {{type: llm-judge, model: unpriced, rubric: "Names Paris."}}
+configs:
+  - {{id: base, tier: app}}
+cases:
+  - {{id: france}}
+"""
+
+
+def test_judge_cost_on_a_warm_cache_is_kept_like_a_configs(
+    tmp_path: Path, fake_server: FakeOpenAIServer
+) -> None:
+    """Issue 18.11: a cached verdict costs 0 and records its saving; an unpriced judge's
+    cost stays unknown on the warm run instead of turning into $0.00."""
+    key = uuid.uuid4().hex[:8]
+    verdict = '{"reason": "Names Paris.", "score": 10}'
+    (tmp_path / "judged.yaml").write_text(
+        JUDGED_SUITE.format(
+            base=fake_server.base_url,
+            app=make_model(reply="Paris.", key=key),
+            priced=make_model(reply=verdict, key=key + "p"),
+            unpriced=make_model(reply=verdict, key=key + "u"),
+        )
+    )
+    grades = []
+    for _ in range(2):
+        proc = run_pytest(tmp_path, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        run_id = (tmp_path / "reports" / "runs" / "LATEST").read_text().strip()
+        (result,) = read_results(tmp_path / "reports" / "runs" / run_id / "results.jsonl")
+        grades.append(result.grades)
+    (cold_priced, cold_unpriced), (warm_priced, warm_unpriced) = grades
+    assert fake_server.request_count(key + "p") == 1  # the second verdict came from the cache
+    assert cold_priced.cost_usd is not None and cold_priced.cost_usd > 0
+    assert cold_priced.saved_usd == 0
+    assert warm_priced.cost_usd == 0 and warm_priced.saved_usd == pytest.approx(
+        cold_priced.cost_usd
+    )
+    assert cold_unpriced.cost_usd is None and warm_unpriced.cost_usd is None

@@ -151,7 +151,9 @@ def test_numeric(output: str, params: dict[str, Any], passed: bool) -> None:
     [
         ('{"a": 1}', True),
         ('```json\n{"a": [1, 2]}\n```', True),
-        ('Here you go:\n```\n{"ok": true}\n```\nAnything else?', True),
+        ('Here you go:\n```\n{"ok": true}\n```', True),
+        # Text after the JSON may take it back: the JSON answer must end the output.
+        ('Here you go:\n```\n{"ok": true}\n```\nAnything else?', False),
         ('{"name": "Zoë", "city": "東京"}', True),
         ("[" + ",".join(["1"] * 100_000) + "]", True),
         ("", False),
@@ -383,7 +385,7 @@ def test_python_grader_gets_the_call_when_it_asks(user_module: str) -> None:
     [
         ("boom", "grader error on case 'case-1': RuntimeError: user code exploded"),
         ("nothing", "returned NoneType; expected bool, a score in [0, 1] or evalgate.Grade"),
-        ("too_much", "returned 1.5; a score must be in [0, 1]"),
+        ("too_much", "returned score 1.5; a score must be a number in [0, 1]"),
     ],
 )
 def test_python_grader_user_errors_are_readable(
@@ -625,7 +627,8 @@ def test_custom_grader_registers_with_params_and_negation() -> None:
     assert not run(name, "within 30 days", days=14).passed
     assert run(f"not-{name}", "within 30 days", days=14).passed
     definition, negated = lookup(f"not-{name}")  # type: ignore[misc]
-    assert negated and definition.params == {"days": int} and not definition.is_async
+    assert negated and not definition.is_async
+    assert definition.params == {"days": int, "timeout_s": (int, float)}  # every grader
 
 
 def test_grader_names_may_not_start_with_not() -> None:
@@ -642,8 +645,11 @@ def test_custom_float_and_grade_results_are_normalised() -> None:
 
     assert run(name, "1.0").passed
     assert not run(name, "0.9").passed and run(name, "0.9").score == pytest.approx(0.9)
-    assert run(name, "7").score == 1.0  # clipped
-    assert not run(name, "nan").passed
+    # Out of range or NaN: rejected with one line, never clamped into a grade.
+    for bad in ("7", "-0.5", "nan", "inf"):
+        grade = run(name, bad)
+        assert grade.error is not None and not grade.passed and grade.score == 0
+        assert "a score must be a number in [0, 1]" in grade.reason
 
 
 def test_builtin_module_registers_every_grader_without_heavy_imports() -> None:

@@ -300,11 +300,14 @@ class EvalgateSession:
             config_orders=orders,
             extra={name: {"stats": section} for name, section in gate.sections.items()},
         )
+        from evalgate.report.inputs import suite_inputs
         from evalgate.report.settings import suite_settings
 
         for name, section in document["suites"].items():
             if name in self.suites:
                 section["settings"] = suite_settings(self.suites[name])
+                ran = {row["case_id"] for row in section.get("cases", ())}
+                section["inputs"] = suite_inputs(self.suites[name], ran)
         document["gate"] = {
             "blocked": bool(gate.blocking),
             "reasons": gate.blocking,

@@ -52,3 +52,15 @@ def test_inputs_and_prompts_are_stored_once_per_case(demo_run) -> None:
     # Two distinct prompts per case, no more.
     assert len(inputs["messages"]) == 2 * 120
     assert set(inputs["prompt"]) == set(inputs["vars"]) and len(inputs["vars"]) == 120
+
+
+def test_run_writes_the_html_report_and_names_both_paths_last(demo_run) -> None:
+    cwd, stdout = demo_run
+    reports = cwd / "reports"
+    page = (reports / "evalgate.html").read_text()
+    assert 'data-testid="recommended"' in page and ">large-trim50<" in page
+    lines = [line for line in stdout.splitlines() if not line.startswith("=")]
+    assert lines[-2:] == [
+        f"html report: {reports / 'evalgate.html'}",
+        f"report: {reports / 'evalgate.json'}",
+    ]

@@ -142,3 +142,39 @@ def test_importing_the_report_module_does_not_import_jinja2() -> None:
     code = "import sys, evalgate.plugin, evalgate.report.html; print('jinja2' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_weak_baseline_and_underpowered_suite_are_called_out() -> None:
+    from evalgate.report.html_view import build_view
+    from evalgate.testing.report_data import SyntheticConfig
+
+    configs = (
+        SyntheticConfig("base", quality=0.05),
+        SyntheticConfig("cheap", tier="small", quality=0.05),
+    )
+    view = build_view(synthetic_document(40, configs))
+    headline = view.suites[0].headline
+    assert headline.gate == "not gated"
+    warnings = " ".join(headline.warnings)
+    assert "The baseline scores only" in warnings and "Underpowered" in warnings
+    # Absolute quality stands beside every candidate's delta.
+    (candidate,) = headline.candidates
+    assert candidate.config == "cheap" and candidate.quality.startswith("0.0")
+
+
+def test_recommendation_headline_states_savings_latency_and_quality() -> None:
+    from evalgate.report.html_view import build_view
+    from evalgate.testing.report_data import SyntheticConfig
+
+    configs = (
+        SyntheticConfig("base", quality=0.9, latency_ms=900),
+        SyntheticConfig("cheap", tier="small", quality=0.95, latency_ms=300),
+    )
+    view = build_view(synthetic_document(400, configs))
+    headline = view.suites[0].headline
+    assert headline.recommended == "cheap" and headline.gate == "passes"
+    facts = dict(headline.facts)
+    assert facts["cost"].startswith("saves 9") and "[95% CI" in facts["cost"]
+    assert facts["latency p95"].startswith("−")  # faster: a negative change
+    assert "(baseline 0.8" in facts["quality"] and facts["verdict"] == "PASS"
+    assert facts["N"] == "400"

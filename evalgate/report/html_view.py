@@ -176,6 +176,7 @@ class SuiteView:
     anchor: str
     feature: str
     baseline: str
+    baseline_known: bool
     n_cases: str
     headline: Headline
     columns: list[Column]
@@ -253,6 +254,7 @@ def _suite_view(name: str, suite: Mapping[str, Any], reasons: list[str], index: 
         anchor=f"suite-{index}",
         feature=str(suite.get("feature") or name),
         baseline=baseline,
+        baseline_known=baseline != DASH,
         n_cases=fmt_int(stats.get("n_cases") or _cases_count(suite)),
         headline=_headline(name, suite, stats, baseline, reasons),
         columns=columns,

@@ -54,7 +54,7 @@ TIERS = {
 def synthetic_suite(
     cases: int, configs: Sequence[SyntheticConfig] = DEFAULT_CONFIGS, *, hostile: bool = False
 ) -> Suite:
-    """A suite with ``cases`` cases; ``hostile`` puts markup in case ids' neighbours' data."""
+    """A suite with ``cases`` cases; ``hostile`` puts markup in questions and one case id."""
     rows = []
     for i in range(cases):
         answer = f"{i * 7}"

@@ -108,6 +108,7 @@ def test_html_from_a_run_killed_before_its_report(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     page = (tmp_path / "evalgate.html").read_text()
     assert "case-00004" in page and "rebuilt from results.jsonl" in page
+    assert "No recommendation" in page and "Keep <strong>" not in page
 
 
 def test_html_of_a_missing_or_foreign_source_is_one_line(tmp_path: Path) -> None:

@@ -396,7 +396,7 @@ def _candidate(suite: Mapping[str, Any], config: str, cmp: Mapping[str, Any]) ->
 _COLUMNS = (
     Column("config", "config", numeric=False),
     Column("verdict", "verdict", numeric=False),
-    Column("quality", "quality (0–1)", title="mean case score, 95% CI"),
+    Column("quality", "quality (0\u20111)", title="mean case score, 95% CI"),
     Column("delta", "Δ quality vs baseline", title="paired mean difference, 95% CI"),
     Column("p", "p (Δ≠0)", title="two-sided difference test"),
     Column("p_ni", "p (non-inf., Holm)", title="one-sided non-inferiority p, Holm-adjusted"),

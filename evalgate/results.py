@@ -317,6 +317,8 @@ def to_rows(results: Iterable[CaseResult]) -> list[dict[str, Any]]:
                 "hit_latency_ms": c.hit_latency_ms,
                 "attempts": c.attempts,
                 "output": c.output,
+                "finish_reason": c.finish_reason,
+                "expected": r.expected,
                 # What grading itself cost (an LLM judge): kept apart from the config's cost.
                 "grading_cost_usd": _grading_cost(r.grades),
                 "grading_calls": sum(g.calls for g in r.grades),

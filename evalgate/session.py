@@ -76,6 +76,7 @@ class EvalgateSession:
         self.report: dict[str, Any] | None = None
         self.ignored_note: str | None = None  # stored results the report left out, and why
         self.blocked = False
+        self.html_error: str | None = None
         if self.is_controller and not config.option.collectonly:
             mark_latest(self.paths)
             self.paths.servers.unlink(missing_ok=True)  # stale ports from an earlier session
@@ -337,11 +338,14 @@ class EvalgateSession:
             config_orders=orders,
             extra={name: {"stats": section} for name, section in gate.sections.items()},
         )
+        from evalgate.report.inputs import suite_inputs
         from evalgate.report.settings import suite_settings
 
         for name, section in document["suites"].items():
             if name in self.suites:
                 section["settings"] = suite_settings(self.suites[name])
+                ran = {row["case_id"] for row in section.get("cases", ())}
+                section["inputs"] = suite_inputs(self.suites[name], ran)
         document["gate"] = {
             "blocked": bool(gate.blocking),
             "reasons": gate.blocking,
@@ -354,7 +358,17 @@ class EvalgateSession:
         write_json(document, self.paths.run_dir / "evalgate.json")
         summary = render_summary(document)
         self.paths.summary_md.write_text(summary, encoding="utf-8")
+        self._write_html(document)
         return document
+
+    def _write_html(self, document: dict[str, Any]) -> None:
+        """The HTML page beside evalgate.json; a failure to render it never loses the run."""
+        from evalgate.report.html import html_path_for, write_html
+
+        try:
+            write_html(document, html_path_for(self.paths.report_json))
+        except Exception as exc:  # the JSON is written; say why the page is missing
+            self.html_error = f"{type(exc).__name__}: {exc}"
 
     def _gate_settings(self) -> Any:
         from evalgate.report.gate import GateSettings
@@ -405,9 +419,14 @@ class EvalgateSession:
         terminalreporter.section("evalgate")
         for line in format_tables(self.report):
             terminalreporter.write_line(line)
-        terminalreporter.write_line(
-            f"report: {self.paths.report_json}  results: {self.paths.results}"
-        )
+        terminalreporter.write_line(f"results: {self.paths.results}")
+        if self.html_error:
+            terminalreporter.write_line(f"html report not written: {self.html_error}")
+        else:
+            from evalgate.report.html import html_path_for
+
+            terminalreporter.write_line(f"html report: {html_path_for(self.paths.report_json)}")
+        terminalreporter.write_line(f"report: {self.paths.report_json}")
 
 
 def _local_names(models: Iterable[str]) -> set[str]:

@@ -67,3 +67,56 @@ def test_summary_is_markdown(tmp_path: Path) -> None:
 def test_missing_report_is_one_line(tmp_path: Path) -> None:
     proc = run("report", str(tmp_path / "nope.json"))
     assert proc.returncode == 1 and proc.stderr.startswith("evalgate: cannot read ")
+
+
+# -- evalgate html ------------------------------------------------------------------------
+
+
+def test_html_writes_the_page_beside_the_json(tmp_path: Path) -> None:
+    from evalgate.testing.report_data import synthetic_document
+
+    path = tmp_path / "evalgate.json"
+    path.write_text(json.dumps(synthetic_document(20)))
+    proc = run("html", str(path))
+    assert proc.returncode == 0, proc.stderr
+    page = tmp_path / "evalgate.html"
+    assert proc.stdout.strip() == f"report: {page}"
+    assert 'data-testid="pareto"' in page.read_text()
+
+
+def test_html_output_option_and_run_directory(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "evalgate.json").write_text(json.dumps(DOC))
+    target = tmp_path / "out" / "page.html"
+    proc = run("html", str(run_dir), "-o", str(target))
+    assert proc.returncode == 0, proc.stderr
+    assert "<!doctype html>" in target.read_text()
+
+
+def test_html_from_a_run_killed_before_its_report(tmp_path: Path) -> None:
+    """A run directory with only results.jsonl still gives a page of its cases."""
+    from evalgate.results import ResultsWriter
+    from evalgate.testing.report_data import synthetic_results, synthetic_suite
+
+    suite = synthetic_suite(5)
+    writer = ResultsWriter(tmp_path / "results.jsonl")
+    for result in synthetic_results(suite):
+        writer.append(result)
+    writer.close()
+    proc = run("html", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "evalgate.html").read_text()
+    assert "case-00004" in page and "rebuilt from results.jsonl" in page
+    assert "No recommendation" in page and "Keep <strong>" not in page
+
+
+def test_html_of_a_missing_or_foreign_source_is_one_line(tmp_path: Path) -> None:
+    proc = run("html", str(tmp_path / "nope.json"))
+    assert proc.returncode == 1 and proc.stderr.startswith("evalgate: cannot read ")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    (tmp_path / "other.json").write_text("[1, 2]")
+    proc = run("html", str(tmp_path / "other.json"))
+    assert proc.returncode == 1 and "not an evalgate report" in proc.stderr
+    proc = run("html", str(tmp_path))
+    assert proc.returncode == 1 and "not a run directory" in proc.stderr

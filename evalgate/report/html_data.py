@@ -1,0 +1,149 @@
+"""The case drill-down's data, embedded in the page as JSON and rendered lazily by its script.
+
+Compact on purpose (10,000 cases x 6 configs must stay well under 25 MB): per suite, the
+config ids, the case ids, and a cases x configs grid whose cells hold one array per
+repeat; each case's expected value and prompts are stored once, prompts
+deduplicated by content hash exactly as evalgate.json stores them.
+
+A result row is an array whose positions are named by :data:`ROW_FIELDS` (the page's
+script reads the same names from the embedded ``fields`` list, so the two cannot drift).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+ROW_FIELDS = (
+    "score",
+    "passed",
+    "error",
+    "error_message",
+    "output",
+    "cost_usd",
+    "input_tokens",
+    "output_tokens",
+    "latency_ms",
+    "ttft_ms",
+    "cached",
+    "attempts",
+    "finish_reason",
+    "repeat",
+    "saved_usd",
+    "grades",
+)
+GRADE_FIELDS = ("grader", "score", "passed", "reason", "error")
+
+
+def _scalar(value: Any) -> Any:
+    """A JSON scalar the page can show; anything else (NaN, lists, dicts) becomes None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return None
+
+
+def _row(row: Mapping[str, Any]) -> list[Any]:
+    grades = [
+        [_scalar(g.get(f)) for f in GRADE_FIELDS]
+        for g in _seq(row.get("grades"))
+        if isinstance(g, Mapping)
+    ]
+    values = [_scalar(row.get(f)) for f in ROW_FIELDS[:-1]]
+    return [*values, grades]
+
+
+def _seq(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _messages(value: Any) -> list[dict[str, str]] | None:
+    if not isinstance(value, list | tuple):
+        return None
+    return [
+        {"role": str(m.get("role", "")), "content": str(m.get("content", ""))}
+        for m in value
+        if isinstance(m, Mapping)
+    ]
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _repeat(row: list[Any]) -> float:
+    value = row[ROW_FIELDS.index("repeat")]
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _suite_data(name: str, suite: Mapping[str, Any]) -> dict[str, Any]:
+    listed = suite.get("configs")
+    configs = [str(c) for c in listed] if isinstance(listed, Mapping) else []
+    rows = [r for r in _seq(suite.get("cases")) if isinstance(r, Mapping)]
+    for row in rows:
+        config = str(row.get("config_id"))
+        if config not in configs:
+            configs.append(config)
+    column = {c: j for j, c in enumerate(configs)}
+    case_index: dict[str, int] = {}
+    expected: list[str] = []
+    grid: list[list[list[list[Any]] | None]] = []
+    for row in rows:
+        case = str(row.get("case_id"))
+        i = case_index.get(case)
+        if i is None:
+            i = case_index[case] = len(grid)
+            grid.append([None] * len(configs))
+            expected.append(str(row.get("expected") or ""))
+        cell = grid[i][column[str(row.get("config_id"))]]
+        if cell is None:
+            cell = grid[i][column[str(row.get("config_id"))]] = []
+        cell.append(_row(row))
+    for cells in grid:
+        for cell in cells:
+            if cell:
+                cell.sort(key=_repeat)
+    # Cases in id order (results arrive in run order); the grid follows.
+    order = sorted(case_index)
+    grid = [grid[case_index[c]] for c in order]
+    expected = [expected[case_index[c]] for c in order]
+    cases = order
+    inputs = _mapping(suite.get("inputs"))
+    prompt_of = _mapping(inputs.get("prompt"))
+    # Only the prompts the page can show; a config missing from the map has no prompt.
+    prompts = [
+        [_text(_mapping(prompt_of.get(case)).get(config)) for config in configs] for case in cases
+    ]
+    used = {h for per_case in prompts for h in per_case if h}
+    messages = {}
+    for key, stored in _mapping(inputs.get("messages")).items():
+        shown = _messages(stored) if key in used else None
+        if shown is not None:
+            messages[str(key)] = shown
+    baseline = suite.get("baseline")
+    return {
+        "name": name,
+        "configs": configs,
+        "baseline": column.get(str(baseline), 0) if configs else None,
+        "cases": cases,
+        "expected": expected,
+        "prompts": prompts,
+        "messages": messages,
+        "grid": grid,
+    }
+
+
+def drilldown_data(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON object the page's script reads (``fields`` names each row position)."""
+    suites = _mapping(document.get("suites"))
+    return {
+        "fields": list(ROW_FIELDS),
+        "grade_fields": list(GRADE_FIELDS),
+        "suites": [_suite_data(str(n), s) for n, s in suites.items() if isinstance(s, Mapping)],
+    }

@@ -100,5 +100,6 @@ def plan_items(suite: Suite) -> Iterator[ItemPlan]:
                 api_base=tier.api_base,
                 api_key_env=tier.api_key_env,
                 timeout_s=tier.timeout_s,
+                transport=tier.transport,
             ),
         )

@@ -475,6 +475,8 @@ async def _read_stream(reply: aiohttp.ClientResponse, started: float, api_key: s
                     raise _stream_error(event["error"], api_key)
                 if event.get("usage"):
                     usage = event["usage"]
+    except (AttributeError, TypeError):  # an event of the wrong shape (choices not objects)
+        raise APIError("malformed stream event: unexpected JSON shape") from None
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionError) as exc:
         raise MidStreamFallbackError(
             f"the stream was cut after {chunks} chunk(s): {_connection_error(exc)}"

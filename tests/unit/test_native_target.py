@@ -145,3 +145,18 @@ def test_a_misspelt_transport_fails_with_one_line_naming_file_line_and_key(
         f"{path}:3: tiers.small.transport: expected one of auto, native, litellm, "
         "found 'nativ' (did you mean 'native'?)"
     )
+
+
+def test_forced_native_without_an_endpoint_is_one_clear_error_result() -> None:
+    from evalgate.engine.engine import Engine
+
+    engine = Engine(lambda s: Endpoint(s.model, None, "k"), warm_up=False, processes=0)
+    try:
+        result = engine.submit(spec("anthropic/claude-3-5-haiku", "native")).result(timeout=30)
+    finally:
+        engine.close()
+    assert result.attempts == 0
+    assert result.error == (
+        "ValueError: transport: native needs an OpenAI-protocol endpoint for "
+        "anthropic/claude-3-5-haiku: give the tier an api_base, or use an openai/ model"
+    )

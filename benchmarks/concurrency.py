@@ -1,7 +1,8 @@
 """Concurrency: streamed calls to a local server, plain litellm versus evalgate's engine.
 
 Run: ``.venv/bin/python benchmarks/concurrency.py [--calls 1000] [--concurrency 50]
-[--latency-ms 200] [--repeat 1] [--processes N] [--no-price] [--only SIDE]``
+[--latency-ms 200] [--repeat 1] [--transport auto|native|litellm] [--processes N]
+[--no-price] [--only SIDE]``
 
 The fault-injecting OpenAI-protocol server (``evalgate.testing.fake_openai``) runs in its
 own process, so its CPU is not counted; every call waits ``--latency-ms`` before the
@@ -15,9 +16,12 @@ call succeeded with the right text, tokens and finish reason:
   True})`` under an ``asyncio.Semaphore(concurrency)`` on a stock ``asyncio.run`` loop,
   consuming the stream the way evalgate does; CPU is this process's.
 * ``evalgate``: the same calls as ``CallSpec`` s through :class:`Engine` (``submit`` from
-  the main thread, results as futures), with its defaults: at this concurrency it runs
-  attempts in worker processes (``--processes`` overrides; 0 keeps them in-process). CPU
-  is this process's plus the workers' (``Engine.worker_cpu_seconds``).
+  the main thread, results as futures), with its defaults: the tier's transport is
+  ``auto``, so these OpenAI-protocol calls go through the native transport
+  (:mod:`evalgate.engine.native`) in the engine's process. ``--transport litellm`` sends
+  them through litellm instead, which at this concurrency runs attempts in worker
+  processes (``--processes`` overrides; 0 keeps them in-process). CPU is this process's
+  plus the workers' (``Engine.worker_cpu_seconds``).
 
 Both sides first run one untimed wave of ``concurrency`` calls (imports, clients,
 connection pools). The engine's tier has a price (``--no-price`` drops it), as a suite
@@ -164,6 +168,7 @@ def _specs(args: argparse.Namespace, first: int, n: int) -> list[CallSpec]:
             tier="bench",
             price=None if args.no_price else PRICE,
             timeout_s=60.0,
+            transport=args.transport,
         )
         for i in range(n)
     ]
@@ -186,7 +191,10 @@ def run_engine(engine: Engine, args: argparse.Namespace, limit_s: float, run: in
     wall = time.perf_counter() - t0
     parent_cpu = time.process_time() - cpu0
     worker_cpu = engine.worker_cpu_seconds() - workers0
-    side = f"evalgate ({engine.processes}p)" if engine.processes else "evalgate"
+    via = "litellm" if args.transport == "litellm" else "native"
+    if via == "litellm" and engine.processes:
+        via += f", {engine.processes}p"
+    side = f"evalgate ({via})"
     return Figures(side, wall, parent_cpu + worker_cpu, args.calls, ok, limit_s, worker_cpu)
 
 
@@ -201,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="alternate the sides N times")
     parser.add_argument(
         "--processes", type=int, default=None, help="engine worker processes (default: auto)"
+    )
+    parser.add_argument(
+        "--transport",
+        choices=("auto", "native", "litellm"),
+        default="auto",
+        help="the engine tier's transport (default: auto, i.e. native here)",
     )
     parser.add_argument("--no-price", action="store_true", help="no price on the engine's tier")
     parser.add_argument(

@@ -129,6 +129,7 @@ def plan_items(suite: Suite) -> Iterator[ItemPlan]:
             api_base=tier.api_base,
             api_key_env=tier.api_key_env,
             timeout_s=tier.timeout_s,
+            transport=tier.transport,
         )
         yield ItemPlan(
             key=ItemKey(suite.name, case.id, config.id, repeat),

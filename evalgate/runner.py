@@ -243,6 +243,7 @@ class GraderCalls:
             api_base=tier.api_base if tier else None,
             api_key_env=tier.api_key_env if tier else None,
             timeout_s=tier.timeout_s if tier else 120.0,
+            transport=tier.transport if tier else "auto",
         )
         # Ahead of queued item calls: the item being graded already holds its answer. The
         # grader runs on a grading thread's loop; the call runs on the engine's, and the

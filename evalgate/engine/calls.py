@@ -28,6 +28,7 @@ class CallSpec:
         price: explicit price; None -> litellm's price map.
         api_base, api_key_env: endpoint override and the env var holding the key.
         timeout_s: per-attempt timeout.
+        transport: ``auto``, ``native`` or ``litellm`` (see :mod:`evalgate.engine.native`).
     """
 
     model: str
@@ -42,6 +43,7 @@ class CallSpec:
     api_base: str | None = None
     api_key_env: str | None = None
     timeout_s: float = 120.0
+    transport: str = "auto"
 
     def generation_params(self) -> dict[str, Any]:
         # stream is not part of the response's identity: a streamed and a non-streamed

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from evalgate.engine.cache import ResponseCache, cache_key
 from evalgate.engine.calls import CallSpec, Endpoint, attempt, new_event_loop
 from evalgate.engine.limits import TierLimits
+from evalgate.engine.native import NativeClients
 from evalgate.engine.procpool import ProcessPool, RemoteAttemptError
 from evalgate.engine.retry import RetryPolicy, is_retryable, retry_after_seconds
 from evalgate.engine.slots import ITEM_PRIORITY, PrioritySlots
@@ -150,6 +151,9 @@ class Engine:
         self._cache = cache
         self._retry = retry or RetryPolicy()
         self._rng = random.Random(seed)
+        # OpenAI-protocol endpoints are called directly (evalgate.engine.native); litellm
+        # (in this process or in the worker pool) makes every other call.
+        self._native = NativeClients()
         n_processes = auto_processes(concurrency) if processes is None else processes
         self._pool = ProcessPool(n_processes, warm_up=warm_up) if n_processes > 0 else None
         if self._pool is not None:
@@ -267,6 +271,7 @@ class Engine:
     async def _call_with_retries(self, spec: CallSpec, priority: int) -> CallResult:
         try:
             endpoint = self._resolve(spec)
+            native = self._native.target(spec, endpoint)
         except Exception as exc:  # missing API key, server not started: not retryable
             return CallResult(error=describe(exc), attempts=0)
         limits = self._limits.get(spec.tier)
@@ -282,7 +287,12 @@ class Engine:
                 try:
                     # The attempt's own timeout covers connecting; this one also covers a
                     # stream that stalls between chunks.
-                    result = await asyncio.wait_for(run_attempt(spec, endpoint), spec.timeout_s)
+                    call = (
+                        self._native.attempt(spec, native)
+                        if native is not None
+                        else run_attempt(spec, endpoint)
+                    )
+                    result = await asyncio.wait_for(call, spec.timeout_s)
                     return replace(result, attempts=number)
                 except Exception as exc:
                     # A worker process judged its exception with the same functions.
@@ -296,6 +306,9 @@ class Engine:
         raise AssertionError("unreachable")  # the loop always returns
 
     def close(self) -> None:
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.submit_coroutine(self._native.aclose()).result(timeout=15)
         if self._pool is not None:
             if self._thread.is_alive():
                 with contextlib.suppress(Exception):

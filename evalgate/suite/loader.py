@@ -21,6 +21,7 @@ from typing import Any
 
 from evalgate.suite.errors import SuiteError, did_you_mean
 from evalgate.suite.model import (
+    TRANSPORTS,
     Case,
     Config,
     Gate,
@@ -63,7 +64,7 @@ TOP_KEYS = (
     "trim",
     "vars",
 )
-TIER_KEYS = ("model", "price", "api_base", "api_key_env", "rpm", "tpm", "timeout_s")
+TIER_KEYS = ("model", "price", "api_base", "api_key_env", "rpm", "tpm", "timeout_s", "transport")
 PRICE_KEYS = ("input_per_mtok", "output_per_mtok")
 CONFIG_KEYS = (
     "id",
@@ -330,6 +331,13 @@ def _tiers(check: _Checker, raw: Any) -> dict[str, Tier]:
                 _ENV_VAR,
                 "the NAME of an environment variable (never the key itself)",
             )
+        transport = spec.get("transport", "auto")
+        if transport not in TRANSPORTS:
+            raise check.fail(
+                (*path, "transport"),
+                f"expected one of {', '.join(TRANSPORTS)}, found {transport!r}"
+                + did_you_mean(str(transport), TRANSPORTS),
+            )
         tiers[str(tier_name)] = Tier(
             name=str(tier_name),
             model=check.string(spec["model"], (*path, "model"), what="a litellm model string"),
@@ -343,6 +351,7 @@ def _tiers(check: _Checker, raw: Any) -> dict[str, Tier]:
             timeout_s=check.number(
                 spec.get("timeout_s", 120.0), (*path, "timeout_s"), low=0, low_open=True
             ),
+            transport=transport,
         )
     return tiers
 

@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 LOCAL_PREFIX = "local/"
+TRANSPORTS = ("auto", "native", "litellm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class Tier:
         api_key_env: name of the environment variable holding the key (never the key).
         rpm, tpm: optional requests/tokens per minute limits for this tier.
         timeout_s: per-attempt timeout.
+        transport: ``native`` (OpenAI protocol over HTTP), ``litellm``, or ``auto``.
     """
 
     name: str
@@ -43,6 +45,7 @@ class Tier:
     rpm: int | None = None
     tpm: int | None = None
     timeout_s: float = 120.0
+    transport: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""evalgate.runtime: the exported policy enforced around litellm in an application."""

@@ -2,6 +2,8 @@
 
 evalgate report [reports/evalgate.json]     print the tables, statistics and gate
 evalgate summary [reports/evalgate.json]    print the Markdown summary (for CI)
+evalgate export [reports/evalgate.json] -o policy.py   write the runtime policy
+evalgate usage [--since 24h] [--feature F]  live usage by feature from the ledger
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _load(path: Path) -> dict:
@@ -30,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("path", nargs="?", type=Path, default=Path("reports/evalgate.json"))
+    _add_export(commands)
     args = parser.parse_args(argv)
+    if args.command == "export":
+        return _export(args)
     document = _load(args.path)
     if args.command == "report":
         from evalgate.report.summary import format_tables
@@ -40,6 +46,102 @@ def main(argv: list[str] | None = None) -> int:
     from evalgate.report.markdown import render_summary
 
     sys.stdout.write(render_summary(document))
+    return 0
+
+
+def _add_export(commands: Any) -> None:
+    sub = commands.add_parser(
+        "export",
+        help="write the runtime policy module from a report's recommended configs",
+        description="Writes (or updates, keeping its other features) a runtime policy "
+        "module: per feature, the recommended config of its suite, or --config.",
+    )
+    sub.add_argument("path", nargs="?", type=Path, default=Path("reports/evalgate.json"))
+    sub.add_argument("-o", "--output", type=Path, required=True, help="the policy module")
+    sub.add_argument("--suite", help="export only this suite")
+    sub.add_argument("--config", help="export this config instead of the recommendation")
+    sub.add_argument(
+        "--fallback",
+        action="append",
+        dest="fallbacks",
+        metavar="CONFIG",
+        help="a config tried on an error or timeout, in order (repeatable; "
+        "default: the baseline when another model serves it)",
+    )
+    sub.add_argument(
+        "--cache",
+        choices=("auto", "exact", "off"),
+        default="auto",
+        help="exact cache per tenant: auto (when the config measured the cache or runs "
+        "at temperature 0), exact, or off (default: %(default)s)",
+    )
+    sub.add_argument(
+        "--cache-ttl", type=float, default=86400.0, metavar="S", help="entry lifetime, seconds"
+    )
+    sub.add_argument(
+        "--match",
+        type=Path,
+        metavar="SUITE_YAML",
+        help="refuse unless the report was made from this suite file (by default each "
+        "suite file recorded in the report is checked where it exists)",
+    )
+
+
+def _export(args: argparse.Namespace) -> int:
+    from evalgate.policy.export import ExportError, export_policy
+    from evalgate.runtime.errors import PolicyError
+
+    try:
+        exported, skipped = export_policy(
+            args.path,
+            args.output,
+            suite=args.suite,
+            config=args.config,
+            fallbacks=args.fallbacks,
+            cache=args.cache,
+            cache_ttl_s=args.cache_ttl,
+            match=args.match,
+        )
+    except (ExportError, PolicyError) as exc:
+        raise SystemExit(f"evalgate export: {exc}") from None
+    for line in skipped:
+        print(f"evalgate export: {line}")
+    if not exported:
+        print("evalgate export: nothing to export")
+        return 1
+    print(f"evalgate export: wrote {args.output} ({', '.join(exported)})")
+    return 0
+
+
+def _add_usage(commands: Any) -> None:
+    sub = commands.add_parser(
+        "usage",
+        help="live cost, latency and cache figures by feature, from the usage ledger",
+        description="Per feature: calls, cost, tokens, p50/p95 latency and TTFT, cache hit "
+        "rate, fallbacks, errors and top users by cost; beside each, what the policy's "
+        "evidence predicted, flagging drift.",
+    )
+    sub.add_argument(
+        "--backend",
+        default=None,
+        metavar="URL",
+        help="the ledger's backend (default: $EVALGATE_RUNTIME_BACKEND or "
+        "sqlite:///.evalgate/runtime.sqlite3)",
+    )
+    sub.add_argument("--policy", type=Path, help="the policy module, for predicted figures")
+    sub.add_argument("--since", default="24h", help="window: 30m, 24h, 7d, or 'all'")
+    sub.add_argument("--feature", help="only this feature")
+    sub.add_argument("--format", choices=("table", "json"), default="table")
+    sub.add_argument("--prefix", default="evalgate:", help=argparse.SUPPRESS)
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from evalgate.runtime.usage import UsageError, usage_main
+
+    try:
+        sys.stdout.write(usage_main(args))
+    except UsageError as exc:
+        raise SystemExit(f"evalgate usage: {exc}") from None
     return 0
 
 

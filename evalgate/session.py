@@ -72,6 +72,7 @@ class EvalgateSession:
         self._progress_stamp = self._progress_started = time.monotonic()
         self._pace_started = self._progress_started
         self.report: dict[str, Any] | None = None
+        self.export_lines: list[str] = []
         self.blocked = False
         if self.is_controller and not config.option.collectonly:
             mark_latest(self.paths)
@@ -275,6 +276,8 @@ class EvalgateSession:
         if self.config.option.collectonly:
             return
         self.report = self._write_report()
+        if self.report is not None and self.config.getoption(options.EXPORT):
+            self.export_lines = self._export(self.report)
         if self.blocked and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -316,6 +319,22 @@ class EvalgateSession:
         summary = render_summary(document)
         self.paths.summary_md.write_text(summary, encoding="utf-8")
         return document
+
+    def _export(self, document: dict[str, Any]) -> list[str]:
+        """Writes the runtime policy; returns what to tell the user (one line each)."""
+        from evalgate.policy.export import ExportError, export_policy
+        from evalgate.runtime.errors import PolicyError
+
+        out = Path(self.config.getoption(options.EXPORT))
+        try:
+            # The suites are the ones just run: their hashes match by construction.
+            exported, skipped = export_policy(document, out, check_suites=False)
+        except (ExportError, PolicyError) as exc:
+            return [f"evalgate export: {exc}"]
+        lines = [f"evalgate export: {line}" for line in skipped]
+        if exported:
+            lines.append(f"evalgate export: wrote {out} ({', '.join(exported)})")
+        return lines
 
     def _gate_settings(self) -> Any:
         from evalgate.report.gate import GateSettings
@@ -359,6 +378,8 @@ class EvalgateSession:
         terminalreporter.write_line(
             f"report: {self.paths.report_json}  results: {self.paths.results}"
         )
+        for line in self.export_lines:
+            terminalreporter.write_line(line)
 
 
 def _local_names(models: Iterable[str]) -> set[str]:

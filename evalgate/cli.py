@@ -34,9 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         sub = commands.add_parser(name, help=text)
         sub.add_argument("path", nargs="?", type=Path, default=Path("reports/evalgate.json"))
     _add_export(commands)
+    _add_usage(commands)
     args = parser.parse_args(argv)
     if args.command == "export":
         return _export(args)
+    if args.command == "usage":
+        return _usage(args)
     document = _load(args.path)
     if args.command == "report":
         from evalgate.report.summary import format_tables
@@ -132,11 +135,20 @@ def _add_usage(commands: Any) -> None:
     sub.add_argument("--since", default="24h", help="window: 30m, 24h, 7d, or 'all'")
     sub.add_argument("--feature", help="only this feature")
     sub.add_argument("--format", choices=("table", "json"), default="table")
+    sub.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.2,
+        help="flag drift above the prediction by more than this share (default: %(default)s)",
+    )
     sub.add_argument("--prefix", default="evalgate:", help=argparse.SUPPRESS)
 
 
 def _usage(args: argparse.Namespace) -> int:
     from evalgate.runtime.usage import UsageError, usage_main
+
+    if not args.tolerance >= 0:
+        raise SystemExit("evalgate usage: --tolerance must be >= 0")
 
     try:
         sys.stdout.write(usage_main(args))

@@ -27,6 +27,19 @@ BUSY_TIMEOUT_S = 30.0
 PURGE_EVERY = 1000  # writes between sweeps of expired cache entries
 
 
+def sqlite_path(url: str) -> Path:
+    """The file of an ``sqlite:///`` URL.
+
+    SQLAlchemy's convention: ``sqlite:///rel/path`` is relative to the working directory,
+    ``sqlite:////abs/path`` absolute.
+    """
+    path = url.partition("://")[2]
+    path = path[1:] if path.startswith("/") else path
+    if not path:
+        raise PolicyError(f"backend URL {url!r}: no file path (expected sqlite:///path)")
+    return Path(path)
+
+
 class SQLiteBackend(Backend):
     """State in one SQLite file (WAL)."""
 
@@ -41,12 +54,7 @@ class SQLiteBackend(Backend):
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteBackend:
-        # SQLAlchemy's convention: sqlite:///rel/path is relative, sqlite:////abs/path absolute.
-        path = url.partition("://")[2]
-        path = path[1:] if path.startswith("/") else path
-        if not path:
-            raise PolicyError(f"backend URL {url!r}: no file path (expected sqlite:///path)")
-        return cls(Path(path))
+        return cls(sqlite_path(url))
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(

@@ -14,7 +14,8 @@ never an error, never a stream that was cut or abandoned, never a tool call.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
@@ -98,19 +99,47 @@ class ResponseCache(Protocol):
 
 
 class ExactCache:
-    """Serves a request only when its key matches byte for byte, within its tenant."""
+    """Serves a request only when its key matches byte for byte, within its tenant.
+
+    With a ``writer`` (a callable that runs a function on a background thread, as the
+    policy's ledger writer does), :meth:`store` returns at once and this process serves
+    the entry from memory until it is written, so a write never adds to a call's latency.
+    """
 
     KEY_PREFIX = "x:"
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(
+        self, backend: Backend, writer: Callable[[Callable[[], None]], None] | None = None
+    ):
         self.backend = backend
+        self._writer = writer
+        self._pending: dict[str, tuple[bytes, float | None]] = {}
 
     def lookup(self, request: CacheRequest) -> Hit | None:
-        raw = self.backend.cache_get(self.KEY_PREFIX + request.key)
+        key = self.KEY_PREFIX + request.key
+        pending = self._pending.get(key)
+        if pending is not None and (pending[1] is None or pending[1] > time.time()):
+            raw: bytes | None = pending[0]
+        else:
+            raw = self.backend.cache_get(key)
         if raw is None:
             return None
         answer = CachedAnswer.from_bytes(raw)
         return None if answer is None else Hit(answer)
 
     def store(self, request: CacheRequest, answer: CachedAnswer, ttl_s: float | None) -> None:
-        self.backend.cache_set(self.KEY_PREFIX + request.key, answer.to_bytes(), ttl_s)
+        key, value = self.KEY_PREFIX + request.key, answer.to_bytes()
+        if self._writer is None:
+            self.backend.cache_set(key, value, ttl_s)
+            return
+        expires = None if ttl_s is None else time.time() + ttl_s
+        self._pending[key] = (value, expires)
+
+        def write() -> None:
+            try:
+                self.backend.cache_set(key, value, ttl_s)
+            finally:
+                if self._pending.get(key, (None,))[0] is value:
+                    del self._pending[key]
+
+        self._writer(write)

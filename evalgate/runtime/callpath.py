@@ -166,8 +166,8 @@ class Policy:
         if backend is None or isinstance(backend, str):
             backend = open_backend(backend or default_backend_url(), prefix=prefix)
         self.backend = backend
-        self.ledger = Ledger(backend)
-        self._exact = ExactCache(backend)
+        self.ledger = Ledger(backend, write_behind=True)
+        self._exact = ExactCache(backend, writer=self.ledger.submit)
         self.api_bases = dict(api_bases or {})
         self.router: Router = router or StaticRouter()
         self.guards = list(guards)
@@ -201,6 +201,8 @@ class Policy:
             ) from None
 
     def close(self) -> None:
+        """Writes the queued ledger records, then releases the backend."""
+        self.ledger.close()
         self.backend.close()
 
     def __enter__(self) -> Policy:

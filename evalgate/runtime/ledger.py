@@ -7,8 +7,13 @@ kept, missing ones read as None.
 
 from __future__ import annotations
 
+import atexit
 import json
-from collections.abc import Iterator
+import logging
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 
 from evalgate.runtime.backends.base import Backend
@@ -72,19 +77,82 @@ class UsageRecord:
         return cls(**kept)
 
 
-class Ledger:
-    """Appends and reads usage records on a backend."""
+log = logging.getLogger("evalgate.runtime")
 
-    def __init__(self, backend: Backend) -> None:
+
+class Ledger:
+    """Appends and reads usage records on a backend.
+
+    With ``write_behind`` (what :class:`~evalgate.runtime.Policy` uses), records are
+    written by a background thread, so a slow disk or network write never adds to a
+    call's latency; :meth:`read`, :meth:`flush`, :meth:`close` and interpreter exit wait
+    for the queued records. A process killed with SIGKILL loses the records still
+    queued (written within milliseconds otherwise).
+    """
+
+    def __init__(self, backend: Backend, *, write_behind: bool = False) -> None:
         self.backend = backend
+        self._queue: queue.Queue[UsageRecord | Callable[[], None] | None] | None = None
+        if write_behind:
+            self._queue = queue.Queue()
+            thread = threading.Thread(
+                target=_drain, args=(self._queue, backend), name="evalgate-ledger", daemon=True
+            )
+            thread.start()
+            atexit.register(_flush_at_exit, weakref.ref(self))
 
     def append(self, record: UsageRecord) -> None:
-        self.backend.ledger_append(record.ts, record.to_bytes())
+        if self._queue is not None:
+            self._queue.put(record)
+        else:
+            self.backend.ledger_append(record.ts, record.to_bytes())
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Runs ``job`` on the writer thread, in order with the records (or now, without one)."""
+        if self._queue is not None:
+            self._queue.put(job)
+        else:
+            job()
+
+    def flush(self) -> None:
+        """Waits until every appended record is written."""
+        if self._queue is not None:
+            self._queue.join()
+
+    def close(self) -> None:
+        """Writes what is queued and stops the writer."""
+        if self._queue is not None:
+            self._queue.join()
+            self._queue.put(None)
+            self._queue = None
 
     def read(self, since: float | None = None) -> Iterator[UsageRecord]:
         """Records with ``ts >= since``, oldest first (unreadable ones are skipped)."""
+        self.flush()
         for _, raw in self.backend.ledger_read(since):
             try:
                 yield UsageRecord.from_bytes(raw)
             except (ValueError, TypeError):
                 continue
+
+
+def _drain(pending: queue.Queue[UsageRecord | Callable[[], None] | None], backend: Backend) -> None:
+    while True:
+        record = pending.get()
+        try:
+            if record is None:
+                return
+            if isinstance(record, UsageRecord):
+                backend.ledger_append(record.ts, record.to_bytes())
+            else:
+                record()
+        except Exception as exc:  # the backend is down: say so, keep serving calls
+            log.error("evalgate: a ledger or cache write failed: %s: %s", type(exc).__name__, exc)
+        finally:
+            pending.task_done()
+
+
+def _flush_at_exit(ref: weakref.ref[Ledger]) -> None:
+    ledger = ref()
+    if ledger is not None:
+        ledger.flush()

@@ -101,7 +101,8 @@ WRITER = textwrap.dedent(
     from evalgate.runtime.ledger import Ledger, UsageRecord
     url, prefix, worker = sys.argv[1], sys.argv[2], sys.argv[3]
     n, start = int(sys.argv[4]), float(sys.argv[5])
-    ledger = Ledger(open_backend(url, prefix=prefix))
+    # write-behind, as the policy writes: the records still queued at exit are written.
+    ledger = Ledger(open_backend(url, prefix=prefix), write_behind=True)
     while time.time() < start:
         time.sleep(0.001)
     for i in range(n):

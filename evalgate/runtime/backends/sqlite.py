@@ -47,10 +47,14 @@ class SQLiteBackend(Backend):
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        # One connection per thread: under WAL a reader (a cache lookup on the caller's
+        # thread) never waits for a writer (the ledger's background thread).
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
         self._pid = os.getpid()
         self._writes = 0
-        self._db = self._connect()
+        self._conn()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteBackend:
@@ -67,18 +71,23 @@ class SQLiteBackend(Backend):
         return db
 
     def _conn(self) -> sqlite3.Connection:
-        if os.getpid() != self._pid:  # a forked child must not share the parent's handle
+        if os.getpid() != self._pid:  # a forked child must not share the parent's handles
             self._pid = os.getpid()
-            self._db = self._connect()
-        return self._db
+            self._local = threading.local()
+            self._all = []
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+            with self._all_lock:
+                self._all.append(db)
+        return db
 
     def cache_get(self, key: str) -> bytes | None:
-        with self._lock:
-            row = (
-                self._conn()
-                .execute("SELECT value, expires FROM cache WHERE key = ?", (key,))
-                .fetchone()
-            )
+        row = (
+            self._conn()
+            .execute("SELECT value, expires FROM cache WHERE key = ?", (key,))
+            .fetchone()
+        )
         if row is None or (row[1] is not None and row[1] <= time.time()):
             return None
         return bytes(row[0])
@@ -86,37 +95,36 @@ class SQLiteBackend(Backend):
     def cache_set(self, key: str, value: bytes, ttl_s: float | None) -> None:
         now = time.time()
         expires = None if ttl_s is None else now + ttl_s
-        with self._lock:
-            db = self._conn()
-            db.execute(
-                "INSERT OR REPLACE INTO cache (key, value, expires) VALUES (?, ?, ?)",
-                (key, value, expires),
-            )
-            self._writes += 1
-            if self._writes % PURGE_EVERY == 0:
-                db.execute("DELETE FROM cache WHERE expires IS NOT NULL AND expires <= ?", (now,))
+        db = self._conn()
+        db.execute(
+            "INSERT OR REPLACE INTO cache (key, value, expires) VALUES (?, ?, ?)",
+            (key, value, expires),
+        )
+        self._writes += 1
+        if self._writes % PURGE_EVERY == 0:
+            db.execute("DELETE FROM cache WHERE expires IS NOT NULL AND expires <= ?", (now,))
 
     def cache_clear(self) -> None:
-        with self._lock:
-            self._conn().execute("DELETE FROM cache")
+        self._conn().execute("DELETE FROM cache")
 
     def ledger_append(self, ts: float, record: bytes) -> None:
-        with self._lock:
-            self._conn().execute("INSERT INTO ledger (ts, record) VALUES (?, ?)", (ts, record))
+        self._conn().execute("INSERT INTO ledger (ts, record) VALUES (?, ?)", (ts, record))
 
     def ledger_read(self, since: float | None = None) -> Iterator[tuple[float, bytes]]:
-        with self._lock:
-            rows = (
-                self._conn()
-                .execute(
-                    "SELECT ts, record FROM ledger WHERE ts >= ? ORDER BY ts, id",
-                    (since if since is not None else float("-inf"),),
-                )
-                .fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT ts, record FROM ledger WHERE ts >= ? ORDER BY ts, id",
+                (since if since is not None else float("-inf"),),
             )
+            .fetchall()
+        )
         for ts, record in rows:
             yield float(ts), bytes(record)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        with self._all_lock:
+            for db in self._all:
+                db.close()
+            self._all.clear()
+        self._local = threading.local()

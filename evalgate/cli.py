@@ -4,6 +4,8 @@ evalgate report [reports/evalgate.json]     print the tables, statistics and gat
 evalgate summary [reports/evalgate.json]    print the Markdown summary (for CI)
 evalgate html [reports/evalgate.json | RUN_DIR] [-o FILE]
                                             write the HTML report from stored results
+evalgate export [reports/evalgate.json] -o policy.py   write the runtime policy
+evalgate usage [--since 24h] [--feature F]  live usage by feature from the ledger
 """
 
 from __future__ import annotations
@@ -34,9 +36,15 @@ def main(argv: list[str] | None = None) -> int:
         sub = commands.add_parser(name, help=text)
         sub.add_argument("path", nargs="?", type=Path, default=Path("reports/evalgate.json"))
     _add_html(commands)
+    _add_export(commands)
+    _add_usage(commands)
     args = parser.parse_args(argv)
     if args.command == "html":
         return _html(args)
+    if args.command == "export":
+        return _export(args)
+    if args.command == "usage":
+        return _usage(args)
     document = _load(args.path)
     if args.command == "report":
         from evalgate.report.summary import format_tables
@@ -73,6 +81,111 @@ def _html(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise SystemExit(f"evalgate: cannot write {target}: {exc}") from None
     print(f"report: {target}")
+    return 0
+
+
+def _add_export(commands: Any) -> None:
+    sub = commands.add_parser(
+        "export",
+        help="write the runtime policy module from a report's recommended configs",
+        description="Writes (or updates, keeping its other features) a runtime policy "
+        "module: per feature, the recommended config of its suite, or --config.",
+    )
+    sub.add_argument("path", nargs="?", type=Path, default=Path("reports/evalgate.json"))
+    sub.add_argument("-o", "--output", type=Path, required=True, help="the policy module")
+    sub.add_argument("--suite", help="export only this suite")
+    sub.add_argument("--config", help="export this config instead of the recommendation")
+    sub.add_argument(
+        "--fallback",
+        action="append",
+        dest="fallbacks",
+        metavar="CONFIG",
+        help="a config tried on an error or timeout, in order (repeatable; "
+        "default: the baseline when another model serves it)",
+    )
+    sub.add_argument(
+        "--cache",
+        choices=("auto", "exact", "off"),
+        default="auto",
+        help="exact cache per tenant: auto (when the config measured the cache or runs "
+        "at temperature 0), exact, or off (default: %(default)s)",
+    )
+    sub.add_argument(
+        "--cache-ttl", type=float, default=86400.0, metavar="S", help="entry lifetime, seconds"
+    )
+    sub.add_argument(
+        "--match",
+        type=Path,
+        metavar="SUITE_YAML",
+        help="refuse unless the report was made from this suite file (by default each "
+        "suite file recorded in the report is checked where it exists)",
+    )
+
+
+def _export(args: argparse.Namespace) -> int:
+    from evalgate.policy.export import ExportError, export_policy
+    from evalgate.runtime.errors import PolicyError
+
+    try:
+        exported, skipped = export_policy(
+            args.path,
+            args.output,
+            suite=args.suite,
+            config=args.config,
+            fallbacks=args.fallbacks,
+            cache=args.cache,
+            cache_ttl_s=args.cache_ttl,
+            match=args.match,
+        )
+    except (ExportError, PolicyError) as exc:
+        raise SystemExit(f"evalgate export: {exc}") from None
+    for line in skipped:
+        print(f"evalgate export: {line}")
+    if not exported:
+        print("evalgate export: nothing to export")
+        return 1
+    print(f"evalgate export: wrote {args.output} ({', '.join(exported)})")
+    return 0
+
+
+def _add_usage(commands: Any) -> None:
+    sub = commands.add_parser(
+        "usage",
+        help="live cost, latency and cache figures by feature, from the usage ledger",
+        description="Per feature: calls, cost, tokens, p50/p95 latency and TTFT, cache hit "
+        "rate, fallbacks, errors and top users by cost; beside each, what the policy's "
+        "evidence predicted, flagging drift.",
+    )
+    sub.add_argument(
+        "--backend",
+        default=None,
+        metavar="URL",
+        help="the ledger's backend (default: $EVALGATE_RUNTIME_BACKEND or "
+        "sqlite:///.evalgate/runtime.sqlite3)",
+    )
+    sub.add_argument("--policy", type=Path, help="the policy module, for predicted figures")
+    sub.add_argument("--since", default="24h", help="window: 30m, 24h, 7d, or 'all'")
+    sub.add_argument("--feature", help="only this feature")
+    sub.add_argument("--format", choices=("table", "json"), default="table")
+    sub.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.2,
+        help="flag drift above the prediction by more than this share (default: %(default)s)",
+    )
+    sub.add_argument("--prefix", default="evalgate:", help=argparse.SUPPRESS)
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from evalgate.runtime.usage import UsageError, usage_main
+
+    if not args.tolerance >= 0:
+        raise SystemExit("evalgate usage: --tolerance must be >= 0")
+
+    try:
+        sys.stdout.write(usage_main(args))
+    except UsageError as exc:
+        raise SystemExit(f"evalgate usage: {exc}") from None
     return 0
 
 

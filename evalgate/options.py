@@ -14,6 +14,7 @@ ALLOW_INCONCLUSIVE = "evalgate_allow_inconclusive"
 FORCE_GATE = "evalgate_force_gate"
 BASELINE = "evalgate_baseline"
 SEED = "evalgate_seed"
+EXPORT = "evalgate_export"
 
 GATE_CHOICES = ("marked", "all", "none")
 DEFAULT_CONCURRENCY = 8

@@ -117,6 +117,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest=options.SEED,
         help="seed of every statistical resampling (default: %(default)s)",
     )
+    group.addoption(
+        "--evalgate-export",
+        default=None,
+        dest=options.EXPORT,
+        metavar="PATH",
+        help="at the end of the run, write the recommended configs into this runtime "
+        "policy module (as `evalgate export -o PATH` does)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

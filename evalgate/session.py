@@ -75,6 +75,7 @@ class EvalgateSession:
         self._pace_started = self._progress_started
         self.report: dict[str, Any] | None = None
         self.ignored_note: str | None = None  # stored results the report left out, and why
+        self.export_lines: list[str] = []
         self.blocked = False
         self.html_error: str | None = None
         if self.is_controller and not config.option.collectonly:
@@ -301,6 +302,8 @@ class EvalgateSession:
         if self.config.option.collectonly:
             return
         self.report = self._write_report()
+        if self.report is not None and self.config.getoption(options.EXPORT):
+            self.export_lines = self._export(self.report)
         if self.blocked and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -370,6 +373,22 @@ class EvalgateSession:
         except Exception as exc:  # the JSON is written; say why the page is missing
             self.html_error = f"{type(exc).__name__}: {exc}"
 
+    def _export(self, document: dict[str, Any]) -> list[str]:
+        """Writes the runtime policy; returns what to tell the user (one line each)."""
+        from evalgate.policy.export import ExportError, export_policy
+        from evalgate.runtime.errors import PolicyError
+
+        out = Path(self.config.getoption(options.EXPORT))
+        try:
+            # The suites are the ones just run: their hashes match by construction.
+            exported, skipped = export_policy(document, out, check_suites=False)
+        except (ExportError, PolicyError) as exc:
+            return [f"evalgate export: {exc}"]
+        lines = [f"evalgate export: {line}" for line in skipped]
+        if exported:
+            lines.append(f"evalgate export: wrote {out} ({', '.join(exported)})")
+        return lines
+
     def _gate_settings(self) -> Any:
         from evalgate.report.gate import GateSettings
 
@@ -427,6 +446,8 @@ class EvalgateSession:
 
             terminalreporter.write_line(f"html report: {html_path_for(self.paths.report_json)}")
         terminalreporter.write_line(f"report: {self.paths.report_json}")
+        for line in self.export_lines:
+            terminalreporter.write_line(line)
 
 
 def _local_names(models: Iterable[str]) -> set[str]:

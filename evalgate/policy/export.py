@@ -1,0 +1,325 @@
+"""A report's chosen config per suite -> the feature entries of a runtime policy.
+
+Works from evalgate.json alone: each suite's ``settings`` (what every config ran with)
+and ``stats`` (verdicts, the recommendation, per-config figures). Pure except for
+:func:`export_policy`, which reads the report (and any existing policy) and writes the
+module atomically.
+
+Keys read from a suite's ``stats`` (defensively: a missing one becomes None):
+``recommendation.config_id``, ``notes``, ``baseline``, ``gate.gating``;
+``comparisons.<config>.{verdict, delta.{estimate, low, high}, n_paired, p_adjusted,
+savings_pct.{estimate, low, high}}``; ``configs.<config>.{quality.estimate,
+cost_per_case.estimate, latency_p50.estimate, latency_p95.estimate, ttft_p50.estimate,
+ttft_p95.estimate}``. Without ``stats``, the per-config summary (``configs.<config>.
+{cost_per_case_usd, latency_p50_ms, ...}``) gives the expected figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from evalgate.policy.render import render_policy
+from evalgate.runtime.policy_file import POLICY_VERSION, read_policy_data, validate_policy
+
+DEFAULT_CACHE_TTL_S = 86400.0
+CACHE_CHOICES = ("auto", "exact", "off")
+
+
+class ExportError(ValueError):
+    """An export that cannot be done; the message is one line."""
+
+
+def _get(data: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(part)
+    return data
+
+
+def _num(value: Any, digits: int = 6) -> float | None:
+    """A readable, stable float (6 significant digits); None for missing or non-finite."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return float(f"{value:.{digits}g}") if math.isfinite(value) else None
+
+
+def _interval(data: Any) -> dict[str, float | None] | None:
+    if not isinstance(data, Mapping):
+        return None
+    return {k: _num(data.get(k)) for k in ("estimate", "low", "high")}
+
+
+def _route(config: Mapping[str, Any], tiers: Mapping[str, Any]) -> dict[str, Any]:
+    tier = tiers.get(str(config.get("tier")), {}) if isinstance(tiers, Mapping) else {}
+    price = config.get("price")
+    return {
+        "model": config["model"],
+        "api_base": config.get("api_base"),
+        "api_key_env": tier.get("api_key_env"),
+        "price": None
+        if not isinstance(price, Mapping)
+        else {
+            "input_per_mtok": price["input_per_mtok"],
+            "output_per_mtok": price["output_per_mtok"],
+        },
+        "timeout_s": float(tier.get("timeout_s") or 120.0),
+    }
+
+
+def _expected(section: Mapping[str, Any], config_id: str) -> dict[str, float | None]:
+    stats = _get(section, f"stats.configs.{config_id}")
+    summary = _get(section, f"configs.{config_id}") or {}
+    if isinstance(stats, Mapping):
+        return {
+            "quality": _num(_get(stats, "quality.estimate")),
+            "cost_per_call_usd": _num(_get(stats, "cost_per_case.estimate")),
+            "latency_p50_ms": _num(_get(stats, "latency_p50.estimate"), 4),
+            "latency_p95_ms": _num(_get(stats, "latency_p95.estimate"), 4),
+            "ttft_p50_ms": _num(_get(stats, "ttft_p50.estimate"), 4),
+            "ttft_p95_ms": _num(_get(stats, "ttft_p95.estimate"), 4),
+        }
+    return {
+        "quality": _num(summary.get("quality_mean")),
+        "cost_per_call_usd": _num(summary.get("cost_per_case_usd")),
+        "latency_p50_ms": _num(summary.get("latency_p50_ms"), 4),
+        "latency_p95_ms": _num(summary.get("latency_p95_ms"), 4),
+        "ttft_p50_ms": _num(summary.get("ttft_p50_ms"), 4),
+        "ttft_p95_ms": _num(summary.get("ttft_p95_ms"), 4),
+    }
+
+
+def _cache(config: Mapping[str, Any], mode: str, ttl_s: float | None) -> dict[str, Any]:
+    if mode == "auto":
+        # An exact hit replays the answer to an identical request: quality-neutral when
+        # the evals measured the cache, or when sampling is deterministic (temperature 0).
+        deterministic = config.get("temperature") in (0, 0.0)
+        mode = "exact" if config.get("cache") or deterministic else "off"
+    return {"mode": mode, "ttl_s": ttl_s if mode != "off" else None}
+
+
+def feature_entry(
+    document: Mapping[str, Any],
+    suite_name: str,
+    config_id: str,
+    *,
+    fallbacks: Sequence[str] | None = None,
+    cache: str = "auto",
+    cache_ttl_s: float | None = DEFAULT_CACHE_TTL_S,
+) -> dict[str, Any]:
+    """One feature's policy entry for ``config_id`` of ``suite_name``."""
+    section = document["suites"][suite_name]
+    settings = section.get("settings")
+    if not isinstance(settings, Mapping) or not isinstance(settings.get("configs"), Mapping):
+        raise ExportError(
+            f"suite {suite_name!r}: the report records no config settings; "
+            "re-run the evals with this evalgate version"
+        )
+    configs, tiers = settings["configs"], settings.get("tiers") or {}
+    for cid in (config_id, *(fallbacks or ())):
+        if cid not in configs:
+            raise ExportError(
+                f"suite {suite_name!r}: no config {cid!r}; configs: {', '.join(configs)}"
+            )
+    chosen = configs[config_id]
+    baseline = section.get("baseline") or _get(section, "stats.baseline")
+    if fallbacks is None:
+        # Default fallback: the baseline, the config the chosen one was measured against,
+        # when it is served by another model or endpoint.
+        fallbacks = [
+            b
+            for b in [baseline]
+            if b in configs
+            and (configs[b]["model"], configs[b].get("api_base"))
+            != (chosen["model"], chosen.get("api_base"))
+        ]
+    trim_ratio = chosen.get("context_trim")
+    trim = settings.get("trim") or {}
+    comparison = _get(section, f"stats.comparisons.{config_id}") or {}
+    verdict = "BASELINE" if config_id == baseline else comparison.get("verdict")
+    entry: dict[str, Any] = {
+        **_route(chosen, tiers),
+        "fallbacks": [_route(configs[f], tiers) for f in fallbacks if f != config_id],
+        "context_trim": None
+        if trim_ratio is None or float(trim_ratio) >= 1
+        else {
+            "ratio": float(trim_ratio),
+            "variable": trim.get("variable", "context"),
+            "query": trim.get("query", "question"),
+        },
+        "max_tokens": chosen.get("max_tokens"),
+        "temperature": chosen.get("temperature"),
+        "stream": bool(chosen.get("stream", False)),
+        "cache": _cache(chosen, cache, cache_ttl_s),
+        "evidence": {
+            "suite": suite_name,
+            "suite_path": settings.get("path"),
+            "suite_hash": settings.get("suite_hash") or section.get("suite_hash"),
+            "run_id": document.get("run_id"),
+            "date": document.get("created"),
+            "config": config_id,
+            "baseline": baseline,
+            "verdict": verdict,
+            "delta": _interval(comparison.get("delta")),
+            "n_paired": comparison.get("n_paired"),
+            # False: fewer cases than the gate needs; the choice is a hint, not evidence.
+            "gating": _get(section, "stats.gate.gating"),
+            "p_value": _num(comparison.get("p_adjusted")),
+            "savings_pct": _interval(comparison.get("savings_pct")),
+            "expected": _expected(section, config_id),
+        },
+    }
+    return entry
+
+
+def _skip_reason(section: Mapping[str, Any]) -> str:
+    notes = _get(section, "stats.notes") or []
+    for note in notes:
+        if isinstance(note, str) and note.startswith("no recommendation"):
+            return note
+    if not section.get("stats"):
+        return "no statistics in the report (was the baseline run?)"
+    return "no recommendation"
+
+
+def build_features(
+    document: Mapping[str, Any],
+    *,
+    suite: str | None = None,
+    config: str | None = None,
+    fallbacks: Sequence[str] | None = None,
+    cache: str = "auto",
+    cache_ttl_s: float | None = DEFAULT_CACHE_TTL_S,
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Feature entries for the report's suites, and one line per suite skipped.
+
+    Raises:
+        ExportError: an unknown suite or config, a config given for several suites, or
+            two suites of one feature.
+    """
+    suites = document.get("suites")
+    if not isinstance(suites, Mapping) or not suites:
+        raise ExportError("the report has no suites")
+    if suite is not None and suite not in suites:
+        raise ExportError(f"no suite {suite!r} in the report; suites: {', '.join(suites)}")
+    names = [suite] if suite is not None else sorted(suites)
+    if config is not None and len(names) > 1:
+        raise ExportError("--config needs --suite when the report has several suites")
+    features: dict[str, dict[str, Any]] = {}
+    skipped: list[str] = []
+    for name in names:
+        section = suites[name]
+        chosen = config or _get(section, "stats.recommendation.config_id")
+        if not chosen:
+            skipped.append(f"{name}: skipped: {_skip_reason(section)}")
+            continue
+        feature = str(section.get("feature") or name)
+        if feature in features:
+            raise ExportError(
+                f"suites {features[feature]['evidence']['suite']!r} and {name!r} are both "
+                f"feature {feature!r}; export one with --suite"
+            )
+        features[feature] = feature_entry(
+            document, name, chosen, fallbacks=fallbacks, cache=cache, cache_ttl_s=cache_ttl_s
+        )
+    return features, skipped
+
+
+def check_suite_hash(
+    document: Mapping[str, Any], suite_name: str, suite_file: Path, *, explicit: bool
+) -> None:
+    """Refuses a report made from another version of the suite file."""
+    if not suite_file.exists():
+        if explicit:
+            raise ExportError(f"{suite_file}: no such suite file")
+        return
+    from evalgate.suite.errors import SuiteError
+    from evalgate.suite.loader import load_suite
+
+    try:
+        current = load_suite(suite_file).suite_hash
+    except SuiteError as exc:
+        raise ExportError(f"{suite_file}: cannot check the suite hash: {exc}") from None
+    section = document["suites"][suite_name]
+    recorded = _get(section, "settings.suite_hash") or section.get("suite_hash")
+    if current != recorded:
+        raise ExportError(
+            f"{suite_file} has changed since run {document.get('run_id')} (suite hash "
+            f"{current} != the report's {recorded}): re-run the evals before exporting"
+        )
+
+
+def export_policy(
+    report: Path | Mapping[str, Any],
+    out: Path,
+    *,
+    suite: str | None = None,
+    config: str | None = None,
+    fallbacks: Sequence[str] | None = None,
+    cache: str = "auto",
+    cache_ttl_s: float | None = DEFAULT_CACHE_TTL_S,
+    match: Path | None = None,
+    check_suites: bool = True,
+) -> tuple[list[str], list[str]]:
+    """Writes (or updates) the policy module at ``out``; returns (exported, skipped).
+
+    Args:
+        report: evalgate.json (a path or the loaded document).
+        out: the policy module; its other features are kept when it exists.
+        suite, config: export only this suite, with this config (default: each suite's
+            recommended config).
+        fallbacks: config ids tried in order on an error (default: the baseline when it
+            is served by another model).
+        cache: "auto" (exact when the config measured the cache or samples at
+            temperature 0), "exact" or "off".  cache_ttl_s: the entries' lifetime.
+        match: the suite file the report must have been made from (refused otherwise).
+        check_suites: also check each suite file recorded in the report, where it exists.
+
+    Raises:
+        ExportError: with a one-line message; nothing is written then.
+    """
+    if cache not in CACHE_CHOICES:
+        raise ExportError(f"cache must be one of {', '.join(CACHE_CHOICES)} (got {cache!r})")
+    if isinstance(report, Path):
+        try:
+            document: Mapping[str, Any] = json.loads(report.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"{report}: cannot read the report: {exc}") from None
+    else:
+        document = report
+    features, skipped = build_features(
+        document,
+        suite=suite,
+        config=config,
+        fallbacks=fallbacks,
+        cache=cache,
+        cache_ttl_s=cache_ttl_s,
+    )
+    for entry in features.values():
+        name = entry["evidence"]["suite"]
+        if match is not None:
+            check_suite_hash(document, name, match, explicit=True)
+        elif check_suites and entry["evidence"]["suite_path"]:
+            check_suite_hash(document, name, Path(entry["evidence"]["suite_path"]), explicit=False)
+    if not features:
+        return [], skipped
+
+    data: dict[str, Any] = {"version": POLICY_VERSION, "features": {}}
+    if out.exists():
+        existing, lines = read_policy_data(out)
+        validate_policy(existing, str(out), lines)  # never merge into a broken policy
+        data["features"] = dict(existing.get("features", {}))
+    data["features"].update(features)
+    text = render_policy(data)
+    validate_policy(data, str(out))  # what we write, we can read
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out)
+    return sorted(features), skipped

@@ -1,0 +1,39 @@
+"""State backends of the runtime policy, chosen by URL.
+
+``sqlite:///path/to/state.sqlite3`` (the embedded default: one host, many processes) and
+``redis://host:port/db`` (many application instances). A backend offers a few atomic
+operations that the cache, the ledger and (later) the per-user limits are built from; the
+same tests run against both.
+"""
+
+from __future__ import annotations
+
+from evalgate.runtime.backends.base import Backend
+from evalgate.runtime.errors import PolicyError
+
+__all__ = ["Backend", "open_backend"]
+
+
+def open_backend(url: str, *, prefix: str = "evalgate:") -> Backend:
+    """Opens the backend at ``url``.
+
+    Args:
+        url: ``sqlite:///relative/or//absolute/path`` or ``redis://[:password@]host:port/db``
+            (``rediss://`` for TLS).
+        prefix: Redis key prefix (lets several policies or tests share one database).
+
+    Raises:
+        PolicyError: an unknown scheme, or Redis without the ``redis`` package.
+    """
+    scheme = url.partition("://")[0].lower()
+    if scheme == "sqlite":
+        from evalgate.runtime.backends.sqlite import SQLiteBackend
+
+        return SQLiteBackend.from_url(url)
+    if scheme in ("redis", "rediss", "unix"):
+        from evalgate.runtime.backends.redis import RedisBackend
+
+        return RedisBackend.from_url(url, prefix=prefix)
+    raise PolicyError(
+        f"backend URL {url!r}: unknown scheme {scheme!r}; expected sqlite:///path or redis://host:port/db"
+    )

@@ -1,0 +1,52 @@
+"""What every backend offers: a few atomic operations, not business logic.
+
+The cache, the ledger and the per-user limits are written once against this interface;
+each backend makes every method atomic on its own terms (an SQLite transaction across
+processes, a single Redis command or server-side script across instances). Limits will
+add their check-and-reserve / settle operations here, as one atomic method each.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+
+
+class Backend(abc.ABC):
+    """Shared state of a runtime policy: cache entries and ledger records."""
+
+    url: str
+
+    # -- cache ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def cache_get(self, key: str) -> bytes | None:
+        """The live (unexpired) value stored under ``key``, or None."""
+
+    @abc.abstractmethod
+    def cache_set(self, key: str, value: bytes, ttl_s: float | None) -> None:
+        """Stores ``value`` under ``key`` for ``ttl_s`` seconds (None: no expiry)."""
+
+    @abc.abstractmethod
+    def cache_clear(self) -> None:
+        """Removes every cache entry (not the ledger)."""
+
+    # -- ledger --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def ledger_append(self, ts: float, record: bytes) -> None:
+        """Appends one record (atomically: a concurrent writer never loses or splits one)."""
+
+    @abc.abstractmethod
+    def ledger_read(self, since: float | None = None) -> Iterator[tuple[float, bytes]]:
+        """(timestamp, record) pairs with ``ts >= since``, oldest first."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Releases connections (the stored state stays)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

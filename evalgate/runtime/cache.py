@@ -1,0 +1,145 @@
+"""The runtime response cache: exact lookups now, semantic ones later, behind one interface.
+
+A :class:`CacheRequest` is everything that identifies a request (model, endpoint,
+messages after trimming, generation parameters after the cap, tenant namespace). The
+exact cache keys it with :func:`evalgate.cachekey.request_key` — the same function as
+the eval cache, without the eval-only repeat index — so what was measured is what is
+served. A semantic cache implements the same :class:`ResponseCache` protocol and returns
+a :class:`Hit` with its similarity.
+
+What is stored is a :class:`CachedAnswer`: the text and the original call's figures,
+never an error, never a stream that was cut or abandoned, never a tool call.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any, Protocol
+
+from evalgate.cachekey import request_key
+from evalgate.runtime.backends.base import Backend
+
+ENTRY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CacheRequest:
+    """A request's identity for the cache (the tenant is the namespace)."""
+
+    model: str
+    messages: Sequence[Mapping[str, Any]]
+    params: Mapping[str, Any]
+    api_base: str | None = None
+    namespace: str = ""
+
+    @cached_property
+    def key(self) -> str:
+        """The exact-cache key (computed once)."""
+        return request_key(
+            model=self.model,
+            messages=self.messages,
+            params=self.params,
+            api_base=self.api_base,
+            namespace=self.namespace,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """What a hit serves: the answer and the figures of the call that produced it."""
+
+    content: str
+    model: str
+    finish_reason: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    created: float = 0.0
+
+    def to_bytes(self) -> bytes:
+        data = asdict(self)
+        data["v"] = ENTRY_VERSION
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> CachedAnswer | None:
+        try:
+            data = json.loads(raw)
+            if data.pop("v", None) != ENTRY_VERSION:
+                return None
+            return cls(**data)
+        except (ValueError, TypeError):
+            return None  # an entry of another version: a miss, never an error
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A cache hit: the answer, how it was found, and (semantic) how close it was."""
+
+    answer: CachedAnswer
+    kind: str = "exact"
+    similarity: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ResponseCache(Protocol):
+    """What the call path needs of a cache."""
+
+    def lookup(self, request: CacheRequest) -> Hit | None:
+        """The live entry serving ``request``, or None."""
+
+    def store(self, request: CacheRequest, answer: CachedAnswer, ttl_s: float | None) -> None:
+        """Keeps ``answer`` for ``request`` for ``ttl_s`` seconds (None: no expiry)."""
+
+
+class ExactCache:
+    """Serves a request only when its key matches byte for byte, within its tenant.
+
+    With a ``writer`` (a callable that runs a function on a background thread, as the
+    policy's ledger writer does), :meth:`store` returns at once and this process serves
+    the entry from memory until it is written, so a write never adds to a call's latency.
+    """
+
+    KEY_PREFIX = "x:"
+
+    def __init__(
+        self, backend: Backend, writer: Callable[[Callable[[], None]], None] | None = None
+    ):
+        self.backend = backend
+        self._writer = writer
+        self._pending: dict[str, tuple[bytes, float | None]] = {}
+
+    def lookup(self, request: CacheRequest) -> Hit | None:
+        key = self.KEY_PREFIX + request.key
+        pending = self._pending.get(key)
+        if pending is not None and (pending[1] is None or pending[1] > time.time()):
+            raw: bytes | None = pending[0]
+        else:
+            raw = self.backend.cache_get(key)
+        if raw is None:
+            return None
+        answer = CachedAnswer.from_bytes(raw)
+        return None if answer is None else Hit(answer)
+
+    def store(self, request: CacheRequest, answer: CachedAnswer, ttl_s: float | None) -> None:
+        key, value = self.KEY_PREFIX + request.key, answer.to_bytes()
+        if self._writer is None:
+            self.backend.cache_set(key, value, ttl_s)
+            return
+        expires = None if ttl_s is None else time.time() + ttl_s
+        self._pending[key] = (value, expires)
+
+        def write() -> None:
+            try:
+                self.backend.cache_set(key, value, ttl_s)
+            finally:
+                if self._pending.get(key, (None,))[0] is value:
+                    del self._pending[key]
+
+        self._writer(write)

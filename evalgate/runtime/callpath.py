@@ -1,0 +1,705 @@
+"""The policy's call path: one request through routing, trimming, the cap, the cache,
+the model (with fallbacks) and the ledger.
+
+Every call runs the same steps, in order:
+
+1. **prepare**: find the feature, fill and trim the context, cap ``max_tokens``, pick the
+   routes (a :class:`Router`; the static router returns the exported model and its
+   fallbacks; a learned router can choose per request);
+2. **admit**: each :class:`Guard` (per-user limits) reserves what the call may use, or
+   refuses it before anything else happens;
+3. **lookup**: the feature's cache (:class:`~evalgate.runtime.cache.ResponseCache`:
+   exact now; a semantic cache plugs in with the same interface);
+4. **call**: the routes in order, the next one after an error or timeout (before the
+   first streamed chunk: once content has reached the caller, a failure is the caller's);
+5. **finish**: store a complete answer in the cache, settle the guards with the real
+   usage, append one ledger record. A stream finishes when it ends, fails or is closed.
+
+The sync (:meth:`Policy.completion`) and async (:meth:`Policy.acompletion`) paths share
+every step but the model call itself.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from evalgate.runtime.backends import Backend, open_backend
+from evalgate.runtime.cache import CachedAnswer, CacheRequest, ExactCache, Hit, ResponseCache
+from evalgate.runtime.errors import PolicyError, UnknownFeatureError
+from evalgate.runtime.ledger import Ledger, UsageRecord
+from evalgate.runtime.messages import capped_params, fill_context
+from evalgate.runtime.policy_file import FeaturePolicy, PolicyDocument, Route, load_policy_file
+from evalgate.runtime.responses import litellm_module, replay_chunks, response_from_answer
+
+LOCAL_PREFIX = "local/"
+DEFAULT_BACKEND = "sqlite:///.evalgate/runtime.sqlite3"
+BACKEND_ENV = "EVALGATE_RUNTIME_BACKEND"
+
+
+def default_backend_url() -> str:
+    """``$EVALGATE_RUNTIME_BACKEND``, else an SQLite file under ``.evalgate/``."""
+    return os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
+
+
+# --- extension points ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PreparedCall:
+    """One request after the prepare step (what guards, caches and routers see)."""
+
+    feature: FeaturePolicy
+    user: str
+    tenant: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+    stream: bool
+    routes: tuple[Route, ...] = ()
+    trimmed_tokens: tuple[int, int] | None = None
+    cache_request: CacheRequest | None = None
+    ts: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Router(Protocol):
+    """Chooses the routes (primary first, then fallbacks) for one prepared request."""
+
+    def routes(self, call: PreparedCall) -> tuple[Route, ...]: ...
+
+
+class StaticRouter:
+    """The exported model, then its fallbacks, for every request."""
+
+    def routes(self, call: PreparedCall) -> tuple[Route, ...]:
+        return call.feature.routes
+
+
+class Admission(Protocol):
+    """What a guard reserved for one call; settled once with the real usage."""
+
+    def settle(self, record: UsageRecord) -> None: ...
+
+
+class Guard(Protocol):
+    """Admits a call (reserving what it may use) or raises to refuse it."""
+
+    def admit(self, call: PreparedCall) -> Admission: ...
+
+
+# --- the policy ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a route's calls go: the model name litellm is given, endpoint and key."""
+
+    model: str
+    api_base: str | None
+    api_key: str | None
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+class _Stream:
+    """Accumulates a streamed answer as chunks pass through to the caller."""
+
+    __slots__ = ("finish_reason", "parts", "started", "tool_calls", "ttft_ms", "usage")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.parts: list[str] = []
+        self.ttft_ms: float | None = None
+        self.finish_reason: str | None = None
+        self.usage: Any = None
+        self.tool_calls = False
+
+    def feed(self, chunk: Any) -> None:
+        for choice in getattr(chunk, "choices", None) or ():
+            delta = choice.delta
+            content = getattr(delta, "content", None)
+            if content:
+                if self.ttft_ms is None:
+                    self.ttft_ms = (time.perf_counter() - self.started) * 1000
+                self.parts.append(content)
+            if getattr(delta, "tool_calls", None) or getattr(delta, "function_call", None):
+                self.tool_calls = True
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = usage
+
+
+class Policy:
+    """An exported policy enforced around litellm.
+
+    Args:
+        document: the validated policy (see :meth:`load`).
+        backend: a backend URL or object for the cache and the ledger (default:
+            ``$EVALGATE_RUNTIME_BACKEND``, else ``sqlite:///.evalgate/runtime.sqlite3``).
+        api_bases: model string -> endpoint, overriding the policy's (required for
+            ``local/...`` models: see :func:`evalgate.runtime.serve_local_models`).
+        router: chooses the routes per request (default: the exported ones).
+        guards: admit or refuse each call before it is made (per-user limits).
+        prefix: key prefix on a Redis backend.
+    """
+
+    def __init__(
+        self,
+        document: PolicyDocument,
+        *,
+        backend: str | Backend | None = None,
+        api_bases: Mapping[str, str] | None = None,
+        router: Router | None = None,
+        guards: Sequence[Guard] = (),
+        prefix: str = "evalgate:",
+    ) -> None:
+        self.document = document
+        if backend is None or isinstance(backend, str):
+            backend = open_backend(backend or default_backend_url(), prefix=prefix)
+        self.backend = backend
+        self.ledger = Ledger(backend, write_behind=True)
+        self._exact = ExactCache(backend, writer=self.ledger.submit)
+        self.api_bases = dict(api_bases or {})
+        self.router: Router = router or StaticRouter()
+        self.guards = list(guards)
+        self._endpoints: dict[tuple[str, str], Endpoint] = {}
+
+    @classmethod
+    def load(cls, path: str | Path, **options: Any) -> Policy:
+        """Reads a policy module written by ``evalgate export`` (as data, never executed).
+
+        Raises:
+            PolicyError: a missing or malformed file, naming the file, line and key.
+        """
+        return cls(load_policy_file(path), **options)
+
+    @property
+    def features(self) -> dict[str, FeaturePolicy]:
+        return self.document.features
+
+    def feature(self, name: str) -> FeaturePolicy:
+        """The named feature's policy.
+
+        Raises:
+            UnknownFeatureError: naming the policy file and the features it has.
+        """
+        try:
+            return self.document.features[name]
+        except KeyError:
+            known = ", ".join(sorted(self.document.features)) or "none"
+            raise UnknownFeatureError(
+                f"{self.document.path}: features.{name}: no such feature; the policy has: {known}"
+            ) from None
+
+    def close(self) -> None:
+        """Writes the queued ledger records, then releases the backend."""
+        self.ledger.close()
+        self.backend.close()
+
+    def __enter__(self) -> Policy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- steps shared by the sync and async paths -----------------------------------------
+
+    def _cache(self, feature: FeaturePolicy) -> ResponseCache | None:
+        return self._exact if feature.cache.mode == "exact" else None
+
+    def _prepare(
+        self,
+        feature_name: str,
+        messages: Sequence[Mapping[str, Any]],
+        user: str,
+        tenant: str,
+        context: str | None,
+        query: str | None,
+        kwargs: dict[str, Any],
+    ) -> PreparedCall:
+        feature = self.feature(feature_name)
+        stream = bool(kwargs.pop("stream", False))
+        ratio = feature.trim.ratio if feature.trim is not None else None
+        filled, counts = fill_context(messages, context, query, ratio)
+        params = capped_params(kwargs, feature.max_tokens, feature.temperature)
+        call = PreparedCall(feature, user, tenant, filled, params, stream, trimmed_tokens=counts)
+        call.routes = tuple(self.router.routes(call))
+        if not call.routes:
+            raise PolicyError(f"{self.document.path}: features.{feature.name}: no route to call")
+        if self._cache(feature) is not None and params.get("n") in (None, 1):
+            primary = call.routes[0]
+            call.cache_request = CacheRequest(
+                model=primary.model,
+                messages=filled,
+                params=params,
+                api_base=primary.api_base,
+                namespace=tenant,
+            )
+        return call
+
+    def _admit(self, call: PreparedCall) -> list[Admission]:
+        admitted: list[Admission] = []
+        for guard in self.guards:
+            admitted.append(guard.admit(call))
+        return admitted
+
+    def _lookup(self, call: PreparedCall) -> Hit | None:
+        cache = self._cache(call.feature)
+        if cache is None or call.cache_request is None:
+            return None
+        return cache.lookup(call.cache_request)
+
+    def _endpoint(self, feature: FeaturePolicy, route: Route) -> Endpoint:
+        key = (feature.name, route.where)
+        endpoint = self._endpoints.get(key)
+        if endpoint is not None:
+            return endpoint
+        where = f"{self.document.path}: {route.where}"
+        base = self.api_bases.get(route.model, route.api_base)
+        if route.model.startswith(LOCAL_PREFIX):
+            if not base:
+                raise PolicyError(
+                    f"{where}.model: {route.model!r} is a local model and no server was given; "
+                    f"pass api_bases={{{route.model!r}: 'http://127.0.0.1:PORT/v1'}} or use "
+                    "evalgate.runtime.serve_local_models(policy)"
+                )
+            endpoint = Endpoint(f"openai/{route.model[len(LOCAL_PREFIX) :]}", base, "local")
+        else:
+            api_key = None
+            if route.api_key_env:
+                api_key = os.environ.get(route.api_key_env)
+                if not api_key:
+                    raise PolicyError(
+                        f"{where}.api_key_env: environment variable {route.api_key_env} "
+                        f"is not set (needed for {route.model})"
+                    )
+            elif base:
+                api_key = "no-key"  # a self-hosted endpoint never gets the provider's key
+            try:
+                litellm_module().get_llm_provider(model=route.model, api_base=base)
+            except Exception as exc:
+                raise PolicyError(
+                    f"{where}.model: litellm cannot route {route.model!r}: {_describe(exc)}"
+                ) from None
+            endpoint = Endpoint(route.model, base, api_key)
+        self._endpoints[key] = endpoint
+        return endpoint
+
+    def _request(self, call: PreparedCall, route: Route, endpoint: Endpoint) -> dict[str, Any]:
+        kwargs = dict(call.params)
+        kwargs["model"] = endpoint.model
+        kwargs["messages"] = call.messages
+        kwargs.setdefault("timeout", route.timeout_s)
+        # One attempt per route: the next route is the retry (list a route twice to retry it).
+        kwargs.setdefault("max_retries", 0)
+        if endpoint.api_base:
+            kwargs["api_base"] = endpoint.api_base
+        if endpoint.api_key:
+            kwargs["api_key"] = endpoint.api_key
+        if route.price is not None:
+            # litellm's documented custom pricing: not sent upstream; spares its map search.
+            kwargs["input_cost_per_token"] = route.price.input_per_mtok / 1e6
+            kwargs["output_cost_per_token"] = route.price.output_per_mtok / 1e6
+        if call.stream:
+            kwargs["stream"] = True
+            kwargs["stream_options"] = {
+                **(kwargs.get("stream_options") or {}),
+                "include_usage": True,
+            }
+        return kwargs
+
+    def _cost(self, route: Route, endpoint: Endpoint, tokens_in: Any, tokens_out: Any) -> Any:
+        if tokens_in is None or tokens_out is None:
+            return None
+        if route.price is not None:
+            return route.price.cost(tokens_in, tokens_out)
+        try:
+            prompt, completion = litellm_module().cost_per_token(
+                model=endpoint.model, prompt_tokens=tokens_in, completion_tokens=tokens_out
+            )
+        except Exception:  # litellm raises for a model it has no price for
+            return None
+        return float(prompt) + float(completion)
+
+    def _record(self, call: PreparedCall, **fields: Any) -> UsageRecord:
+        fields.setdefault("latency_ms", (time.perf_counter() - call.started) * 1000)
+        return UsageRecord(
+            ts=call.ts,
+            feature=call.feature.name,
+            user=call.user,
+            tenant=call.tenant,
+            stream=call.stream,
+            trimmed_tokens=call.trimmed_tokens,
+            policy_hash=call.feature.evidence.get("suite_hash"),
+            **fields,
+        )
+
+    def _finish(
+        self,
+        call: PreparedCall,
+        admitted: list[Admission],
+        record: UsageRecord,
+        answer: CachedAnswer | None = None,
+    ) -> None:
+        cache = self._cache(call.feature)
+        if answer is not None and cache is not None and call.cache_request is not None:
+            cache.store(call.cache_request, answer, call.feature.cache.ttl_s)
+        for admission in admitted:
+            admission.settle(record)
+        self.ledger.append(record)
+
+    def _hit_record(self, call: PreparedCall, hit: Hit, ttft_ms: float | None) -> UsageRecord:
+        return self._record(
+            call,
+            model=hit.answer.model,
+            attempts=0,
+            tokens_in=0,
+            tokens_out=0,
+            cost_usd=0.0,
+            saved_usd=hit.answer.cost_usd,
+            ttft_ms=ttft_ms,
+            cached=True,
+        )
+
+    def _info(self, call: PreparedCall, route: Route | None, index: int, cached: bool) -> dict:
+        return {
+            "feature": call.feature.name,
+            "model": route.model if route is not None else None,
+            "fallback": index,
+            "cached": cached,
+        }
+
+    def _answered(
+        self,
+        call: PreparedCall,
+        route: Route,
+        endpoint: Endpoint,
+        index: int,
+        attempts: int,
+        response: Any,
+    ) -> tuple[UsageRecord, CachedAnswer | None]:
+        """Ledger record and cacheable answer of a non-streamed response."""
+        choice = response.choices[0] if response.choices else None
+        message = getattr(choice, "message", None)
+        content = getattr(message, "content", None)
+        usage = getattr(response, "usage", None)
+        tokens_in = getattr(usage, "prompt_tokens", None)
+        tokens_out = getattr(usage, "completion_tokens", None)
+        latency_ms = (time.perf_counter() - call.started) * 1000
+        cost = self._cost(route, endpoint, tokens_in, tokens_out)
+        record = self._record(
+            call,
+            model=route.model,
+            fallback=index,
+            attempts=attempts,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            cost_usd=cost,
+            latency_ms=latency_ms,
+        )
+        cacheable = (
+            isinstance(content, str)
+            and not getattr(message, "tool_calls", None)
+            and not getattr(message, "function_call", None)
+            and getattr(choice, "finish_reason", None) is not None
+        )
+        answer = None
+        if cacheable:
+            answer = CachedAnswer(
+                content=str(content),
+                model=route.model,
+                finish_reason=getattr(choice, "finish_reason", None),
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                cost_usd=cost,
+                latency_ms=latency_ms,
+                created=time.time(),
+            )
+        hidden = getattr(response, "_hidden_params", None)
+        if isinstance(hidden, dict):
+            hidden["evalgate"] = self._info(call, route, index, False)
+        return record, answer
+
+    def _streamed(
+        self,
+        call: PreparedCall,
+        route: Route,
+        endpoint: Endpoint,
+        index: int,
+        attempts: int,
+        acc: _Stream,
+        error: str | None,
+    ) -> tuple[UsageRecord, CachedAnswer | None]:
+        usage = acc.usage
+        tokens_in = getattr(usage, "prompt_tokens", None)
+        tokens_out = getattr(usage, "completion_tokens", None)
+        if error is None and acc.finish_reason is None:
+            error = "StreamCut: the stream ended without a finish reason"
+        latency_ms = (time.perf_counter() - call.started) * 1000
+        cost = self._cost(route, endpoint, tokens_in, tokens_out)
+        record = self._record(
+            call,
+            model=route.model,
+            fallback=index,
+            attempts=attempts,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            cost_usd=cost,
+            latency_ms=latency_ms,
+            ttft_ms=acc.ttft_ms,
+            error=error,
+        )
+        answer = None
+        if error is None and not acc.tool_calls:  # a cut or abandoned stream is never stored
+            answer = CachedAnswer(
+                content="".join(acc.parts),
+                model=route.model,
+                finish_reason=acc.finish_reason,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                cost_usd=cost,
+                latency_ms=latency_ms,
+                ttft_ms=acc.ttft_ms,
+                created=time.time(),
+            )
+        return record, answer
+
+    def _failed(
+        self, call: PreparedCall, admitted: list[Admission], tried: list[str], exc: BaseException
+    ) -> None:
+        record = self._record(
+            call,
+            model=call.routes[len(tried) - 1].model if tried else "",
+            fallback=len(tried) - 1,
+            attempts=len(tried),
+            error="; ".join(tried) if tried else _describe(exc),
+        )
+        self._finish(call, admitted, record)
+        if len(tried) > 1:
+            exc.add_note("evalgate: every route failed: " + "; ".join(tried))
+
+    # -- sync --------------------------------------------------------------------------
+
+    def completion(
+        self,
+        *,
+        feature: str,
+        messages: Sequence[Mapping[str, Any]],
+        user: str = "",
+        tenant: str = "",
+        context: str | None = None,
+        query: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """``litellm.completion`` under the feature's policy.
+
+        Args:
+            feature: the policy feature (chooses model, trim, cap, cache).
+            messages: chat messages; ``"{context}"`` in a content marks where ``context``
+                goes.
+            user, tenant: recorded in the ledger; ``tenant`` is the cache namespace.
+            context: the trimmable context (trimmed by the feature's ``context_trim``).
+            query: what the context is ranked against (default: the last user message).
+            kwargs: litellm parameters (``stream=True`` streams; ``max_tokens`` is capped).
+
+        Returns:
+            A ``litellm.ModelResponse``, or with ``stream=True`` an iterator of litellm
+            stream chunks (close it to abandon the stream).
+
+        Raises:
+            UnknownFeatureError, PolicyError: the feature or its model cannot be used.
+            The last route's litellm exception when every route fails.
+        """
+        call = self._prepare(feature, messages, user, tenant, context, query, kwargs)
+        admitted = self._admit(call)
+        try:
+            hit = self._lookup(call)
+        except Exception:
+            self._settle_unused(admitted)
+            raise
+        if hit is not None:
+            if call.stream:
+                return self._replay(call, admitted, hit)
+            response = response_from_answer(hit.answer, self._info(call, None, 0, True))
+            self._finish(call, admitted, self._hit_record(call, hit, None))
+            return response
+        litellm = litellm_module()
+        tried: list[str] = []
+        for index, route in enumerate(call.routes):
+            try:
+                endpoint = self._endpoint(call.feature, route)
+            except PolicyError:
+                self._settle_unused(admitted)
+                raise
+            try:
+                response = litellm.completion(**self._request(call, route, endpoint))
+                if call.stream:
+                    chunks = iter(response)
+                    first = next(chunks, None)  # an error before any content falls back
+            except Exception as exc:
+                tried.append(f"{route.model}: {_describe(exc)}")
+                if index == len(call.routes) - 1:
+                    self._failed(call, admitted, tried, exc)
+                    raise
+                continue
+            if call.stream:
+                return self._relay(
+                    call, admitted, route, endpoint, index, len(tried) + 1, first, chunks
+                )
+            record, answer = self._answered(call, route, endpoint, index, len(tried) + 1, response)
+            self._finish(call, admitted, record, answer)
+            return response
+        raise AssertionError("unreachable: the last route returns or raises")
+
+    def _settle_unused(self, admitted: list[Admission]) -> None:
+        for admission in admitted:
+            admission.settle(UsageRecord(ts=time.time(), feature="", attempts=0))
+
+    def _replay(self, call: PreparedCall, admitted: list[Admission], hit: Hit) -> Iterator[Any]:
+        ttft = None
+        try:
+            for chunk in replay_chunks(hit.answer, self._info(call, None, 0, True)):
+                if ttft is None:
+                    ttft = (time.perf_counter() - call.started) * 1000
+                yield chunk
+        finally:
+            self._finish(call, admitted, self._hit_record(call, hit, ttft))
+
+    def _relay(
+        self,
+        call: PreparedCall,
+        admitted: list[Admission],
+        route: Route,
+        endpoint: Endpoint,
+        index: int,
+        attempts: int,
+        first: Any,
+        chunks: Iterator[Any],
+    ) -> Iterator[Any]:
+        acc = _Stream(call.started)
+        error: str | None = None
+        try:
+            if first is not None:
+                acc.feed(first)
+                yield first
+            for chunk in chunks:
+                acc.feed(chunk)
+                yield chunk
+        except GeneratorExit:
+            error = "Abandoned: the caller closed the stream before its end"
+            raise
+        except Exception as exc:
+            error = _describe(exc)
+            raise
+        finally:
+            record, answer = self._streamed(call, route, endpoint, index, attempts, acc, error)
+            self._finish(call, admitted, record, answer)
+
+    # -- async -------------------------------------------------------------------------
+
+    async def acompletion(
+        self,
+        *,
+        feature: str,
+        messages: Sequence[Mapping[str, Any]],
+        user: str = "",
+        tenant: str = "",
+        context: str | None = None,
+        query: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """``litellm.acompletion`` under the feature's policy (see :meth:`completion`).
+
+        With ``stream=True`` returns an async iterator of litellm stream chunks.
+        """
+        call = self._prepare(feature, messages, user, tenant, context, query, kwargs)
+        admitted = self._admit(call)
+        try:
+            hit = self._lookup(call)
+        except Exception:
+            self._settle_unused(admitted)
+            raise
+        if hit is not None:
+            if call.stream:
+                return self._areplay(call, admitted, hit)
+            response = response_from_answer(hit.answer, self._info(call, None, 0, True))
+            self._finish(call, admitted, self._hit_record(call, hit, None))
+            return response
+        litellm = litellm_module()
+        tried: list[str] = []
+        for index, route in enumerate(call.routes):
+            try:
+                endpoint = self._endpoint(call.feature, route)
+            except PolicyError:
+                self._settle_unused(admitted)
+                raise
+            try:
+                response = await litellm.acompletion(**self._request(call, route, endpoint))
+                if call.stream:
+                    chunks = aiter(response)
+                    first = await anext(chunks, None)
+            except Exception as exc:
+                tried.append(f"{route.model}: {_describe(exc)}")
+                if index == len(call.routes) - 1:
+                    self._failed(call, admitted, tried, exc)
+                    raise
+                continue
+            if call.stream:
+                return self._arelay(
+                    call, admitted, route, endpoint, index, len(tried) + 1, first, chunks
+                )
+            record, answer = self._answered(call, route, endpoint, index, len(tried) + 1, response)
+            self._finish(call, admitted, record, answer)
+            return response
+        raise AssertionError("unreachable: the last route returns or raises")
+
+    async def _areplay(
+        self, call: PreparedCall, admitted: list[Admission], hit: Hit
+    ) -> AsyncIterator[Any]:
+        ttft = None
+        try:
+            for chunk in replay_chunks(hit.answer, self._info(call, None, 0, True)):
+                if ttft is None:
+                    ttft = (time.perf_counter() - call.started) * 1000
+                yield chunk
+        finally:
+            self._finish(call, admitted, self._hit_record(call, hit, ttft))
+
+    async def _arelay(
+        self,
+        call: PreparedCall,
+        admitted: list[Admission],
+        route: Route,
+        endpoint: Endpoint,
+        index: int,
+        attempts: int,
+        first: Any,
+        chunks: AsyncIterator[Any],
+    ) -> AsyncIterator[Any]:
+        acc = _Stream(call.started)
+        error: str | None = None
+        try:
+            if first is not None:
+                acc.feed(first)
+                yield first
+            async for chunk in chunks:
+                acc.feed(chunk)
+                yield chunk
+        except GeneratorExit:
+            error = "Abandoned: the caller closed the stream before its end"
+            raise
+        except Exception as exc:
+            error = _describe(exc)
+            raise
+        finally:
+            record, answer = self._streamed(call, route, endpoint, index, attempts, acc, error)
+            self._finish(call, admitted, record, answer)

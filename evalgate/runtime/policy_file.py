@@ -1,0 +1,347 @@
+"""The policy file: a generated Python module whose data is one plain literal, ``POLICY``.
+
+The file is read, never imported or executed: its ``POLICY = {...}`` assignment is parsed
+with :mod:`ast` and evaluated with :func:`ast.literal_eval`, so a policy can hold data
+only, and every error names the file, the line and the key path. ``evalgate export``
+writes these files (:mod:`evalgate.policy`); this module is the one reader and validator.
+
+Shape (``version`` 1)::
+
+    POLICY = {
+        "version": 1,
+        "features": {
+            "<feature>": {
+                "model": "<litellm model>", "api_base": None, "api_key_env": None,
+                "price": {"input_per_mtok": 1.0, "output_per_mtok": 4.0} | None,
+                "timeout_s": 120.0,
+                "fallbacks": [{"model", "api_base", "api_key_env", "price", "timeout_s"}, ...],
+                "context_trim": {"ratio": 0.3, "variable": "context", "query": "question"} | None,
+                "max_tokens": 24 | None, "temperature": 0.0 | None, "stream": True,
+                "cache": {"mode": "exact" | "off", "ttl_s": 86400.0 | None},
+                "evidence": {...},   # free-form: what the evals measured
+            },
+        },
+    }
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evalgate.runtime.errors import PolicyError
+
+POLICY_VERSION = 1
+POLICY_NAME = "POLICY"
+CACHE_MODES = ("exact", "off")
+
+_ROUTE_KEYS = ("model", "api_base", "api_key_env", "price", "timeout_s")
+FEATURE_KEYS = (
+    *_ROUTE_KEYS,
+    "fallbacks",
+    "context_trim",
+    "max_tokens",
+    "temperature",
+    "stream",
+    "cache",
+    "evidence",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input_per_mtok + tokens_out * self.output_per_mtok) / 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One model a feature can be served by.
+
+    Attributes:
+        model: a litellm model string, or ``local/<name>`` for evalgate's local models.
+        api_base: the endpoint (None: the provider's default).
+        api_key_env: the environment variable holding the key (the key is never stored).
+        price: explicit price (None: litellm's price map).
+        timeout_s: per-attempt timeout before the next route is tried.
+        where: the key path in the policy file (for error messages).
+    """
+
+    model: str
+    api_base: str | None
+    api_key_env: str | None
+    price: Price | None
+    timeout_s: float
+    where: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrimSpec:
+    """Context trimming: keep ``ratio`` of the context (the suite's ``variable``),
+    ranked by relevance to the query (the suite's ``query`` variable)."""
+
+    ratio: float
+    variable: str
+    query: str
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSpec:
+    mode: str
+    ttl_s: float | None
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturePolicy:
+    """What the policy does for one feature."""
+
+    name: str
+    routes: tuple[Route, ...]  # the primary model first, then the fallbacks in order
+    trim: TrimSpec | None
+    max_tokens: int | None
+    temperature: float | None
+    stream: bool
+    cache: CacheSpec
+    evidence: Mapping[str, Any]
+
+    @property
+    def primary(self) -> Route:
+        return self.routes[0]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDocument:
+    """A read, validated policy file."""
+
+    path: str
+    features: dict[str, FeaturePolicy]
+    data: dict[str, Any]  # the literal as written (export merges into it)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def _key_lines(node: ast.AST, path: str, out: dict[str, int]) -> None:
+    """Maps each dotted key path of a literal to the line it is written on."""
+    if isinstance(node, ast.Dict):
+        for key, value in zip(node.keys, node.values, strict=True):
+            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                child = f"{path}.{key.value}" if path else key.value
+                out[child] = key.lineno
+                _key_lines(value, child, out)
+    elif isinstance(node, ast.List | ast.Tuple):
+        for i, item in enumerate(node.elts):
+            child = f"{path}[{i}]"
+            out[child] = item.lineno
+            _key_lines(item, child, out)
+
+
+def read_policy_data(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The ``POLICY`` literal of a policy file and the line of each key path.
+
+    Raises:
+        PolicyError: unreadable file, Python syntax error, no ``POLICY`` assignment, or
+            a value that is not a plain literal.
+    """
+    where = str(path)
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"{where}: cannot read the policy: {exc.strerror or exc}") from None
+    try:
+        tree = ast.parse(source, filename=where)
+    except SyntaxError as exc:
+        raise PolicyError(f"{where}:{exc.lineno}: not valid Python: {exc.msg}") from None
+    for stmt in tree.body:
+        targets = (
+            stmt.targets
+            if isinstance(stmt, ast.Assign)
+            else [stmt.target]
+            if isinstance(stmt, ast.AnnAssign) and stmt.value is not None
+            else []
+        )
+        if any(isinstance(t, ast.Name) and t.id == POLICY_NAME for t in targets):
+            value = getattr(stmt, "value", None)
+            assert isinstance(value, ast.expr)
+            try:
+                data = ast.literal_eval(value)
+            except ValueError as exc:
+                bad = getattr(exc, "lineno", None) or value.lineno
+                raise PolicyError(
+                    f"{where}:{bad}: {POLICY_NAME} must be plain literal data "
+                    "(dicts, lists, strings, numbers, True/False/None), not code"
+                ) from None
+            if not isinstance(data, dict):
+                raise PolicyError(f"{where}:{value.lineno}: {POLICY_NAME} must be a dict")
+            lines: dict[str, int] = {}
+            _key_lines(value, "", lines)
+            return data, lines
+    raise PolicyError(f"{where}: no `{POLICY_NAME} = {{...}}` assignment found")
+
+
+class _Checker:
+    def __init__(self, where: str, lines: Mapping[str, int]) -> None:
+        self.where = where
+        self.lines = lines
+
+    def fail(self, key: str, message: str) -> PolicyError:
+        parent = key
+        while parent and parent not in self.lines:
+            parent = parent.rpartition(".")[0]
+        line = f":{self.lines[parent]}" if parent in self.lines else ""
+        return PolicyError(f"{self.where}{line}: {key}: {message}")
+
+    def keys(self, raw: Any, key: str, allowed: tuple[str, ...], required: tuple[str, ...]):
+        if not isinstance(raw, dict):
+            raise self.fail(key, f"expected a dict, found {type(raw).__name__}")
+        for name in raw:
+            if name not in allowed:
+                close = difflib.get_close_matches(str(name), allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise self.fail(
+                    f"{key}.{name}",
+                    f"unknown key, expected one of {', '.join(allowed)}{hint}",
+                )
+        for name in required:
+            if name not in raw:
+                raise self.fail(key, f"missing key {name!r}")
+        return raw
+
+    def string(self, raw: Any, key: str, *, optional: bool = False) -> str | None:
+        if raw is None and optional:
+            return None
+        if not isinstance(raw, str) or not raw:
+            raise self.fail(key, f"expected a non-empty string, found {raw!r}")
+        return raw
+
+    def number(self, raw: Any, key: str, *, optional: bool = False, low: float = 0.0) -> Any:
+        if raw is None and optional:
+            return None
+        ok = isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw)
+        if not ok or raw < low:
+            raise self.fail(key, f"expected a finite number >= {low:g}, found {raw!r}")
+        return raw
+
+
+def _price(check: _Checker, raw: Any, key: str) -> Price | None:
+    if raw is None:
+        return None
+    names = ("input_per_mtok", "output_per_mtok")
+    check.keys(raw, key, names, names)
+    return Price(
+        float(check.number(raw["input_per_mtok"], f"{key}.input_per_mtok")),
+        float(check.number(raw["output_per_mtok"], f"{key}.output_per_mtok")),
+    )
+
+
+def _route(check: _Checker, raw: Any, key: str) -> Route:
+    return Route(
+        model=str(check.string(raw.get("model"), f"{key}.model")),
+        api_base=check.string(raw.get("api_base"), f"{key}.api_base", optional=True),
+        api_key_env=check.string(raw.get("api_key_env"), f"{key}.api_key_env", optional=True),
+        price=_price(check, raw.get("price"), f"{key}.price"),
+        timeout_s=float(check.number(raw.get("timeout_s", 120.0), f"{key}.timeout_s", low=0.001)),
+        where=key,
+    )
+
+
+def _feature(check: _Checker, name: str, raw: Any) -> FeaturePolicy:
+    key = f"features.{name}"
+    check.keys(raw, key, FEATURE_KEYS, ("model",))
+    routes = [_route(check, raw, key)]
+    fallbacks = raw.get("fallbacks", [])
+    if not isinstance(fallbacks, list):
+        raise check.fail(f"{key}.fallbacks", f"expected a list, found {fallbacks!r}")
+    for i, entry in enumerate(fallbacks):
+        where = f"{key}.fallbacks[{i}]"
+        check.keys(entry, where, _ROUTE_KEYS, ("model",))
+        routes.append(_route(check, entry, where))
+
+    trim = None
+    raw_trim = raw.get("context_trim")
+    if raw_trim is not None:
+        tk = f"{key}.context_trim"
+        check.keys(raw_trim, tk, ("ratio", "variable", "query"), ("ratio",))
+        ratio = check.number(raw_trim["ratio"], f"{tk}.ratio")
+        if not 0 < ratio <= 1:
+            raise check.fail(f"{tk}.ratio", f"expected a fraction in (0, 1], found {ratio!r}")
+        trim = TrimSpec(
+            float(ratio),
+            str(check.string(raw_trim.get("variable", "context"), f"{tk}.variable")),
+            str(check.string(raw_trim.get("query", "question"), f"{tk}.query")),
+        )
+
+    max_tokens = raw.get("max_tokens")
+    if max_tokens is not None and (
+        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
+    ):
+        raise check.fail(f"{key}.max_tokens", f"expected an integer >= 1, found {max_tokens!r}")
+    temperature = check.number(raw.get("temperature"), f"{key}.temperature", optional=True)
+    stream = raw.get("stream", False)
+    if not isinstance(stream, bool):
+        raise check.fail(f"{key}.stream", f"expected True or False, found {stream!r}")
+
+    raw_cache = raw.get("cache", {"mode": "off"})
+    ck = f"{key}.cache"
+    check.keys(raw_cache, ck, ("mode", "ttl_s"), ("mode",))
+    if raw_cache["mode"] not in CACHE_MODES:
+        raise check.fail(
+            f"{ck}.mode",
+            f"expected one of {', '.join(CACHE_MODES)}, found {raw_cache['mode']!r}",
+        )
+    ttl = check.number(raw_cache.get("ttl_s"), f"{ck}.ttl_s", optional=True, low=0.001)
+    evidence = raw.get("evidence", {})
+    if not isinstance(evidence, dict):
+        raise check.fail(f"{key}.evidence", f"expected a dict, found {evidence!r}")
+    return FeaturePolicy(
+        name=name,
+        routes=tuple(routes),
+        trim=trim,
+        max_tokens=max_tokens,
+        temperature=None if temperature is None else float(temperature),
+        stream=stream,
+        cache=CacheSpec(raw_cache["mode"], None if ttl is None else float(ttl)),
+        evidence=evidence,
+    )
+
+
+def validate_policy(
+    data: Mapping[str, Any], where: str, lines: Mapping[str, int] | None = None
+) -> PolicyDocument:
+    """Checks a ``POLICY`` literal; raises :class:`PolicyError` naming file, line and key."""
+    check = _Checker(where, lines or {})
+    check.keys(data, "POLICY", ("version", "features"), ("version", "features"))
+    if data["version"] != POLICY_VERSION:
+        raise check.fail(
+            "version",
+            f"this evalgate reads policy version {POLICY_VERSION}, found {data['version']!r}",
+        )
+    raw_features = data["features"]
+    if not isinstance(raw_features, dict):
+        raise check.fail("features", f"expected a dict, found {type(raw_features).__name__}")
+    features = {}
+    for name, raw in raw_features.items():
+        if not isinstance(name, str) or not name:
+            raise check.fail("features", f"feature names must be non-empty strings, found {name!r}")
+        features[name] = _feature(check, name, raw)
+    return PolicyDocument(path=where, features=features, data=dict(data))
+
+
+def load_policy_file(path: str | Path) -> PolicyDocument:
+    """Reads and validates a policy file (see the module docstring for its shape)."""
+    data, lines = read_policy_data(path)
+    return validate_policy(data, str(path), lines)

@@ -1,0 +1,149 @@
+"""Backends, exact cache and ledger: the same tests on SQLite and on the real Redis."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from evalgate.runtime.backends import Backend, open_backend
+from evalgate.runtime.cache import CachedAnswer, CacheRequest, ExactCache
+from evalgate.runtime.errors import PolicyError
+from evalgate.runtime.ledger import Ledger, UsageRecord
+
+MESSAGES = [{"role": "user", "content": "What is the refund window?"}]
+
+
+def request(namespace: str = "", **params: object) -> CacheRequest:
+    return CacheRequest(
+        model="openai/m",
+        messages=MESSAGES,
+        params={"max_tokens": 16, **params},
+        namespace=namespace,
+    )
+
+
+def test_cache_round_trip_and_miss(backend: Backend) -> None:
+    cache = ExactCache(backend)
+    assert cache.lookup(request()) is None
+    cache.store(request(), CachedAnswer("30 days", "openai/m", "stop", 7, 2, 1e-5), ttl_s=60)
+    hit = cache.lookup(request())
+    assert hit is not None and hit.answer.content == "30 days" and hit.answer.tokens_in == 7
+    assert cache.lookup(request(max_tokens=17)) is None  # another parameter, another entry
+
+
+def test_tenants_never_share_an_entry(backend: Backend) -> None:
+    cache = ExactCache(backend)
+    cache.store(request("acme"), CachedAnswer("acme's answer", "openai/m"), ttl_s=60)
+    assert cache.lookup(request("globex")) is None
+    assert cache.lookup(request("")) is None
+    hit = cache.lookup(request("acme"))
+    assert hit is not None and hit.answer.content == "acme's answer"
+
+
+def test_entries_expire_after_their_ttl(backend: Backend) -> None:
+    cache = ExactCache(backend)
+    cache.store(request(), CachedAnswer("short-lived", "openai/m"), ttl_s=0.2)
+    cache.store(request(temperature=0.5), CachedAnswer("long-lived", "openai/m"), ttl_s=60)
+    assert cache.lookup(request()) is not None
+    time.sleep(0.35)
+    assert cache.lookup(request()) is None
+    assert cache.lookup(request(temperature=0.5)) is not None
+
+
+def test_an_unreadable_entry_is_a_miss(backend: Backend) -> None:
+    backend.cache_set(ExactCache.KEY_PREFIX + request().key, b"{not json", 60)
+    assert ExactCache(backend).lookup(request()) is None
+
+
+def test_cache_clear_keeps_the_ledger(backend: Backend) -> None:
+    ExactCache(backend).store(request(), CachedAnswer("x", "openai/m"), ttl_s=None)
+    Ledger(backend).append(UsageRecord(ts=time.time(), feature="f"))
+    backend.cache_clear()
+    assert ExactCache(backend).lookup(request()) is None
+    assert len(list(Ledger(backend).read())) == 1
+
+
+def test_ledger_round_trip_in_time_order_and_since(backend: Backend) -> None:
+    ledger = Ledger(backend)
+    now = time.time()
+    ledger.append(UsageRecord(ts=now - 7200, feature="old", user="u1", cost_usd=0.5))
+    ledger.append(
+        UsageRecord(
+            ts=now,
+            feature="doc-qa",
+            user="u2",
+            tenant="acme",
+            model="openai/m",
+            tokens_in=10,
+            tokens_out=3,
+            cost_usd=1e-4,
+            latency_ms=12.5,
+            ttft_ms=3.0,
+            trimmed_tokens=(100, 30),
+            error=None,
+        )
+    )
+    records = list(ledger.read())
+    assert [r.feature for r in records] == ["old", "doc-qa"]
+    assert records[1].trimmed_tokens == (100, 30) and records[1].tenant == "acme"
+    assert [r.feature for r in ledger.read(since=now - 3600)] == ["doc-qa"]
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from evalgate.runtime.backends import open_backend
+    from evalgate.runtime.ledger import Ledger, UsageRecord
+    url, prefix, worker = sys.argv[1], sys.argv[2], sys.argv[3]
+    n, start = int(sys.argv[4]), float(sys.argv[5])
+    # write-behind, as the policy writes: the records still queued at exit are written.
+    ledger = Ledger(open_backend(url, prefix=prefix), write_behind=True)
+    while time.time() < start:
+        time.sleep(0.001)
+    for i in range(n):
+        ledger.append(UsageRecord(ts=time.time(), feature="f", user=f"{worker}:{i}"))
+    """
+)
+
+
+def test_eight_processes_writing_at_once_lose_no_record(
+    backend_spec: tuple[str, str], tmp_path: Path
+) -> None:
+    url, prefix = backend_spec
+    n = 150
+    start = time.time() + 2.0  # every writer imports first, then all start together
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, url, prefix, str(w), str(n), repr(start)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(8)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    with open_backend(url, prefix=prefix) as backend:
+        users = [r.user for r in Ledger(backend).read()]
+    assert len(users) == 8 * n
+    assert set(users) == {f"{w}:{i}" for w in range(8) for i in range(n)}
+
+
+def test_unknown_backend_scheme_is_one_line() -> None:
+    with pytest.raises(PolicyError, match=r"unknown scheme 'postgres'; expected sqlite:///"):
+        open_backend("postgres://localhost/db")
+
+
+def test_sqlite_url_follows_sqlalchemy_convention(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with open_backend("sqlite:///rel/state.db") as rel:
+        assert Path(rel.path) == Path("rel/state.db")  # type: ignore[attr-defined]
+    absolute = tmp_path / "abs.db"
+    with open_backend(f"sqlite:///{absolute}") as abs_:
+        assert Path(abs_.path) == absolute  # type: ignore[attr-defined]
+    assert (tmp_path / "rel" / "state.db").exists()

@@ -26,7 +26,7 @@ from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from evalgate.engine.cache import ResponseCache, cache_key
+from evalgate.engine.cache import ResponseCache
 from evalgate.engine.calls import CallSpec, Endpoint, attempt, new_event_loop
 from evalgate.engine.limits import TierLimits
 from evalgate.engine.procpool import ProcessPool, RemoteAttemptError
@@ -115,6 +115,17 @@ async def _warm_up() -> None:
         await asyncio.to_thread(server.stop)
 
 
+def _as_hit(original: CallResult, started: float) -> CallResult:
+    """``original`` served again: free, flagged, with the time it took to serve it."""
+    return replace(
+        original,
+        cached=True,
+        cost_usd=0.0,
+        saved_usd=original.cost_usd or 0.0,
+        hit_latency_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
 class Engine:
     """Runs :class:`CallSpec` s with bounded concurrency, retries, limits and a cache.
 
@@ -150,6 +161,8 @@ class Engine:
         self._cache = cache
         self._retry = retry or RetryPolicy()
         self._rng = random.Random(seed)
+        # Cache key -> the result of the identical cached call now in flight (single flight).
+        self._in_flight: dict[str, asyncio.Future[CallResult]] = {}
         n_processes = auto_processes(concurrency) if processes is None else processes
         self._pool = ProcessPool(n_processes, warm_up=warm_up) if n_processes > 0 else None
         if self._pool is not None:
@@ -229,7 +242,9 @@ class Engine:
     async def run(self, spec: CallSpec, priority: int = ITEM_PRIORITY) -> CallResult:
         """Runs one call: cache, then attempts with retries; never raises.
 
-        Calls wait for a slot by ``priority`` (lower first), then in arrival order.
+        Calls wait for a slot by ``priority`` (lower first), then in arrival order. Two
+        identical cached requests in flight at once make one model call: the second waits
+        for the first and is served its result as a cache hit (single flight).
         """
         # Everything happens inside the concurrency slot, the cache lookup included: calls
         # queue for slots in submission order (pytest's item order), and a lookup
@@ -237,32 +252,34 @@ class Engine:
         # line, leaving its item waiting until the end of the run.
         async with self._slots.slot(priority):
             cache = self._cache if spec.use_cache else None
-            key = None
-            if cache is not None:
-                key = cache_key(spec.model, spec.messages, spec.generation_params(), spec.repeat)
-                hit = await self._cache_hit(cache, key)
-                if hit is not None:
-                    return hit
-            result = await self._call_with_retries(spec, priority)
-            if cache is not None and key is not None and result.error is None:
-                await asyncio.to_thread(cache.put, key, spec.model, result)
-            return result
-
-    @staticmethod
-    async def _cache_hit(cache: ResponseCache, key: str) -> CallResult | None:
-        """The stored result, flagged as a free hit with its own lookup latency, or None."""
-        started = time.perf_counter()
-        entry = await asyncio.to_thread(cache.get, key)
-        if entry is None:
-            return None
-        original = entry.result
-        return replace(
-            original,
-            cached=True,
-            cost_usd=0.0,
-            saved_usd=original.cost_usd or 0.0,
-            hit_latency_ms=(time.perf_counter() - started) * 1000,
-        )
+            if cache is None:
+                return await self._call_with_retries(spec, priority)
+            key = spec.cache_key()
+            started = time.perf_counter()
+            while (leader := self._in_flight.get(key)) is not None:
+                # The same request is being made right now: its answer is ours. An error
+                # is not shared (errors are never cached): then this call makes its own.
+                shared = await asyncio.shield(leader)
+                if shared.error is None:
+                    return _as_hit(shared, started)
+            # Registered before the first await, so an identical call arriving during the
+            # lookup waits for this one instead of making its own.
+            mine: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
+            self._in_flight[key] = mine
+            original = CallResult(error="CancelledError: the call was cancelled", attempts=0)
+            try:
+                lookup_started = time.perf_counter()
+                entry = await asyncio.to_thread(cache.get, key)
+                if entry is not None:
+                    original = entry.result
+                    return _as_hit(original, lookup_started)
+                original = await self._call_with_retries(spec, priority)
+                if original.error is None:
+                    await asyncio.to_thread(cache.put, key, spec.model, original)
+                return original
+            finally:
+                del self._in_flight[key]
+                mine.set_result(original)
 
     async def _call_with_retries(self, spec: CallSpec, priority: int) -> CallResult:
         try:

@@ -24,11 +24,12 @@ import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import nullcontext
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from evalgate.engine.cache import ResponseCache
 from evalgate.engine.calls import CallSpec, Endpoint, attempt, new_event_loop
-from evalgate.engine.limits import TierLimits
+from evalgate.engine.limits import RateLimit, limit_key, limiters
 from evalgate.engine.procpool import ProcessPool, RemoteAttemptError
 from evalgate.engine.retry import RetryPolicy, is_retryable, retry_after_seconds
 from evalgate.engine.slots import ITEM_PRIORITY, PrioritySlots
@@ -134,7 +135,11 @@ class Engine:
         concurrency: calls in flight at most.
         cache: the response cache, or None to bypass it (``--evalgate-no-cache``).
         retry: backoff policy.
-        tier_limits: tier name -> (rpm, tpm).
+        limits: :func:`~evalgate.engine.limits.limit_key` (model at endpoint) -> its rpm
+            and tpm; calls of that model at that endpoint (item and grader calls alike)
+            spend from one budget.
+        limits_dir: where the limits' state is shared with the run's other processes
+            (the run directory's ``limits/``); None keeps it in this process.
         seed: seeds the backoff jitter (reproducible waits in tests).
         warm_up: pay litellm's one-time setup before the first measured call (and, with
             worker processes, wait until they have started and warmed up).
@@ -149,7 +154,8 @@ class Engine:
         concurrency: int = 8,
         cache: ResponseCache | None = None,
         retry: RetryPolicy | None = None,
-        tier_limits: Mapping[str, tuple[int | None, int | None]] | None = None,
+        limits: Mapping[str, RateLimit] | None = None,
+        limits_dir: Path | None = None,
         seed: int | None = None,
         warm_up: bool = True,
         processes: int | None = None,
@@ -188,11 +194,7 @@ class Engine:
         self._local_slots = self._on_loop(
             self._make_slots(local_concurrency or max(1, os.cpu_count() or 1))
         )
-        self._limits = {
-            tier: self._on_loop(self._make_limits(rpm, tpm))
-            for tier, (rpm, tpm) in (tier_limits or {}).items()
-            if rpm or tpm
-        }
+        self._limits = limiters(dict(limits or {}), limits_dir)
         if self._pool is not None:
             started = self.submit_coroutine(self._pool.start())
             if warm_up:
@@ -213,10 +215,6 @@ class Engine:
     @staticmethod
     async def _make_slots(n: int) -> PrioritySlots:
         return PrioritySlots(n)
-
-    @staticmethod
-    async def _make_limits(rpm: int | None, tpm: int | None) -> TierLimits:
-        return TierLimits(rpm, tpm)
 
     @property
     def processes(self) -> int:
@@ -286,7 +284,7 @@ class Engine:
             endpoint = self._resolve(spec)
         except Exception as exc:  # missing API key, server not started: not retryable
             return CallResult(error=describe(exc), attempts=0)
-        limits = self._limits.get(spec.tier)
+        limits = self._limits.get(limit_key(spec.model, spec.api_base)) if self._limits else None
         estimated_tokens = spec.max_tokens + sum(len(m["content"]) for m in spec.messages) // 4
         run_attempt = attempt if self._pool is None else self._pool.attempt
         local = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from pathlib import Path
@@ -12,7 +11,6 @@ import pytest
 from evalgate.engine.cache import ResponseCache
 from evalgate.engine.calls import CallSpec, Endpoint
 from evalgate.engine.engine import Engine
-from evalgate.engine.limits import TokenBucket
 from evalgate.engine.retry import RetryPolicy
 from evalgate.suite.model import Price
 from evalgate.testing.fake_openai import FakeOpenAIServer, make_model
@@ -206,18 +204,6 @@ def test_missing_api_key_env_is_an_error_result(engine_factory) -> None:
     finally:
         engine.close()
     assert result.error == "RuntimeError: environment variable NOPE_KEY is not set"
-
-
-def test_token_bucket_waits_for_refill() -> None:
-    async def scenario() -> float:
-        bucket = TokenBucket(per_minute=60)  # one per second once the burst is spent
-        for _ in range(60):
-            await bucket.acquire()
-        started = time.monotonic()
-        await bucket.acquire()
-        return time.monotonic() - started
-
-    assert asyncio.run(scenario()) >= 0.9
 
 
 def _completion_order(futures) -> list[int]:

@@ -6,8 +6,10 @@ moment it finishes; the controller reads the same lines back to build every repo
 other shape of result travels between modules.
 
 Only builtin-typed, JSON-safe data lives here, so a line can be written by any process
-and read by any other, and so a line never carries secrets (API keys are never part of
-a call's recorded parameters).
+and read by any other. A line never carries secrets: API keys are never part of a call's
+recorded parameters, and every error message and grader reason is passed through
+:func:`evalgate.redact.redact` when a result is made (so before it is written, reported
+or shown).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from evalgate.redact import redact
 
 FORMAT_VERSION = 1
 
@@ -56,6 +60,11 @@ class CallResult:
     error: str | None = None
     finish_reason: str | None = None
 
+    def __post_init__(self) -> None:
+        # Credentials never travel in a result (see evalgate.redact), however it was made.
+        if self.error:
+            object.__setattr__(self, "error", redact(self.error))
+
     @property
     def ok(self) -> bool:
         return self.error is None
@@ -86,6 +95,12 @@ class GradeResult:
     cost_usd: float | None = None
     latency_ms: float | None = None
     calls: int = 0
+
+    def __post_init__(self) -> None:
+        # A grader's error is often str(exc) of a failed call: credentials never travel.
+        object.__setattr__(self, "reason", redact(self.reason))
+        if self.error:
+            object.__setattr__(self, "error", redact(self.error))
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from evalgate.engine.engine import Engine
 from evalgate.engine.slots import GRADER_PRIORITY
 from evalgate.graders.grading import UsageMeter, grade_output, is_async, run_async
 from evalgate.plan import ItemPlan
+from evalgate.redact import remember, remember_environment
 from evalgate.results import CallResult, CaseResult, GradeResult, ResultsWriter
 from evalgate.runs import RunPaths
 from evalgate.suite.model import LOCAL_PREFIX, Suite
@@ -34,6 +35,7 @@ class Endpoints:
     def __init__(self, servers_file: os.PathLike[str] | str) -> None:
         self._servers_file = servers_file
         self._local: dict[str, str] | None = None
+        remember_environment(os.environ)  # provider keys litellm reads for us
 
     def set_local(self, local: Mapping[str, str]) -> None:
         self._local = dict(local)
@@ -65,6 +67,7 @@ class Endpoints:
                 raise RuntimeError(
                     f"environment variable {spec.api_key_env} is not set (needed for {spec.model})"
                 )
+            remember(api_key)  # never shown, whatever an error quotes back
         return Endpoint(model=spec.model, api_base=spec.api_base, api_key=api_key)
 
 

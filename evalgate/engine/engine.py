@@ -33,6 +33,7 @@ from evalgate.engine.limits import RateLimit, limit_key, limiters
 from evalgate.engine.procpool import ProcessPool, RemoteAttemptError
 from evalgate.engine.retry import RetryPolicy, is_retryable, retry_after_seconds
 from evalgate.engine.slots import ITEM_PRIORITY, PrioritySlots
+from evalgate.redact import redact
 from evalgate.results import CallResult
 
 EndpointResolver = Callable[[CallSpec], Endpoint]
@@ -76,8 +77,8 @@ def auto_processes(concurrency: int) -> int:
 
 
 def describe(exc: BaseException) -> str:
-    """``Type: message`` on one line, without credentials litellm may echo."""
-    message = " ".join(str(exc).split()) or repr(exc)
+    """``Type: message`` on one line, without credentials litellm may echo (redacted)."""
+    message = redact(" ".join(str(exc).split()) or repr(exc))
     if len(message) > 300:
         message = message[:299] + "…"
     return f"{type(exc).__name__}: {message}"
@@ -304,7 +305,8 @@ class Engine:
                     remote = exc.failure if isinstance(exc, RemoteAttemptError) else None
                     retryable = remote.retryable if remote else is_retryable(exc)
                     if number == self._retry.max_attempts or not retryable:
-                        error = remote.description if remote else describe(exc)
+                        # A worker process may not know every key this one read.
+                        error = redact(remote.description) if remote else describe(exc)
                         return CallResult(error=error, attempts=number)
                     after = remote.retry_after_s if remote else retry_after_seconds(exc)
                     await asyncio.sleep(self._retry.delay(number, after, self._rng))

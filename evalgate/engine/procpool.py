@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from evalgate.engine.calls import CallSpec, Endpoint, attempt, litellm_module, new_event_loop
+from evalgate.redact import redact
 from evalgate.results import CallResult
 
 _HEADER = struct.Struct("!I")
@@ -222,7 +223,8 @@ class ProcessPool:
         for worker, outcome in zip(self._workers, results, strict=True):
             if isinstance(outcome, BaseException):
                 print(
-                    f"evalgate: worker process {worker.index} failed to start: {outcome!r}; "
+                    f"evalgate: worker process {worker.index} failed to start: "
+                    f"{redact(repr(outcome))}; "
                     "its share of calls runs in the engine's process",
                     file=sys.stderr,
                 )
@@ -298,6 +300,7 @@ class ProcessPool:
 async def _serve(sock: socket.socket, warm_up: bool) -> None:
     from evalgate.engine.engine import _warm_up, describe
     from evalgate.engine.retry import is_retryable, retry_after_seconds
+    from evalgate.redact import remember
 
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     litellm_module()
@@ -322,6 +325,7 @@ async def _serve(sock: socket.socket, warm_up: bool) -> None:
         writer.write(frame)
 
     async def run(cid: int, spec: CallSpec, endpoint: Endpoint) -> None:
+        remember(endpoint.api_key)  # so describe() redacts it from this process's errors
         try:
             result = await attempt(spec, endpoint)
         except asyncio.CancelledError:

@@ -1,10 +1,13 @@
 """Per-process execution: prefetch calls, grade them as they finish, record each at once.
 
-Each pytest process (the only one, or each xdist worker) has one Runner. When the first
-item of a batch runs, the runner submits the calls of every item in that batch to the
-engine, so up to ``concurrency`` calls are in flight while pytest walks the items in order.
-Each finished call is graded and appended to results.jsonl immediately, in the engine's
-thread, so an interrupted run keeps every finished result.
+Each pytest process (the only one, or each xdist worker) has one Runner. The session
+hands it the items this process will run, in pytest's order; the runner keeps a bounded
+window of them submitted to the engine (:data:`PREFETCH_PER_SLOT` times the concurrency)
+and refills it as calls finish and as pytest takes their results, so ``concurrency``
+calls stay in flight while memory stays flat however large the suite, and ``-x`` or
+``--maxfail`` stops the run with at most a window of calls to cancel. Each finished call
+is graded and appended to results.jsonl immediately, in the engine's thread, so an
+interrupted run keeps every finished result.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -71,8 +76,21 @@ class Endpoints:
         return Endpoint(model=spec.model, api_base=spec.api_base, api_key=api_key)
 
 
+PREFETCH_PER_SLOT = 4
+"""Calls submitted to the engine and not yet finished, per concurrency slot: enough that
+the slots never wait for pytest, few enough that memory does not grow with the suite."""
+
+AHEAD_PER_WINDOW = 4
+"""How many windows of results may wait for pytest to take them (behind a slow item)."""
+
+
 class Runner:
-    """Runs this process's items and records their results."""
+    """Runs this process's items and records their results.
+
+    Args:
+        should_stop: True once pytest is stopping (``-x``, ``--maxfail``): nothing more is
+            submitted.
+    """
 
     def __init__(
         self,
@@ -81,23 +99,63 @@ class Runner:
         *,
         worker: str = "main",
         done: Mapping[str, CaseResult] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.paths = paths
         self.engine = engine
         self.worker = worker
         self._done = dict(done or {})
+        self._should_stop = should_stop or (lambda: False)
         self._writer = ResultsWriter(paths.results)
         # One recorder thread grades and appends, so the event loop never blocks on
         # CPU-bound graders and lines are written in completion order.
         self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalgate-rec")
         self._futures: dict[str, concurrent.futures.Future[CaseResult]] = {}
+        # Items waiting to be submitted, in pytest's order, and every key ever submitted
+        # (an item pytest asked for early is not submitted again when the queue gets there).
+        self._queue: deque[ItemPlan] = deque()
+        self._submitted: set[str] = set()
+        self._running = 0
+        self.window = PREFETCH_PER_SLOT * engine.concurrency
+        self._ahead = AHEAD_PER_WINDOW * self.window
+        self._stopped = False
+        # Refills come from pytest's thread and from the engine's (as calls finish).
+        self._lock = threading.RLock()
 
     def prefetch(self, plans: Iterable[ItemPlan]) -> None:
-        """Submits the calls of items not yet submitted and not already done."""
-        for plan in plans:
-            if plan.key in self._futures or self._reusable(plan) is not None:
-                continue
-            self._futures[plan.key] = self.engine.submit_coroutine(self._execute(plan))
+        """Queues items to run ahead of pytest (in this order) and fills the window."""
+        with self._lock:
+            self._queue.extend(plans)
+        self._fill()
+
+    def _fill(self) -> None:
+        with self._lock:
+            while (
+                self._queue
+                and self._running < self.window
+                and len(self._futures) < self._ahead
+                and not self._stopped
+            ):
+                if self._should_stop():
+                    self._stopped = True
+                    self._queue.clear()
+                    return
+                plan = self._queue.popleft()
+                if plan.key not in self._submitted and self._reusable(plan) is None:
+                    self._submit(plan)
+
+    def _submit(self, plan: ItemPlan) -> None:
+        with self._lock:
+            self._submitted.add(plan.key)
+            self._running += 1
+            future = self.engine.submit_coroutine(self._execute(plan))
+            self._futures[plan.key] = future
+        future.add_done_callback(self._finished)
+
+    def _finished(self, _future: concurrent.futures.Future[CaseResult]) -> None:
+        with self._lock:
+            self._running -= 1
+        self._fill()
 
     def _reusable(self, plan: ItemPlan) -> CaseResult | None:
         """A finished result of a resumed run, if it is for the same suite definition."""
@@ -171,12 +229,25 @@ class Runner:
         reused = self._reusable(plan)
         if reused is not None:
             return replace(reused, worker=self.worker), True
-        if plan.key not in self._futures:
-            self.prefetch([plan])
-        return self._futures.pop(plan.key).result(), False
+        with self._lock:
+            future = self._futures.get(plan.key)
+            if future is None:  # not prefetched (or not yet): run it now
+                self._submit(plan)
+                future = self._futures[plan.key]
+        try:
+            return future.result(), False
+        finally:
+            with self._lock:
+                del self._futures[plan.key]
+            self._fill()
 
     def close(self) -> None:
-        for future in self._futures.values():
+        """Stops submitting, cancels what is still queued or running, flushes the results."""
+        with self._lock:
+            self._stopped = True
+            self._queue.clear()
+            futures = list(self._futures.values())
+        for future in futures:
             future.cancel()
         self._recorder.shutdown(wait=True)
         self._writer.close()

@@ -186,7 +186,9 @@ class EvalgateSession:
 
     # -- running -------------------------------------------------------------------------
 
-    def runner(self) -> Runner:
+    def runner(self, session: pytest.Session | None = None) -> Runner:
+        """This process's runner (made on first use); it stops submitting once ``session``
+        is stopping (``-x``, ``--maxfail``)."""
         if self._runner is None:
             from evalgate.engine.cache import ResponseCache
             from evalgate.engine.engine import Engine
@@ -211,7 +213,13 @@ class EvalgateSession:
                 local_concurrency=_local_concurrency(),
             )
             done = latest_by_item(read_results(self.paths.results)) if self.resuming else {}
-            self._runner = Runner(self.paths, engine, worker=self.worker_id or "main", done=done)
+            self._runner = Runner(
+                self.paths,
+                engine,
+                worker=self.worker_id or "main",
+                done=done,
+                should_stop=lambda: bool(session and (session.shouldstop or session.shouldfail)),
+            )
         return self._runner
 
     def _tier_limits(self) -> dict[str, RateLimit]:
@@ -231,7 +239,8 @@ class EvalgateSession:
         return limits
 
     def run_item(self, item: EvalItem) -> tuple[CaseResult, bool]:
-        runner = self.runner()
+        runner = self.runner(item.session)
+        # The runner keeps a bounded window of these submitted ahead of pytest.
         if self.is_worker:
             shard = shard_of(item.nodeid, self.worker_count)
             if shard not in self._prefetched_shards:
@@ -241,7 +250,6 @@ class EvalgateSession:
                 )
         elif not self._prefetched_all:
             self._prefetched_all = True
-            # Honour -x / --maxfail: don't submit far ahead when the user wants to stop early.
             runner.prefetch(i.plan for i in self._items)
         return runner.result_for(item.plan)
 

@@ -165,6 +165,7 @@ class Engine:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self._resolve = resolve
+        self.concurrency = concurrency
         self._cache = cache
         self._retry = retry or RetryPolicy()
         self._rng = random.Random(seed)

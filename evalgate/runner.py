@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -35,32 +35,36 @@ from evalgate.suite.model import LOCAL_PREFIX, Suite
 
 
 class Endpoints:
-    """Resolves a call's endpoint: local servers (from the run's servers.json) or providers."""
+    """Resolves a call's endpoint: local servers (from the run's servers.json) or providers.
+
+    servers.json is read when the object is made (in pytest's thread) and again, in a
+    worker thread, whenever a call names a local model it does not list: a file that did
+    not exist yet (or named other servers) is never taken as the final word, and the
+    engine's event loop never waits on the disk.
+    """
 
     def __init__(self, servers_file: os.PathLike[str] | str) -> None:
         self._servers_file = servers_file
-        self._local: dict[str, str] | None = None
+        self._local: dict[str, str] = self._read_servers()
         remember_environment(os.environ)  # provider keys litellm reads for us
 
     def set_local(self, local: Mapping[str, str]) -> None:
         self._local = dict(local)
 
-    def _local_urls(self) -> dict[str, str]:
-        if self._local is None:
-            try:
-                with open(self._servers_file, encoding="utf-8") as fh:
-                    self._local = {name: info["url"] for name, info in json.load(fh).items()}
-            except (OSError, ValueError):
-                self._local = {}
-        return self._local
+    def _read_servers(self) -> dict[str, str]:
+        try:
+            with open(self._servers_file, encoding="utf-8") as fh:
+                return {name: info["url"] for name, info in json.load(fh).items()}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return {}
 
-    def __call__(self, spec: CallSpec) -> Endpoint:
+    def __call__(self, spec: CallSpec) -> Endpoint | Awaitable[Endpoint]:
         if spec.model.startswith(LOCAL_PREFIX):
             name = spec.model[len(LOCAL_PREFIX) :]
-            url = self._local_urls().get(name)
+            url = self._local.get(name)
             if url is None:
-                raise RuntimeError(f"no server is running for {spec.model}")
-            return Endpoint(model=f"openai/{name}", api_base=url, api_key="local")
+                return self._reload_for(spec.model, name)
+            return _local_endpoint(name, url)
         api_key = None
         if spec.api_base and not spec.api_key_env:
             # A self-hosted endpoint without a named key: send a placeholder, never let the
@@ -74,6 +78,17 @@ class Endpoints:
                 )
             remember(api_key)  # never shown, whatever an error quotes back
         return Endpoint(model=spec.model, api_base=spec.api_base, api_key=api_key)
+
+    async def _reload_for(self, model: str, name: str) -> Endpoint:
+        self._local = await asyncio.to_thread(self._read_servers)
+        url = self._local.get(name)
+        if url is None:
+            raise RuntimeError(f"no server is running for {model}")
+        return _local_endpoint(name, url)
+
+
+def _local_endpoint(name: str, url: str) -> Endpoint:
+    return Endpoint(model=f"openai/{name}", api_base=url, api_key="local")
 
 
 PREFETCH_PER_SLOT = 4

@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import math
 import os
 import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +37,8 @@ from evalgate.engine.slots import ITEM_PRIORITY, PrioritySlots
 from evalgate.redact import redact
 from evalgate.results import CallResult
 
-EndpointResolver = Callable[[CallSpec], Endpoint]
+EndpointResolver = Callable[[CallSpec], Endpoint | Awaitable[Endpoint]]
+"""Maps a spec to its endpoint; returns an awaitable when it must do I/O (run off the loop)."""
 T = TypeVar("T")
 
 # Worker processes are used automatically from this many calls in flight: one process
@@ -283,7 +285,8 @@ class Engine:
 
     async def _call_with_retries(self, spec: CallSpec, priority: int) -> CallResult:
         try:
-            endpoint = self._resolve(spec)
+            resolved = self._resolve(spec)
+            endpoint = await resolved if inspect.isawaitable(resolved) else resolved
         except Exception as exc:  # missing API key, server not started: not retryable
             return CallResult(error=describe(exc), attempts=0)
         limits = self._limits.get(limit_key(spec.model, spec.api_base)) if self._limits else None

@@ -130,10 +130,10 @@ class _Worker:
             kind, *_ = await asyncio.wait_for(_read(reader), _READY_TIMEOUT_S)
         except (Exception, asyncio.CancelledError):
             sock.close()
-            self.kill()
+            self.signal_kill()  # reaped by aclose(), never waited for on the loop
             raise
         if kind != "ready":
-            self.kill()
+            self.signal_kill()
             raise RuntimeError(f"evalgate worker {self.index} sent {kind!r} before 'ready'")
         self.alive = True
         self._receiver = asyncio.get_running_loop().create_task(self._receive(reader))
@@ -168,20 +168,29 @@ class _Worker:
         self.alive = False
         if self._writer is not None:
             self._writer.close()  # the child sees end of file and exits
+        await self._exited_within(timeout_s)
+        self.signal_kill()
+        await self._exited_within(5.0)  # the loop keeps running while the child dies
+
+    async def _exited_within(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while self.proc.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        self.kill()
 
-    def kill(self) -> None:
+    def signal_kill(self) -> None:
+        """Sends SIGKILL without waiting (safe on the event loop)."""
         self.alive = False
         if self._sock is not None:
             self._sock.close()
             self._sock = None
         if self.proc.poll() is None:
             self.proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=5)
+
+    def kill(self) -> None:
+        """SIGKILL and wait for the exit: off the loop only (the engine's loop is gone)."""
+        self.signal_kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
 
 
 class ProcessPool:
@@ -207,10 +216,6 @@ class ProcessPool:
     @property
     def size(self) -> int:
         return len(self._workers)
-
-    @property
-    def pids(self) -> list[int]:
-        return [w.proc.pid for w in self._workers]
 
     async def start(self) -> None:
         """Waits until every child is ready (idempotent). Children that fail are dropped."""

@@ -87,36 +87,49 @@ def describe(exc: BaseException) -> str:
 
 
 async def _warm_up() -> None:
-    """One streaming round trip through litellm to a throw-away local server.
+    """Pays litellm's one-time setup before the first measured call; sends nothing anywhere.
 
     litellm imports provider modules and builds clients and stream wrappers lazily on the
     first call (~300 ms here); without this the first wave of calls would carry that in
-    their latency and TTFT. The server is evalgate's own stdlib OpenAI-protocol server,
-    started on 127.0.0.1 for this one request; nothing is recorded.
+    their latency and TTFT. Two calls do it without a server: a streamed call answered by
+    litellm's own ``mock_response`` (the stream wrapper, logging, usage), and a call
+    through the OpenAI provider to a port on 127.0.0.1 that refuses connections (the SDK
+    client, its HTTP pool and litellm's error mapping). Nothing is recorded.
     """
+    import socket
+
     from evalgate.engine.calls import litellm_module
-    from evalgate.testing.fake_openai import FakeOpenAIServer
 
     litellm = litellm_module()
-    server = await asyncio.to_thread(FakeOpenAIServer().start)
-    try:
+    common: dict[str, Any] = {
+        "messages": [{"role": "user", "content": "warm up"}],
+        "max_tokens": 4,
+        "max_retries": 0,
+        "timeout": 10,
+    }
+    with contextlib.suppress(Exception):  # best effort: a real call reports real problems
         response = await litellm.acompletion(
             model="openai/evalgate-warm-up",
-            api_base=server.base_url,
-            api_key="-",
-            messages=[{"role": "user", "content": "warm up"}],
-            max_tokens=4,
+            mock_response="warm",
             stream=True,
             stream_options={"include_usage": True},
-            max_retries=0,
-            timeout=10,
+            **common,
         )
         async for _ in response:
             pass
-    except Exception:
-        pass  # warming up is best effort; a real call will report real problems
-    finally:
-        await asyncio.to_thread(server.stop)
+    # A bound socket that never listens: connecting to it is refused at once, and no other
+    # process can take the port while it is held.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        with contextlib.suppress(Exception):
+            await litellm.acompletion(
+                model="openai/evalgate-warm-up",
+                api_base=f"http://127.0.0.1:{port}/v1",
+                api_key="-",
+                stream=True,
+                **common,
+            )
 
 
 def _as_hit(original: CallResult, started: float) -> CallResult:

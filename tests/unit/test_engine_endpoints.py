@@ -60,3 +60,11 @@ def test_an_unreadable_servers_file_is_no_servers(tmp_path) -> None:
     pending = Endpoints(servers)(local_spec("m"))
     assert inspect.isawaitable(pending)
     pending.close()
+
+
+def test_one_missing_model_error_for_local_and_embedding_models() -> None:
+    from evalgate import embeddings, errors
+    from evalgate.engine import local_models
+
+    assert embeddings.MissingModelError is local_models.MissingModelError
+    assert local_models.MissingModelError is errors.MissingModelError

@@ -29,7 +29,9 @@ class CallSpec:
         use_cache: read and write the response cache.
         price: explicit price; None -> litellm's price map.
         api_base, api_key_env: endpoint override and the env var holding the key.
-        timeout_s: per-attempt timeout.
+        timeout_s: bounds each attempt as a whole, from sending the request to the last
+            chunk (the engine cuts it there); also the transport's connect and read
+            timeout, so no wait between chunks outlasts it.
         params: every other generation parameter sent to the model as is (``top_p``,
             ``stop``, ``seed``, ``response_format``, ``tools``...), as sorted
             ``(name, value)`` pairs so the spec stays immutable and picklable. Each one is

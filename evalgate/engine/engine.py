@@ -313,8 +313,10 @@ class Engine:
                 if limits is not None:
                     await limits.acquire(estimated_tokens)
                 try:
-                    # The attempt's own timeout covers connecting; this one also covers a
-                    # stream that stalls between chunks.
+                    # timeout_s bounds the attempt as a whole, connecting to the last chunk:
+                    # a stream that trickles on past it is cut (and retried). The transport
+                    # gets the same value as its connect and read timeout, so a stall
+                    # between chunks ends no later.
                     result = await asyncio.wait_for(run_attempt(spec, endpoint), spec.timeout_s)
                     return replace(result, attempts=number)
                 except Exception as exc:

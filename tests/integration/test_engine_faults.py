@@ -235,3 +235,11 @@ def test_grader_calls_go_ahead_of_queued_item_calls(engine_factory, key) -> None
     judge = engine.submit(spec(model, content="judge"), GRADER_PRIORITY)
     order = _completion_order([*items, judge])
     assert order.index(5) == 1, order  # right after the call that was running
+
+
+def test_timeout_bounds_the_whole_attempt_not_each_gap(engine_factory, fake_server, key) -> None:
+    # Every gap between chunks (0.4 s) is well inside the timeout; the whole reply is not.
+    model = make_model(reply="a b c d e f", chunk_delay_ms=400, key=key)
+    result = run(engine_factory(retry=RetryPolicy(max_attempts=2)), spec(model, timeout_s=1.0))
+    assert result.error is not None and "Timeout" in result.error
+    assert result.attempts == 2 and fake_server.request_count(key) == 2

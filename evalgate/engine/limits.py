@@ -94,7 +94,11 @@ class Limiter:
             wait = self._reserve(self._state, estimated_tokens)
         else:
             # A file lock and a file read: off the event loop.
-            wait = await asyncio.to_thread(self._reserve_shared, estimated_tokens)
+            try:
+                wait = await asyncio.to_thread(self._reserve_shared, estimated_tokens)
+            except OSError:
+                # The run directory became unwritable: keep limiting, in this process only.
+                wait = self._reserve(self._state, estimated_tokens)
         if wait > 0:
             await asyncio.sleep(wait)
 

@@ -93,3 +93,17 @@ def test_without_a_directory_the_budget_is_the_process_own() -> None:
     limiter = Limiter(RateLimit(rpm=60, tpm=600))  # 1 request/s; 10 tokens/s
     waits = [limiter._reserve(limiter._state, 5) for _ in range(3)]
     assert waits == pytest.approx([0.0, 1.0, 2.0], abs=0.05)  # requests, not tokens, bind
+
+
+def test_an_unwritable_state_file_still_limits_in_process(tmp_path: Path) -> None:
+    import asyncio
+
+    path = tmp_path / "gone" / "k.bucket"
+    limiter = Limiter(RateLimit(rpm=60), path)
+    path.parent.rmdir()  # the run directory vanished under us
+
+    async def twice() -> None:
+        await limiter.acquire(1)
+
+    asyncio.run(twice())  # no exception: the call is limited, not failed
+    assert limiter._reserve(limiter._state, 1) == pytest.approx(1.0, abs=0.05)

@@ -30,6 +30,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from evalgate.errors import MissingModelError
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from concurrent.futures import ThreadPoolExecutor
@@ -86,10 +88,6 @@ _ERF_Q = (
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 _THREADS = max(1, min(4, _CPUS or 1))  # forward passes run in parallel, one BLAS thread each
 _BACKENDS = ("auto", "numpy", "torch")
-
-
-class MissingModelError(RuntimeError):
-    """The embedding model (or a library needed to run it) is not installed."""
 
 
 class Encoder(Protocol):

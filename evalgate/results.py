@@ -6,8 +6,10 @@ moment it finishes; the controller reads the same lines back to build every repo
 other shape of result travels between modules.
 
 Only builtin-typed, JSON-safe data lives here, so a line can be written by any process
-and read by any other, and so a line never carries secrets (API keys are never part of
-a call's recorded parameters).
+and read by any other. A line never carries secrets: API keys are never part of a call's
+recorded parameters, and every error message and grader reason is passed through
+:func:`evalgate.redact.redact` when a result is made (so before it is written, reported
+or shown).
 
 Durability: each line goes to the file in one ``write`` as soon as its item finishes, so
 a killed process (SIGKILL, a crash, Ctrl-C) loses at most the line being written, which
@@ -27,6 +29,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from evalgate.redact import redact
 
 FORMAT_VERSION = 1
 FSYNC_EVERY_S = 1.0
@@ -74,6 +78,11 @@ class CallResult:
     error: str | None = None
     finish_reason: str | None = None
 
+    def __post_init__(self) -> None:
+        # Credentials never travel in a result (see evalgate.redact), however it was made.
+        if self.error:
+            object.__setattr__(self, "error", redact(self.error))
+
     @property
     def ok(self) -> bool:
         return self.error is None
@@ -116,6 +125,10 @@ class GradeResult:
         # JSON brings the flags back as a list; keep the value object immutable.
         if not isinstance(self.flags, tuple):
             object.__setattr__(self, "flags", tuple(self.flags))
+        # A grader's error is often str(exc) of a failed call: credentials never travel.
+        object.__setattr__(self, "reason", redact(self.reason))
+        if self.error:
+            object.__setattr__(self, "error", redact(self.error))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,14 @@
 """Per-process execution: prefetch calls, grade them as they finish, record each at once.
 
-Each pytest process (the only one, or each xdist worker) has one Runner. When the first
-item of a batch runs, the runner submits the calls of every item in that batch to the
-engine, so up to ``concurrency`` calls are in flight while pytest walks the items in order.
-Each finished call is graded at once, each grade in a grading thread within its time
-limit (:mod:`evalgate.graders.deadline`), and appended to results.jsonl by the recorder
-thread, so an interrupted run keeps every finished result and no grader can hang it.
+Each pytest process (the only one, or each xdist worker) has one Runner. The session
+hands it the items this process will run, in pytest's order; the runner keeps a bounded
+window of them submitted to the engine (:data:`PREFETCH_PER_SLOT` times the concurrency)
+and refills it as calls finish and as pytest takes their results, so ``concurrency``
+calls stay in flight while memory stays flat however large the suite, and ``-x`` or
+``--maxfail`` stops the run with at most a window of calls to cancel. Each finished call
+is graded at once, each grade in a grading thread within its time limit
+(:mod:`evalgate.graders.deadline`), and appended to results.jsonl by the recorder thread,
+so an interrupted run keeps every finished result and no grader can hang it.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import concurrent.futures
 import functools
 import json
 import os
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -35,6 +40,7 @@ from evalgate.graders.grading import (
 )
 from evalgate.graders.registry import TIMEOUT_PARAM
 from evalgate.plan import ItemPlan
+from evalgate.redact import remember, remember_environment
 from evalgate.results import CallResult, CaseResult, GradeResult, ItemKey, ResultsWriter
 from evalgate.resume import Action, decide
 from evalgate.runs import RunPaths
@@ -45,31 +51,36 @@ ASYNC_GRADERS = 16
 
 
 class Endpoints:
-    """Resolves a call's endpoint: local servers (from the run's servers.json) or providers."""
+    """Resolves a call's endpoint: local servers (from the run's servers.json) or providers.
+
+    servers.json is read when the object is made (in pytest's thread) and again, in a
+    worker thread, whenever a call names a local model it does not list: a file that did
+    not exist yet (or named other servers) is never taken as the final word, and the
+    engine's event loop never waits on the disk.
+    """
 
     def __init__(self, servers_file: os.PathLike[str] | str) -> None:
         self._servers_file = servers_file
-        self._local: dict[str, str] | None = None
+        self._local: dict[str, str] = self._read_servers()
+        remember_environment(os.environ)  # provider keys litellm reads for us
 
     def set_local(self, local: Mapping[str, str]) -> None:
         self._local = dict(local)
 
-    def _local_urls(self) -> dict[str, str]:
-        if self._local is None:
-            try:
-                with open(self._servers_file, encoding="utf-8") as fh:
-                    self._local = {name: info["url"] for name, info in json.load(fh).items()}
-            except (OSError, ValueError):
-                self._local = {}
-        return self._local
+    def _read_servers(self) -> dict[str, str]:
+        try:
+            with open(self._servers_file, encoding="utf-8") as fh:
+                return {name: info["url"] for name, info in json.load(fh).items()}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return {}
 
-    def __call__(self, spec: CallSpec) -> Endpoint:
+    def __call__(self, spec: CallSpec) -> Endpoint | Awaitable[Endpoint]:
         if spec.model.startswith(LOCAL_PREFIX):
             name = spec.model[len(LOCAL_PREFIX) :]
-            url = self._local_urls().get(name)
+            url = self._local.get(name)
             if url is None:
-                raise RuntimeError(f"no server is running for {spec.model}")
-            return Endpoint(model=f"openai/{name}", api_base=url, api_key="local")
+                return self._reload_for(spec.model, name)
+            return _local_endpoint(name, url)
         api_key = None
         if spec.api_base and not spec.api_key_env:
             # A self-hosted endpoint without a named key: send a placeholder, never let the
@@ -81,11 +92,36 @@ class Endpoints:
                 raise RuntimeError(
                     f"environment variable {spec.api_key_env} is not set (needed for {spec.model})"
                 )
+            remember(api_key)  # never shown, whatever an error quotes back
         return Endpoint(model=spec.model, api_base=spec.api_base, api_key=api_key)
+
+    async def _reload_for(self, model: str, name: str) -> Endpoint:
+        self._local = await asyncio.to_thread(self._read_servers)
+        url = self._local.get(name)
+        if url is None:
+            raise RuntimeError(f"no server is running for {model}")
+        return _local_endpoint(name, url)
+
+
+def _local_endpoint(name: str, url: str) -> Endpoint:
+    return Endpoint(model=f"openai/{name}", api_base=url, api_key="local")
+
+
+PREFETCH_PER_SLOT = 4
+"""Calls submitted to the engine and not yet finished, per concurrency slot: enough that
+the slots never wait for pytest, few enough that memory does not grow with the suite."""
+
+AHEAD_PER_WINDOW = 4
+"""How many windows of results may wait for pytest to take them (behind a slow item)."""
 
 
 class Runner:
-    """Runs this process's items and records their results."""
+    """Runs this process's items and records their results.
+
+    Args:
+        should_stop: True once pytest is stopping (``-x``, ``--maxfail``): nothing more is
+            submitted.
+    """
 
     def __init__(
         self,
@@ -94,11 +130,13 @@ class Runner:
         *,
         worker: str = "main",
         done: Mapping[ItemKey, CaseResult] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.paths = paths
         self.engine = engine
         self.worker = worker
         self._done = dict(done or {})
+        self._should_stop = should_stop or (lambda: False)
         self._writer = ResultsWriter(paths.results)
         # One recorder thread appends, so lines are written in completion order.
         self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalgate-rec")
@@ -108,19 +146,54 @@ class Runner:
         self._sync_graders = GradingThreads("evalgate-grade", 1)
         self._async_graders = GradingThreads("evalgate-grade-async", ASYNC_GRADERS)
         self._futures: dict[ItemKey, concurrent.futures.Future[CaseResult]] = {}
+        # Items waiting to be submitted, in pytest's order, and every key ever submitted
+        # (an item pytest asked for early is not submitted again when the queue gets there).
+        self._queue: deque[ItemPlan] = deque()
+        self._submitted: set[ItemKey] = set()
+        self._running = 0
+        self.window = PREFETCH_PER_SLOT * engine.concurrency
+        self._ahead = AHEAD_PER_WINDOW * self.window
+        self._stopped = False
+        # Refills come from pytest's thread and from the engine's (as calls finish).
+        self._lock = threading.RLock()
 
     def prefetch(self, plans: Iterable[ItemPlan]) -> None:
-        """Submits the calls of items not yet submitted and not already done."""
-        for plan in plans:
-            if plan.key in self._futures:
-                continue
+        """Queues items to run ahead of pytest (in this order) and fills the window."""
+        with self._lock:
+            self._queue.extend(plans)
+        self._fill()
+
+    def _fill(self) -> None:
+        with self._lock:
+            while (
+                self._queue
+                and self._running < self.window
+                and len(self._futures) < self._ahead
+                and not self._stopped
+            ):
+                if self._should_stop():
+                    self._stopped = True
+                    self._queue.clear()
+                    return
+                plan = self._queue.popleft()
+                if plan.key not in self._submitted and self._reusable(plan) is None:
+                    self._submit(plan)
+
+    def _submit(self, plan: ItemPlan) -> None:
+        with self._lock:
+            self._submitted.add(plan.key)
+            self._running += 1
+            # A resumed item whose grading alone changed is graded again, without a call.
             stored = self._done.get(plan.key)
-            action = decide(plan, stored)
-            if action is Action.REUSE:
-                continue
-            # Only the grading changed: grade the stored output again, no model call.
-            call = stored.call if action is Action.REGRADE and stored is not None else None
-            self._futures[plan.key] = self.engine.submit_coroutine(self._execute(plan, call))
+            call = stored.call if decide(plan, stored) is Action.REGRADE and stored else None
+            future = self.engine.submit_coroutine(self._execute(plan, call))
+            self._futures[plan.key] = future
+        future.add_done_callback(self._finished)
+
+    def _finished(self, _future: concurrent.futures.Future[CaseResult]) -> None:
+        with self._lock:
+            self._running -= 1
+        self._fill()
 
     def _reusable(self, plan: ItemPlan) -> CaseResult | None:
         """A stored result of a resumed run that still holds (see :mod:`evalgate.resume`)."""
@@ -196,12 +269,25 @@ class Runner:
                 self._writer.append(reused)
                 self._done[plan.key] = reused
             return replace(reused, worker=self.worker), True
-        if plan.key not in self._futures:
-            self.prefetch([plan])
-        return self._futures.pop(plan.key).result(), False
+        with self._lock:
+            future = self._futures.get(plan.key)
+            if future is None:  # not prefetched (or not yet): run it now
+                self._submit(plan)
+                future = self._futures[plan.key]
+        try:
+            return future.result(), False
+        finally:
+            with self._lock:
+                del self._futures[plan.key]
+            self._fill()
 
     def close(self) -> None:
-        for future in self._futures.values():
+        """Stops submitting, cancels what is still queued or running, flushes the results."""
+        with self._lock:
+            self._stopped = True
+            self._queue.clear()
+            futures = list(self._futures.values())
+        for future in futures:
             future.cancel()
         self._recorder.shutdown(wait=True)
         self._sync_graders.close()

@@ -23,6 +23,7 @@ from evalgate.scheduling import shard_of
 
 if TYPE_CHECKING:
     from evalgate.collect import EvalItem
+    from evalgate.engine.limits import RateLimit
     from evalgate.engine.servers import LocalServers
     from evalgate.plan import ItemPlan
     from evalgate.results import CaseResult
@@ -212,7 +213,9 @@ class EvalgateSession:
 
     # -- running -------------------------------------------------------------------------
 
-    def runner(self) -> Runner:
+    def runner(self, session: pytest.Session | None = None) -> Runner:
+        """This process's runner (made on first use); it stops submitting once ``session``
+        is stopping (``-x``, ``--maxfail``)."""
         if self._runner is None:
             from evalgate.engine.cache import ResponseCache
             from evalgate.engine.engine import Engine
@@ -232,24 +235,39 @@ class EvalgateSession:
                 concurrency=self.config.getoption(options.CONCURRENCY),
                 cache=cache,
                 retry=RetryPolicy(max_attempts=self.config.getoption(options.MAX_ATTEMPTS)),
-                tier_limits=self._tier_limits(),
+                limits=self._tier_limits(),
+                limits_dir=self.paths.run_dir / "limits",
                 local_concurrency=_local_concurrency(),
             )
             done = latest_by_item(read_results(self.paths.results)) if self.resuming else {}
-            self._runner = Runner(self.paths, engine, worker=self.worker_id or "main", done=done)
+            self._runner = Runner(
+                self.paths,
+                engine,
+                worker=self.worker_id or "main",
+                done=done,
+                should_stop=lambda: bool(session and (session.shouldstop or session.shouldfail)),
+            )
         return self._runner
 
-    def _tier_limits(self) -> dict[str, tuple[int | None, int | None]]:
-        """Model -> (rpm, tpm): provider limits are per model, so suites sharing one share it."""
-        limits: dict[str, tuple[int | None, int | None]] = {}
+    def _tier_limits(self) -> dict[str, RateLimit]:
+        """Each tier's rpm/tpm, keyed by model and endpoint (the provider's unit).
+
+        Tiers naming the same model at the same endpoint, in one suite or several, share
+        one budget, the tightest of theirs; the engine keys calls the same way.
+        """
+        from evalgate.engine.limits import RateLimit, limit_key
+
+        limits: dict[str, RateLimit] = {}
         for suite in {id(i.plan.suite): i.plan.suite for i in self._items}.values():
             for tier in suite.tiers.values():
-                rpm, tpm = limits.get(tier.model, (None, None))
-                limits[tier.model] = (_min(rpm, tier.rpm), _min(tpm, tier.tpm))
+                key = limit_key(tier.model, tier.api_base)
+                limit = RateLimit(tier.rpm, tier.tpm)
+                limits[key] = limits[key].tighter(limit) if key in limits else limit
         return limits
 
     def run_item(self, item: EvalItem) -> tuple[CaseResult, bool]:
-        runner = self.runner()
+        runner = self.runner(item.session)
+        # The runner keeps a bounded window of these submitted ahead of pytest.
         if self.is_worker:
             shard = shard_of(item.nodeid, self.worker_count)
             if shard not in self._prefetched_shards:
@@ -259,7 +277,6 @@ class EvalgateSession:
                 )
         elif not self._prefetched_all:
             self._prefetched_all = True
-            # Honour -x / --maxfail: don't submit far ahead when the user wants to stop early.
             runner.prefetch(i.plan for i in self._items)
         return runner.result_for(item.plan)
 
@@ -454,10 +471,6 @@ def _local_names(models: Iterable[str]) -> set[str]:
     from evalgate.suite.model import LOCAL_PREFIX
 
     return {m[len(LOCAL_PREFIX) :] for m in models if m.startswith(LOCAL_PREFIX)}
-
-
-def _min(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else min(a, b)
 
 
 def _server_threads() -> int:

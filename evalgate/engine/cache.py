@@ -1,23 +1,22 @@
 """Persistent response cache for configs with ``cache: true``.
 
-Keyed by (model, messages, generation parameters, repeat index): two configs that send
-exactly the same request share entries; repeats stay independent samples. Only successful
-calls are stored: an error is never cached and so never replayed.
+Keyed by :meth:`CallSpec.cache_key <evalgate.engine.calls.CallSpec.cache_key>`, i.e.
+:func:`evalgate.cachekey.request_key` over the model, the configured endpoint, the
+messages, every generation parameter and the repeat index: two configs that send exactly
+the same request to the same endpoint share entries; repeats stay independent samples.
+Only successful calls are stored: an error is never cached and so never replayed.
 
 SQLite in WAL mode: safe for several processes (xdist workers) on one host.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from evalgate.results import CallResult
 
@@ -29,22 +28,6 @@ CREATE TABLE IF NOT EXISTS responses (
     result TEXT NOT NULL
 )
 """
-
-
-def cache_key(
-    model: str,
-    messages: Sequence[Mapping[str, str]],
-    params: Mapping[str, Any],
-    repeat: int,
-) -> str:
-    """A stable digest of everything that determines a response."""
-    payload = json.dumps(
-        {"model": model, "messages": list(messages), "params": dict(params), "repeat": repeat},
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from evalgate.cachekey import request_key
 from evalgate.results import CallResult
 from evalgate.suite.model import Price
 
@@ -21,14 +22,21 @@ class CallSpec:
     Attributes:
         model: the tier's model string as written in the suite (the cache identity).
         messages: rendered chat messages.
-        max_tokens, temperature, stream: generation parameters.
-        repeat: 0-based repeat index (part of the cache key).
-        tier: tier name (for rate limits).
+        max_tokens, temperature: generation parameters every call sends.
+        stream: stream the response (measures TTFT; not part of the answer's identity).
+        repeat: 0-based repeat index (the cache key's eval-only ``sample``).
+        tier: tier name (for messages; rate limits are keyed by model and endpoint).
         use_cache: read and write the response cache.
         price: explicit price; None -> litellm's price map.
         api_base, api_key_env: endpoint override and the env var holding the key.
-        timeout_s: per-attempt timeout.
+        timeout_s: bounds each attempt as a whole, from sending the request to the last
+            chunk (the engine cuts it there); also the transport's connect and read
+            timeout, so no wait between chunks outlasts it.
         transport: ``auto``, ``native`` or ``litellm`` (see :mod:`evalgate.engine.native`).
+        params: every other generation parameter sent to the model as is (``top_p``,
+            ``stop``, ``seed``, ``response_format``, ``tools``...), as sorted
+            ``(name, value)`` pairs so the spec stays immutable and picklable. Each one is
+            part of the response cache key.
     """
 
     model: str
@@ -44,11 +52,25 @@ class CallSpec:
     api_key_env: str | None = None
     timeout_s: float = 120.0
     transport: str = "auto"
+    params: tuple[tuple[str, Any], ...] = ()
 
     def generation_params(self) -> dict[str, Any]:
-        # stream is not part of the response's identity: a streamed and a non-streamed
-        # call of the same request produce the same text.
-        return {"max_tokens": self.max_tokens, "temperature": self.temperature}
+        """Every parameter that decides the answer: what is sent, and what the cache keys on.
+
+        ``stream`` is not one of them: a streamed and a non-streamed call of the same
+        request produce the same text.
+        """
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature, **dict(self.params)}
+
+    def cache_key(self) -> str:
+        """The response-cache key (:func:`evalgate.cachekey.request_key`, repeat as sample)."""
+        return request_key(
+            model=self.model,
+            messages=self.messages,
+            params=self.generation_params(),
+            api_base=self.api_base,
+            sample=self.repeat,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +165,7 @@ async def attempt(spec: CallSpec, endpoint: Endpoint) -> CallResult:
     kwargs: dict[str, Any] = {
         "model": endpoint.model,
         "messages": [dict(m) for m in spec.messages],
-        "max_tokens": spec.max_tokens,
-        "temperature": spec.temperature,
+        **spec.generation_params(),
         "timeout": spec.timeout_s,
         "max_retries": 0,  # the engine retries, with backoff that honours Retry-After
     }

@@ -15,27 +15,31 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import math
 import os
 import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import nullcontext
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
-from evalgate.engine.cache import ResponseCache, cache_key
+from evalgate.engine.cache import ResponseCache
 from evalgate.engine.calls import CallSpec, Endpoint, attempt, new_event_loop
-from evalgate.engine.limits import TierLimits
+from evalgate.engine.limits import RateLimit, limit_key, limiters
 from evalgate.engine.native import NativeClients
 from evalgate.engine.procpool import ProcessPool, RemoteAttemptError
 from evalgate.engine.retry import RetryPolicy, is_retryable, retry_after_seconds
 from evalgate.engine.slots import ITEM_PRIORITY, PrioritySlots
+from evalgate.redact import redact
 from evalgate.results import CallResult
 
-EndpointResolver = Callable[[CallSpec], Endpoint]
+EndpointResolver = Callable[[CallSpec], Endpoint | Awaitable[Endpoint]]
+"""Maps a spec to its endpoint; returns an awaitable when it must do I/O (run off the loop)."""
 T = TypeVar("T")
 
 # Worker processes are used automatically from this many calls in flight: one process
@@ -76,44 +80,68 @@ def auto_processes(concurrency: int) -> int:
 
 
 def describe(exc: BaseException) -> str:
-    """``Type: message`` on one line, without credentials litellm may echo."""
-    message = " ".join(str(exc).split()) or repr(exc)
+    """``Type: message`` on one line, without credentials litellm may echo (redacted)."""
+    message = redact(" ".join(str(exc).split()) or repr(exc))
     if len(message) > 300:
         message = message[:299] + "…"
     return f"{type(exc).__name__}: {message}"
 
 
 async def _warm_up() -> None:
-    """One streaming round trip through litellm to a throw-away local server.
+    """Pays litellm's one-time setup before the first measured call; sends nothing anywhere.
 
     litellm imports provider modules and builds clients and stream wrappers lazily on the
     first call (~300 ms here); without this the first wave of calls would carry that in
-    their latency and TTFT. The server is evalgate's own stdlib OpenAI-protocol server,
-    started on 127.0.0.1 for this one request; nothing is recorded.
+    their latency and TTFT. Two calls do it without a server: a streamed call answered by
+    litellm's own ``mock_response`` (the stream wrapper, logging, usage), and a call
+    through the OpenAI provider to a port on 127.0.0.1 that refuses connections (the SDK
+    client, its HTTP pool and litellm's error mapping). Nothing is recorded.
     """
+    import socket
+
     from evalgate.engine.calls import litellm_module
-    from evalgate.testing.fake_openai import FakeOpenAIServer
 
     litellm = litellm_module()
-    server = await asyncio.to_thread(FakeOpenAIServer().start)
-    try:
+    common: dict[str, Any] = {
+        "messages": [{"role": "user", "content": "warm up"}],
+        "max_tokens": 4,
+        "max_retries": 0,
+        "timeout": 10,
+    }
+    with contextlib.suppress(Exception):  # best effort: a real call reports real problems
         response = await litellm.acompletion(
             model="openai/evalgate-warm-up",
-            api_base=server.base_url,
-            api_key="-",
-            messages=[{"role": "user", "content": "warm up"}],
-            max_tokens=4,
+            mock_response="warm",
             stream=True,
             stream_options={"include_usage": True},
-            max_retries=0,
-            timeout=10,
+            **common,
         )
         async for _ in response:
             pass
-    except Exception:
-        pass  # warming up is best effort; a real call will report real problems
-    finally:
-        await asyncio.to_thread(server.stop)
+    # A bound socket that never listens: connecting to it is refused at once, and no other
+    # process can take the port while it is held.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        with contextlib.suppress(Exception):
+            await litellm.acompletion(
+                model="openai/evalgate-warm-up",
+                api_base=f"http://127.0.0.1:{port}/v1",
+                api_key="-",
+                stream=True,
+                **common,
+            )
+
+
+def _as_hit(original: CallResult, started: float) -> CallResult:
+    """``original`` served again: free, flagged, with the time it took to serve it."""
+    return replace(
+        original,
+        cached=True,
+        cost_usd=0.0,
+        saved_usd=original.cost_usd or 0.0,
+        hit_latency_ms=(time.perf_counter() - started) * 1000,
+    )
 
 
 class Engine:
@@ -124,7 +152,11 @@ class Engine:
         concurrency: calls in flight at most.
         cache: the response cache, or None to bypass it (``--evalgate-no-cache``).
         retry: backoff policy.
-        tier_limits: tier name -> (rpm, tpm).
+        limits: :func:`~evalgate.engine.limits.limit_key` (model at endpoint) -> its rpm
+            and tpm; calls of that model at that endpoint (item and grader calls alike)
+            spend from one budget.
+        limits_dir: where the limits' state is shared with the run's other processes
+            (the run directory's ``limits/``); None keeps it in this process.
         seed: seeds the backoff jitter (reproducible waits in tests).
         warm_up: pay litellm's one-time setup before the first measured call (and, with
             worker processes, wait until they have started and warmed up).
@@ -139,7 +171,8 @@ class Engine:
         concurrency: int = 8,
         cache: ResponseCache | None = None,
         retry: RetryPolicy | None = None,
-        tier_limits: Mapping[str, tuple[int | None, int | None]] | None = None,
+        limits: Mapping[str, RateLimit] | None = None,
+        limits_dir: Path | None = None,
         seed: int | None = None,
         warm_up: bool = True,
         processes: int | None = None,
@@ -148,12 +181,15 @@ class Engine:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self._resolve = resolve
+        self.concurrency = concurrency
         self._cache = cache
         self._retry = retry or RetryPolicy()
         self._rng = random.Random(seed)
         # OpenAI-protocol endpoints are called directly (evalgate.engine.native); litellm
         # (in this process or in the worker pool) makes every other call.
         self._native = NativeClients()
+        # Cache key -> the result of the identical cached call now in flight (single flight).
+        self._in_flight: dict[str, asyncio.Future[CallResult]] = {}
         n_processes = auto_processes(concurrency) if processes is None else processes
         self._pool = ProcessPool(n_processes, warm_up=warm_up) if n_processes > 0 else None
         if self._pool is not None:
@@ -179,11 +215,7 @@ class Engine:
         self._local_slots = self._on_loop(
             self._make_slots(local_concurrency or max(1, os.cpu_count() or 1))
         )
-        self._limits = {
-            tier: self._on_loop(self._make_limits(rpm, tpm))
-            for tier, (rpm, tpm) in (tier_limits or {}).items()
-            if rpm or tpm
-        }
+        self._limits = limiters(dict(limits or {}), limits_dir)
         if self._pool is not None:
             started = self.submit_coroutine(self._pool.start())
             if warm_up:
@@ -204,10 +236,6 @@ class Engine:
     @staticmethod
     async def _make_slots(n: int) -> PrioritySlots:
         return PrioritySlots(n)
-
-    @staticmethod
-    async def _make_limits(rpm: int | None, tpm: int | None) -> TierLimits:
-        return TierLimits(rpm, tpm)
 
     @property
     def processes(self) -> int:
@@ -233,7 +261,9 @@ class Engine:
     async def run(self, spec: CallSpec, priority: int = ITEM_PRIORITY) -> CallResult:
         """Runs one call: cache, then attempts with retries; never raises.
 
-        Calls wait for a slot by ``priority`` (lower first), then in arrival order.
+        Calls wait for a slot by ``priority`` (lower first), then in arrival order. Two
+        identical cached requests in flight at once make one model call: the second waits
+        for the first and is served its result as a cache hit (single flight).
         """
         # Everything happens inside the concurrency slot, the cache lookup included: calls
         # queue for slots in submission order (pytest's item order), and a lookup
@@ -241,40 +271,43 @@ class Engine:
         # line, leaving its item waiting until the end of the run.
         async with self._slots.slot(priority):
             cache = self._cache if spec.use_cache else None
-            key = None
-            if cache is not None:
-                key = cache_key(spec.model, spec.messages, spec.generation_params(), spec.repeat)
-                hit = await self._cache_hit(cache, key)
-                if hit is not None:
-                    return hit
-            result = await self._call_with_retries(spec, priority)
-            if cache is not None and key is not None and result.error is None:
-                await asyncio.to_thread(cache.put, key, spec.model, result)
-            return result
-
-    @staticmethod
-    async def _cache_hit(cache: ResponseCache, key: str) -> CallResult | None:
-        """The stored result, flagged as a free hit with its own lookup latency, or None."""
-        started = time.perf_counter()
-        entry = await asyncio.to_thread(cache.get, key)
-        if entry is None:
-            return None
-        original = entry.result
-        return replace(
-            original,
-            cached=True,
-            cost_usd=0.0,
-            saved_usd=original.cost_usd or 0.0,
-            hit_latency_ms=(time.perf_counter() - started) * 1000,
-        )
+            if cache is None:
+                return await self._call_with_retries(spec, priority)
+            key = spec.cache_key()
+            started = time.perf_counter()
+            while (leader := self._in_flight.get(key)) is not None:
+                # The same request is being made right now: its answer is ours. An error
+                # is not shared (errors are never cached): then this call makes its own.
+                shared = await asyncio.shield(leader)
+                if shared.error is None:
+                    return _as_hit(shared, started)
+            # Registered before the first await, so an identical call arriving during the
+            # lookup waits for this one instead of making its own.
+            mine: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
+            self._in_flight[key] = mine
+            original = CallResult(error="CancelledError: the call was cancelled", attempts=0)
+            try:
+                lookup_started = time.perf_counter()
+                entry = await asyncio.to_thread(cache.get, key)
+                if entry is not None:
+                    original = entry.result
+                    return _as_hit(original, lookup_started)
+                original = await self._call_with_retries(spec, priority)
+                if original.error is None:
+                    await asyncio.to_thread(cache.put, key, spec.model, original)
+                return original
+            finally:
+                del self._in_flight[key]
+                mine.set_result(original)
 
     async def _call_with_retries(self, spec: CallSpec, priority: int) -> CallResult:
         try:
-            endpoint = self._resolve(spec)
+            resolved = self._resolve(spec)
+            endpoint = await resolved if inspect.isawaitable(resolved) else resolved
             native = self._native.target(spec, endpoint)
         except Exception as exc:  # missing API key, server not started: not retryable
             return CallResult(error=describe(exc), attempts=0)
-        limits = self._limits.get(spec.tier)
+        limits = self._limits.get(limit_key(spec.model, spec.api_base)) if self._limits else None
         estimated_tokens = spec.max_tokens + sum(len(m["content"]) for m in spec.messages) // 4
         run_attempt = attempt if self._pool is None else self._pool.attempt
         local = (
@@ -285,8 +318,10 @@ class Engine:
                 if limits is not None:
                     await limits.acquire(estimated_tokens)
                 try:
-                    # The attempt's own timeout covers connecting; this one also covers a
-                    # stream that stalls between chunks.
+                    # timeout_s bounds the attempt as a whole, connecting to the last chunk:
+                    # a stream that trickles on past it is cut (and retried). The transport
+                    # gets the same value as its connect and read timeout, so a stall
+                    # between chunks ends no later.
                     call = (
                         self._native.attempt(spec, native)
                         if native is not None
@@ -299,7 +334,8 @@ class Engine:
                     remote = exc.failure if isinstance(exc, RemoteAttemptError) else None
                     retryable = remote.retryable if remote else is_retryable(exc)
                     if number == self._retry.max_attempts or not retryable:
-                        error = remote.description if remote else describe(exc)
+                        # A worker process may not know every key this one read.
+                        error = redact(remote.description) if remote else describe(exc)
                         return CallResult(error=error, attempts=number)
                     after = remote.retry_after_s if remote else retry_after_seconds(exc)
                     await asyncio.sleep(self._retry.delay(number, after, self._rng))

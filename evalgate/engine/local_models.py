@@ -14,11 +14,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from evalgate.errors import MissingModelError
 from evalgate.paths import cache_dir
-
-
-class MissingModelError(RuntimeError):
-    """A local model's weight packages are not installed (message names the command)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -355,6 +355,7 @@ class NativeClients:
             "messages": [dict(m) for m in spec.messages],
             "max_completion_tokens" if target.official else "max_tokens": spec.max_tokens,
             "temperature": spec.temperature,
+            **dict(spec.params),
         }
         if spec.stream:
             payload["stream"] = True

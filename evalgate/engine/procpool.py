@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from evalgate.engine.calls import CallSpec, Endpoint, attempt, litellm_module, new_event_loop
+from evalgate.redact import redact
 from evalgate.results import CallResult
 
 _HEADER = struct.Struct("!I")
@@ -129,10 +130,10 @@ class _Worker:
             kind, *_ = await asyncio.wait_for(_read(reader), _READY_TIMEOUT_S)
         except (Exception, asyncio.CancelledError):
             sock.close()
-            self.kill()
+            self.signal_kill()  # reaped by aclose(), never waited for on the loop
             raise
         if kind != "ready":
-            self.kill()
+            self.signal_kill()
             raise RuntimeError(f"evalgate worker {self.index} sent {kind!r} before 'ready'")
         self.alive = True
         self._receiver = asyncio.get_running_loop().create_task(self._receive(reader))
@@ -167,20 +168,29 @@ class _Worker:
         self.alive = False
         if self._writer is not None:
             self._writer.close()  # the child sees end of file and exits
+        await self._exited_within(timeout_s)
+        self.signal_kill()
+        await self._exited_within(5.0)  # the loop keeps running while the child dies
+
+    async def _exited_within(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while self.proc.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        self.kill()
 
-    def kill(self) -> None:
+    def signal_kill(self) -> None:
+        """Sends SIGKILL without waiting (safe on the event loop)."""
         self.alive = False
         if self._sock is not None:
             self._sock.close()
             self._sock = None
         if self.proc.poll() is None:
             self.proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=5)
+
+    def kill(self) -> None:
+        """SIGKILL and wait for the exit: off the loop only (the engine's loop is gone)."""
+        self.signal_kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
 
 
 class ProcessPool:
@@ -207,10 +217,6 @@ class ProcessPool:
     def size(self) -> int:
         return len(self._workers)
 
-    @property
-    def pids(self) -> list[int]:
-        return [w.proc.pid for w in self._workers]
-
     async def start(self) -> None:
         """Waits until every child is ready (idempotent). Children that fail are dropped."""
         if self._started is None:
@@ -222,7 +228,8 @@ class ProcessPool:
         for worker, outcome in zip(self._workers, results, strict=True):
             if isinstance(outcome, BaseException):
                 print(
-                    f"evalgate: worker process {worker.index} failed to start: {outcome!r}; "
+                    f"evalgate: worker process {worker.index} failed to start: "
+                    f"{redact(repr(outcome))}; "
                     "its share of calls runs in the engine's process",
                     file=sys.stderr,
                 )
@@ -298,6 +305,7 @@ class ProcessPool:
 async def _serve(sock: socket.socket, warm_up: bool) -> None:
     from evalgate.engine.engine import _warm_up, describe
     from evalgate.engine.retry import is_retryable, retry_after_seconds
+    from evalgate.redact import remember
 
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     litellm_module()
@@ -322,6 +330,7 @@ async def _serve(sock: socket.socket, warm_up: bool) -> None:
         writer.write(frame)
 
     async def run(cid: int, spec: CallSpec, endpoint: Endpoint) -> None:
+        remember(endpoint.api_key)  # so describe() redacts it from this process's errors
         try:
             result = await attempt(spec, endpoint)
         except asyncio.CancelledError:

@@ -23,6 +23,8 @@ Behaviour is chosen per request by the ``model`` field, so parallel tests never 
 ``cut_times=N``       (default: all requests)
 ``chunks=N``          split the reply into at most N content chunks (default: one per word)
 ``key=K``             counter namespace (default: the whole model string)
+``echo_headers=1``    failures (``fail=``) quote the request's headers in the error message,
+                      as some proxies do: for testing that credentials never reach a report
 
 "The first N requests" refers to the request's 1-based ordinal among all requests received
 with the same key, shared by every fault (``fail=500:1&hang_ms=50&hang_times=2``: request 1
@@ -35,6 +37,7 @@ contents, ``completion_tokens`` the words of the reply after truncation to ``max
 removed words, else ``"stop"``.
 
 Control endpoints (used by ``FakeOpenAIServer`` in process mode): ``GET /_control/counts``,
+``GET /_control/times`` (each key's request arrival times, unix seconds),
 ``POST /_control/reset``, ``GET /_control/stats`` (process CPU from ``os.times()`` and the
 serving thread's CPU from ``time.thread_time()``).
 
@@ -92,6 +95,7 @@ class Behaviour:
     cut_after: int | None = None
     cut_times: int | None = None  # None: every request is cut
     chunks: int | None = None
+    echo_headers: bool = False
 
     def fails(self, ordinal: int) -> bool:
         return self.fail_status is not None and (
@@ -152,6 +156,8 @@ def parse_model(model: str) -> Behaviour:
                 raise ValueError(f"directive 'fail' needs a 4xx/5xx status, got {code}")
             fields["fail_status"] = code
             fields["fail_times"] = _nonneg_int("fail", times) if times else None
+        elif k == "echo_headers":
+            fields["echo_headers"] = v not in ("", "0", "false")
         elif k == "retry_after":
             if not v or any(c in v for c in "\r\n"):
                 raise ValueError(f"directive 'retry_after' is invalid: {v!r}")
@@ -178,6 +184,7 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.counts: dict[str, int] = {}
+        self.times: dict[str, list[float]] = {}
         self.total = 0
         self.connections_opened = 0
         self.protocols: set[_HTTPProtocol] = set()
@@ -187,6 +194,7 @@ class _State:
         with self.lock:
             n = self.counts.get(key, 0) + 1
             self.counts[key] = n
+            self.times.setdefault(key, []).append(time.time())
             self.total += 1
             return n
 
@@ -198,9 +206,14 @@ class _State:
         with self.lock:
             return {"total": self.total, "counts": dict(self.counts)}
 
+    def arrival_times(self) -> dict[str, list[float]]:
+        with self.lock:
+            return {k: list(v) for k, v in self.times.items()}
+
     def reset(self) -> None:
         with self.lock:
             self.counts.clear()
+            self.times.clear()
             self.total = 0
 
     def stats(self) -> dict[str, Any]:
@@ -521,6 +534,8 @@ class _HTTPProtocol(asyncio.Protocol):
             self._json(200, {"status": "ok"}, req)
         elif path == "/_control/counts" and method == "GET":
             self._json(200, self.state.snapshot(), req)
+        elif path == "/_control/times" and method == "GET":
+            self._json(200, self.state.arrival_times(), req)
         elif path == "/_control/reset" and method in ("POST", "GET"):
             self.state.reset()
             self._json(200, {"ok": True}, req)
@@ -559,6 +574,8 @@ class _HTTPProtocol(asyncio.Protocol):
         if beh.fails(ordinal):
             extra = [("Retry-After", beh.retry_after)] if beh.retry_after else None
             msg = f"injected failure {beh.fail_status} (request {ordinal} of key {beh.key!r})"
+            if beh.echo_headers:
+                msg += f"; request headers: {req.headers!r}"
             assert beh.fail_status is not None
             self._write_now(
                 beh.fail_status, _error_body(beh.fail_status, msg), close=req.close, extra=extra
@@ -902,6 +919,12 @@ class FakeOpenAIServer:
             raise RuntimeError("server is not running")
         snap = self._control("GET", "/_control/counts")
         return int(snap["total"] if key is None else snap["counts"].get(key, 0))
+
+    def request_times(self, key: str) -> list[float]:
+        """Arrival times (unix seconds, in order) of the requests with behaviour ``key``."""
+        if self._core is not None:
+            return self._core.state.arrival_times().get(key, [])
+        return [float(t) for t in self._control("GET", "/_control/times").get(key, [])]
 
     def counts(self) -> dict[str, int]:
         """Per-key chat-completion request counts."""

@@ -1,0 +1,86 @@
+"""Memory of a run against suite size: peak RSS of ``pytest --evalgate`` at two sizes.
+
+Run: ``.venv/bin/python benchmarks/prefetch_memory.py [--items 2000 20000]
+[--concurrency 8] [--tree PATH]``
+
+Each size is a suite of ``items / 2`` cases x 2 configs calling the fault-injecting
+OpenAI-protocol server (``evalgate.testing.fake_openai``, in its own process, no latency).
+Each run is a fresh ``python -m pytest --evalgate`` process; its peak resident set size
+comes from ``wait4`` (the kernel's ``ru_maxrss`` for that process and what it waited for).
+The runner keeps a bounded window of calls submitted (``PREFETCH_PER_SLOT`` x concurrency),
+so what grows with the suite is pytest's own per-item cost (collected items, reports),
+not calls, tasks or results held in flight. ``--tree`` runs another checkout of evalgate
+(for example the code before bounded prefetch) for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from evalgate.testing.fake_openai import FakeOpenAIServer, make_model  # noqa: E402
+
+
+def write_suite(directory: Path, base_url: str, items: int) -> None:
+    model = "openai/" + make_model(reply="ok fine", key=f"mem{items}")
+    rows = "\n".join(
+        f'{{"id": "q{i}", "question": "question number {i}"}}' for i in range(items // 2)
+    )
+    (directory / "cases.jsonl").write_text(rows + "\n")
+    (directory / "mem.yaml").write_text(f"""\
+suite: mem
+tiers:
+  t: {{model: "{model}", api_base: "{base_url}", price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
+prompt:
+  - {{role: user, content: "{{{{ question }}}}"}}
+dataset: cases.jsonl
+assert:
+  - {{type: contains, value: "ok"}}
+configs:
+  - {{id: a, tier: t, max_tokens: 8}}
+  - {{id: b, tier: t, max_tokens: 4}}
+""")
+
+
+def run(directory: Path, concurrency: int, tree: Path) -> tuple[float, float, int]:
+    """(peak RSS in MiB, wall seconds, exit status) of one run."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--evalgate"]
+    cmd += ["--evalgate-concurrency", str(concurrency)]
+    cmd += ["--evalgate-cache-dir", str(directory / ".cache"), "mem.yaml"]
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, cwd=directory, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss / 1024, time.monotonic() - started, proc.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--tree", type=Path, default=ROOT, help="evalgate checkout to run")
+    args = parser.parse_args()
+    print(f"evalgate from {args.tree}, concurrency {args.concurrency}")
+    print(f"{'items':>8} {'peak RSS MiB':>13} {'KiB/item':>9} {'wall s':>8} {'exit':>5}")
+    with FakeOpenAIServer(mode="process") as server:
+        for items in args.items:
+            with tempfile.TemporaryDirectory() as tmp:
+                directory = Path(tmp)
+                write_suite(directory, server.base_url, items)
+                rss, wall, status = run(directory, args.concurrency, args.tree)
+            print(f"{items:>8} {rss:>13.1f} {rss * 1024 / items:>9.1f} {wall:>8.1f} {status:>5}")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,15 +16,16 @@ Which test (chosen by the kind of data, never by the outcome; compared by simula
 - binary scores, one unit per case: Tango's score test. Where its exact size at this n,
   δ and α (:func:`tango_exact_size`, the trinomial law summed over the PASS region,
   worst case over the nuisance) exceeds α + :data:`TANGO_SIZE_SLACK` (rare one-directional
-  discordance: few discordant pairs), tables with fewer than
-  :data:`TANGO_MIN_DISCORDANT` discordant pairs get an exact binomial test instead
-  (:func:`exact_binomial_noninferiority`);
-- everything else (continuous scores, case means over repeats, groups, binary scores
-  with few discordant pairs): the betting test of :mod:`evalgate.stats.betting` on the
-  independent units (case differences, or per-group mean differences), valid at every n
-  for every distribution on [-1, 1]. Not the paired t: when a lever breaks a few cases
-  badly and leaves the rest alone, the t-test's false-PASS rate reaches 2-3x α at the
-  sizes eval suites have.
+  discordance), tables with fewer than :data:`TANGO_MIN_DISCORDANT` discordant pairs or
+  no candidate-only win get an exact binomial test instead
+  (:func:`exact_binomial_noninferiority`); the exact size of that rule (trinomial
+  enumeration) was at most 0.054 for n 50-500 and δ 0.02-0.10, where Tango's alone
+  reached 0.0579 (at n = 30 Tango's reaches 0.071 at δ = 0.1: such suites do not gate);
+- everything else (continuous scores, case means over repeats, groups): the betting
+  test of :mod:`evalgate.stats.betting` on the independent units (case differences, or
+  per-group mean differences), valid at every n for every distribution on [-1, 1].
+  Not the paired t: when a lever breaks a few cases badly and leaves the rest alone,
+  the t-test's false-PASS rate reaches 2-3x α at the sizes eval suites have.
 
 The verdict, the interval and the planning figures of a comparison all come from its one
 test.
@@ -48,10 +49,10 @@ from evalgate.stats.paired import GroupLabels
 
 POWER = 0.8
 TANGO_MIN_DISCORDANT = 5
-"""Where Tango's size fails, tables with fewer discordant pairs use the exact binomial
-test. Tango's exact size (n 30-1000, δ 0.02-0.10) with one-directional discordance
-reached 0.058 (n = 300, δ = 0.02; n = 100, δ = 0.1), all of the excess from tables with
-fewer than 5 discordant pairs; from 5 on its largest exact size was 0.0525."""
+"""Where Tango's size fails, tables with fewer discordant pairs (or no candidate-only win)
+use the exact binomial test. Tango's exact size (n 30-1000, δ 0.02-0.10) with
+one-directional discordance reached 0.058 (n = 300, δ = 0.02; n = 100, δ = 0.1), the
+excess from tables with fewer than 5 discordant pairs or none won by the candidate."""
 TANGO_SIZE_SLACK = 0.005
 """Tango is used on every table while its exact size stays within α + this."""
 TANGO_EXACT_MAX_N = 1000
@@ -73,10 +74,10 @@ class NonInferiorityTest(Record):
     """One candidate's non-inferiority test (before any multiplicity adjustment).
 
     Attributes:
-        test: ``"tango"``, ``"exact-binomial"`` (binary, few discordant pairs where
-            Tango's size fails), ``"betting"`` (on case differences), ``"cluster-betting"``
-            (on per-group mean differences), ``"exact-identical"`` (every paired difference
-            identical), or ``"none"`` (no pair).
+        test: ``"tango"``, ``"exact-binomial"`` (binary, few discordant pairs or none
+            won by the candidate alone, where Tango's size fails), ``"betting"`` (on case
+            differences), ``"cluster-betting"`` (on per-group mean differences),
+            ``"exact-identical"`` (every paired difference identical), or ``"none"``.
         margin, alpha: δ and α.
         n: paired cases.  n_units: independent units (groups when clustered).
         statistic: Tango's z; the betting test's log capital at -δ (PASS above
@@ -315,22 +316,19 @@ def tango_size_holds(n: int, margin: float, alpha: float) -> bool:
 
 
 def exact_binomial_noninferiority(
-    b: int, c: int, n: int, margin: float, *, alpha: float = 0.05
-) -> tuple[float, float, float, float]:
-    """(p, p_worse, lower, upper): exact test from the baseline-only wins c alone.
+    c: int, n: int, margin: float, *, alpha: float = 0.05
+) -> tuple[float, float]:
+    """(p, lower): exact test of non-inferiority from the baseline-only wins c alone.
 
     Under H0 (p_cand - p_base <= -δ) the chance that a pair is a baseline-only win is
     p01 >= δ + p10 >= δ, so P(C <= c) <= BinomCDF(c; n, δ): an exact p that holds for
     every nuisance value, conservative when the candidate also wins some pairs alone
-    (b is ignored). Its lower bound of Δ is minus the Clopper-Pearson upper bound of p01;
-    its upper bound is the Clopper-Pearson upper bound of p10 (Δ <= p10), which with so
-    few discordant pairs never reaches below -δ (p_worse is then 1).
+    (their count is ignored). Its (1-α) lower bound of Δ is minus the Clopper-Pearson
+    upper bound of p01 (Δ >= -p01), so p < α exactly when lower > -δ.
     """
     p = float(stats.binom.cdf(c, n, margin))
     p01_high = 1.0 if c >= n else float(stats.beta.ppf(1 - alpha, c + 1, n - c))
-    p10_high = 1.0 if b >= n else float(stats.beta.ppf(1 - alpha, b + 1, n - b))
-    upper = p10_high
-    return p, (1.0 if upper >= -margin else 0.0), -p01_high, upper
+    return p, -p01_high
 
 
 # --- identical differences ---------------------------------------------------------------
@@ -394,7 +392,7 @@ def _planning(
     """
     if identical:
         return _identical_planning(value, n_units, margin, alpha)
-    # The exact binomial test stands in for Tango only at few discordant pairs; the cases
+    # The exact binomial test stands in for Tango only on one-sided tables; the cases
     # it takes to settle the question are where Tango's test decides again.
     if test in ("tango", "exact-binomial") and n > 1 and math.isfinite(sd):
         psi = min(1.0, sd**2 * (n - 1) / n + value**2)
@@ -535,9 +533,9 @@ def noninferiority_test(
 
     Chooses the test by the kind of data (see the module docstring): the exact bound when
     every difference is identical; for binary scores with one unit per case Tango's score
-    test, or the exact binomial test for a table with few discordant pairs where Tango's
-    size fails; otherwise the betting test on case (or group) differences, valid at every
-    n. ``seed`` fixes the betting test's random orders.
+    test, or the exact binomial test for a table with few discordant pairs or no
+    candidate-only win where Tango's size fails; otherwise the betting test on case (or
+    group) differences, valid at every n. ``seed`` fixes the betting test's random orders.
     """
     if not 0 < margin < 1:
         raise ValueError(f"margin must be in (0, 1) (got {margin!r})")
@@ -559,11 +557,15 @@ def noninferiority_test(
     elif (
         binary
         and not units.clustered
-        and b + c < TANGO_MIN_DISCORDANT
+        and (b + c < TANGO_MIN_DISCORDANT or b == 0)
         and not tango_size_holds(n, margin, alpha)
     ):
+        # The exact test guards the PASS side (the size the gate promises); the FAIL side
+        # keeps Tango's upper bound.
         test, statistic, sd = "exact-binomial", float(c), float(d.std(ddof=1))
-        p, p_worse, lower, upper = exact_binomial_noninferiority(b, c, n, margin, alpha=alpha)
+        p, lower = exact_binomial_noninferiority(c, n, margin, alpha=alpha)
+        p_worse = float(stats.norm.cdf(tango_statistic(b, c, n, margin)))
+        upper = tango_interval(b, c, n, level=1 - 2 * alpha)[1]
     elif binary and not units.clustered:
         test, statistic = "tango", float(tango_statistic(b, c, n, margin))
         p, p_worse = float(stats.norm.sf(statistic)), float(stats.norm.cdf(statistic))

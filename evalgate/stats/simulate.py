@@ -218,7 +218,7 @@ def gate_passes(
     for i in np.flatnonzero(identical):
         out[i] = identical_noninferiority(float(d[i, 0]), n, margin, alpha=alpha)[0] < alpha
     b, c = np.sum(d > 0, axis=1), np.sum(d < 0, axis=1)
-    exact = ~identical & binary & (b + c < TANGO_MIN_DISCORDANT)
+    exact = ~identical & binary & ((b + c < TANGO_MIN_DISCORDANT) | (b == 0))
     if not exact.any() or tango_size_holds(n, margin, alpha):
         exact[:] = False
     out[exact] = stats.binom.cdf(c[exact], n, margin) < alpha

@@ -66,3 +66,35 @@ def test_cases_needed_give_the_promised_power(sd, margin):
     assert abs(power - 0.8) <= 0.05 + 2 * math.sqrt(0.16 / 1000), (n, power)
     mdm = betting.min_detectable_margin(sd, n, alpha=ALPHA)
     assert mdm == pytest.approx(margin, abs=2e-3)
+
+
+@pytest.mark.parametrize("n, margin", [(50, 0.02), (100, 0.1), (200, 0.1)])
+def test_exact_size_of_the_binary_rule_where_tangos_fails(n, margin):
+    # Every table (b, c) of n pairs through the gate's own decision, summed under the
+    # trinomial law at the boundary, worst case over the nuisance: Tango alone exceeds
+    # α + 0.005 at these (n, δ); the rule with its exact fallback must not.
+    from scipy.special import gammaln
+
+    from evalgate.stats.noninferiority import tango_exact_size
+
+    assert tango_exact_size(n, margin, ALPHA) > ALPHA + 0.005
+    counts = np.arange(n + 1)
+    b = np.repeat(counts, n + 1 - counts)
+    c = np.concatenate([counts[: n + 1 - k] for k in counts])
+    position = np.arange(n)[None, :]
+    d = np.where(position < b[:, None], 1.0, np.where(position < (b + c)[:, None], -1.0, 0.0))
+    passes = gate_passes(d, margin=margin, alpha=ALPHA, binary=True)
+    b, c = b[passes], c[passes]
+    rest = n - b - c
+    log_choose = gammaln(n + 1) - gammaln(b + 1) - gammaln(c + 1) - gammaln(rest + 1)
+    worst = 0.0
+    for p10 in np.r_[0.0, np.geomspace(1e-5, (1 - margin) / 2 - 1e-9, 40)]:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_p = (
+                log_choose
+                + np.where(b > 0, b * np.log(p10), 0.0)
+                + c * np.log(p10 + margin)
+                + np.where(rest > 0, rest * np.log(1 - 2 * p10 - margin), 0.0)
+            )
+        worst = max(worst, float(np.exp(log_p).sum()))
+    assert worst <= ALPHA + 0.005, worst

@@ -8,6 +8,7 @@ imports nothing heavy until a fixture is used.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,10 @@ import pytest
 
 if TYPE_CHECKING:
     from evalgate.testing.fake_openai import FakeOpenAIServer
+
+# Tests talk only to 127.0.0.1: a test module that imports litellm itself must find it
+# set to its bundled price map, or litellm fetches one from the internet at import.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 # pytester runs pytest --evalgate in-process for the plugin tests; pytest only honours
 # pytest_plugins in the top-level conftest.

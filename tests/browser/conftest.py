@@ -6,6 +6,7 @@ command that installs them.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,16 +37,24 @@ def _binary() -> str | None:
     return None
 
 
+def _unavailable(reason: str) -> None:
+    # CI installs Chromium (.ci/run sets EVALGATE_REQUIRE_BROWSER=1): there a missing
+    # browser is a failure, never a skip that reads as a pass.
+    if os.environ.get("EVALGATE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason} (EVALGATE_REQUIRE_BROWSER=1)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError:
-        pytest.skip(f"selenium is not installed: {INSTALL}")
+        _unavailable(f"selenium is not installed: {INSTALL}")
     binary, driver_path = _binary(), shutil.which("chromedriver")
     if binary is None or driver_path is None:
-        pytest.skip(f"headless Chromium or chromedriver not found: {INSTALL}")
+        _unavailable(f"headless Chromium or chromedriver not found: {INSTALL}")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for arg in (

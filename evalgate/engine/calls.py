@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evalgate.cachekey import request_key
+from evalgate.litellm_import import litellm_module
 from evalgate.results import CallResult
 from evalgate.suite.model import Price
 
@@ -114,22 +115,6 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     if os.name != "posix":
         return asyncio.new_event_loop()
     return AttemptLoop()
-
-
-_litellm: Any = None
-
-
-def litellm_module() -> Any:
-    """Imports litellm once, configured for offline use (no cost-map download, no banner)."""
-    global _litellm
-    if _litellm is None:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm
-
-        litellm.suppress_debug_info = True
-        litellm.telemetry = False
-        _litellm = litellm
-    return _litellm
 
 
 # Models litellm's price map has no entry for: litellm never caches a miss, and tries

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from evalgate.litellm_import import litellm_module
 from evalgate.runtime.cache import CachedAnswer
 
 REPLAY_CHUNKS = 16
 """At most this many content chunks when a hit is replayed as a stream."""
-
-_litellm: Any = None
-
-
-def litellm_module() -> Any:
-    """litellm, imported on first use and configured for offline use (no cost-map fetch)."""
-    global _litellm
-    if _litellm is None:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm
-
-        litellm.suppress_debug_info = True
-        litellm.telemetry = False
-        _litellm = litellm
-    return _litellm
 
 
 def _usage(answer: CachedAnswer) -> Any:

@@ -4,7 +4,8 @@ Two hashes matter on resume and in the report:
 
 - a case's *grading hash*: its graders and the suite's, as written, plus the content of
   every file they read (a json-schema ``schema_file``) and the source of the module a
-  ``python`` grader imports, plus the pass threshold. When only this changes, a stored
+  ``python`` grader lives in and of the project modules that module uses, plus the pass
+  threshold. When only this changes, a stored
   output is regraded, not called again.
 - the *suite hash*: the definition (tiers and their settings, prompt templates, configs,
   defaults, gate, trim), every case's variables and its grading hash. A stored result
@@ -19,6 +20,10 @@ import functools
 import hashlib
 import inspect
 import json
+import os
+import sys
+import sysconfig
+import types
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -65,7 +70,14 @@ def _digest_of(path: str, mtime_ns: int, size: int) -> str:
 
 
 def _python_source(function: str, base_dir: Path) -> str:
-    """Digest of the file defining a ``python`` grader's function ("" if not found)."""
+    """Digest of a ``python`` grader's code: its module and the project modules it uses.
+
+    Editing a helper module that the grader's module imports (``import scoring`` or
+    ``from scoring import rubric``) changes grades as surely as editing the grader, so the
+    digest covers every module reachable through the grader module's globals whose file
+    lies outside the standard library and installed packages ("" if not found). A constant
+    imported by value (``from scoring import LIMIT``) is not traceable to its module.
+    """
     from evalgate.graders.custom import ImportPathError, resolve
 
     try:
@@ -73,12 +85,56 @@ def _python_source(function: str, base_dir: Path) -> str:
     except ImportPathError:
         return ""
     target = inspect.unwrap(fn)
-    try:
-        source = inspect.getsourcefile(target) or inspect.getfile(target)
-    except TypeError:  # a builtin or a callable instance without a file
-        module = inspect.getmodule(target)
-        source = getattr(module, "__file__", None) or ""
-    return _file_digest(Path(source)) if source else ""
+    module = inspect.getmodule(target)
+    if module is None:
+        try:
+            source = inspect.getsourcefile(target) or inspect.getfile(target)
+        except TypeError:  # a builtin or a callable instance without a file
+            return ""
+        return _file_digest(Path(source)) if source else ""
+    files = _project_module_files(module.__name__)
+    return _digest([[path, _file_digest(Path(path))] for path in sorted(files)])
+
+
+def _installed_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    return tuple(str(Path(root).resolve()) + os.sep for root in roots)
+
+
+@functools.lru_cache(maxsize=64)
+def _project_module_files(start_name: str, limit: int = 200) -> frozenset[str]:
+    """Files of a module and of the project (not installed) modules it reaches.
+
+    Cached per module name: a process imports a module once, so what it reaches by its
+    globals cannot change within a run (the files' contents are digested afresh).
+    """
+    start = sys.modules[start_name]
+    installed = _installed_roots()
+    evalgate_root = str(Path(__file__).resolve().parents[1]) + os.sep
+    seen: set[str] = set()
+    files: set[str] = set()
+    pending = [start]
+    while pending and len(files) < limit:
+        module = pending.pop()
+        if module.__name__ in seen:
+            continue
+        seen.add(module.__name__)
+        path = getattr(module, "__file__", None)
+        if not path:
+            continue
+        resolved = str(Path(path).resolve())
+        if resolved.startswith(installed) or resolved.startswith(evalgate_root):
+            continue
+        files.add(resolved)
+        for value in list(vars(module).values()):
+            if isinstance(value, types.ModuleType):
+                pending.append(value)
+            else:
+                owner = getattr(value, "__module__", None)
+                if isinstance(owner, str) and owner in sys.modules:
+                    pending.append(sys.modules[owner])
+    return frozenset(files)
 
 
 def _inputs(spec: GraderSpec, base_dir: Path) -> list[Any]:

@@ -254,6 +254,28 @@ def test_resume_regrades_when_a_python_graders_source_changes(tmp_path, fake_ser
     assert _report(tmp_path)["suites"]["run-demo"]["configs"]["a"]["quality_mean"] == 1.0
 
 
+def test_resume_regrades_when_a_module_the_python_grader_imports_changes(
+    tmp_path, fake_server, key
+) -> None:
+    # The grader file is unchanged; the project module it imports decides the grade.
+    (tmp_path / "rubric.py").write_text("def verdict(output):\n    return False\n")
+    (tmp_path / "mygrader.py").write_text(
+        "import rubric\n\ndef check(output, case):\n    return rubric.verdict(output)\n"
+    )
+    text = suite_yaml(fake_server.base_url, key, cases=4).replace(
+        "assert:\n", "assert:\n  - {type: python, function: 'mygrader:check'}\n"
+    )
+    (tmp_path / "s.yaml").write_text(text)
+    assert run_pytest(tmp_path).returncode == 0
+    assert _report(tmp_path)["suites"]["run-demo"]["configs"]["a"]["quality_mean"] < 1
+
+    (tmp_path / "rubric.py").write_text("def verdict(output):\n    return True\n")
+    resumed = run_pytest(tmp_path, "--evalgate-resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "evalgate: resume: 0 result(s) reused, 8 regraded without a call" in resumed.stdout
+    assert _report(tmp_path)["suites"]["run-demo"]["configs"]["a"]["quality_mean"] == 1.0
+
+
 def test_resume_calls_again_only_the_items_whose_call_changed(tmp_path, fake_server, key) -> None:
     (tmp_path / "s.yaml").write_text(suite_yaml(fake_server.base_url, key, cases=4))
     assert run_pytest(tmp_path).returncode == 0

@@ -342,6 +342,7 @@ def to_rows(results: Iterable[CaseResult]) -> list[dict[str, Any]]:
                         "passed": g.passed,
                         "reason": g.reason,
                         "error": g.error,
+                        "flags": list(g.flags),
                     }
                     for g in r.grades
                 ],

@@ -33,7 +33,7 @@ ROW_FIELDS = (
     "saved_usd",
     "grades",
 )
-GRADE_FIELDS = ("grader", "score", "passed", "reason", "error")
+GRADE_FIELDS = ("grader", "score", "passed", "reason", "error", "flags")
 
 
 def _scalar(value: Any) -> Any:
@@ -47,12 +47,18 @@ def _scalar(value: Any) -> Any:
 
 def _row(row: Mapping[str, Any]) -> list[Any]:
     grades = [
-        [_scalar(g.get(f)) for f in GRADE_FIELDS]
+        [_grade_value(g, f) for f in GRADE_FIELDS]
         for g in _seq(row.get("grades"))
         if isinstance(g, Mapping)
     ]
     values = [_scalar(row.get(f)) for f in ROW_FIELDS[:-1]]
     return [*values, grades]
+
+
+def _grade_value(grade: Mapping[str, Any], field: str) -> Any:
+    if field == "flags":  # marks for a reviewer, e.g. "addresses-grader"
+        return [str(f) for f in _seq(grade.get(field)) if isinstance(f, str)]
+    return _scalar(grade.get(field))
 
 
 def _seq(value: Any) -> list[Any]:

@@ -107,7 +107,7 @@ def synthetic_results(
     rng = random.Random(seed)
     results = []
     difficulty = [rng.random() for _ in suite.cases]
-    for case, hard in zip(suite.cases, difficulty, strict=True):
+    for index, (case, hard) in enumerate(zip(suite.cases, difficulty, strict=True)):
         answer = str(case.vars["answer"])
         for spec in configs:
             tier = suite.tiers[spec.tier]
@@ -149,6 +149,11 @@ def synthetic_results(
                             f"found '{answer}'"
                             if passed
                             else f"expected '{answer}' in output, found {output[:40]!r}",
+                            # Every 11th case's pass carries a reviewer's mark, as a judge
+                            # sets it on an output that talks to its grader.
+                            flags=("addresses-grader",)
+                            if passed and index % 11 == 0
+                            else (),
                         ),
                     )
                 )

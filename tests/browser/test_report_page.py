@@ -187,6 +187,30 @@ def test_drilldown_shows_prompt_output_grades_and_the_baselines_answer(
     assert base.find_element("css selector", "pre.output").text == cells[case]["large"][0]["output"]
 
 
+def test_drilldown_marks_flagged_grades(open_page, page_path, document) -> None:
+    cells = statuses(document)
+    case, config = next(
+        (c, cfg)
+        for c, by in sorted(cells.items())
+        for cfg, rows in by.items()
+        if cfg == "large" and any(g["flags"] for r in rows for g in r["grades"])
+    )
+    page = open_page(page_path)
+    page.js(
+        "var s = document.querySelector('.drill input.search');"
+        "s.value = arguments[0]; s.dispatchEvent(new Event('input'));",
+        case,
+    )
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(page.driver, 5).until(lambda d: shown_total(page) == 1)
+    page.one(".drill button.cell[data-j='0']").click()
+    side = page.one(".drill .detail").find_element("css selector", f".side[data-config='{config}']")
+    flags = side.find_elements("css selector", "table.grades .flag")
+    assert [f.text for f in flags] == ["addresses-grader"]
+    assert "check it by hand" in flags[0].get_attribute("title")
+
+
 def test_hostile_text_renders_as_text_and_runs_nothing(open_page, tmp_path, document) -> None:
     text = json.dumps(document).replace('"small"', json.dumps(HOSTILE_CONFIG))
     page = open_page(write_html(json.loads(text), tmp_path / "evalgate.html"))

@@ -90,6 +90,22 @@ def test_prompts_are_embedded_once_per_distinct_prompt(document) -> None:
     assert first[0] == first[3] != first[1]  # large and small share; trim differs
 
 
+def test_grade_flags_reach_the_drilldown(document) -> None:
+    data = embedded(render_html(document))
+    flags = data["grade_fields"].index("flags")
+    grades = data["fields"].index("grades")
+    marked = {
+        case
+        for case, cells in zip(data["suites"][0]["cases"], data["suites"][0]["grid"], strict=True)
+        for repeats in cells
+        for row in repeats or []
+        for grade in row[grades]
+        if grade[flags] == ["addresses-grader"]
+    }
+    # synthetic_results marks the passes of every 11th case (by position in the suite).
+    assert marked and marked <= {f"case-{i:05d}" for i in range(0, 150, 11)}
+
+
 def test_drilldown_data_tolerates_missing_sections() -> None:
     data = drilldown_data({"suites": {"s": {"cases": [{"case_id": "a", "config_id": "x"}]}}})
     suite = data["suites"][0]

@@ -8,6 +8,10 @@
   data.fields.forEach(function (name, i) { F[name] = i; });
   var G = {};
   data.grade_fields.forEach(function (name, i) { G[name] = i; });
+  // What a grade's flag means, shown on hover; unknown flags show their own name.
+  var FLAG_HELP = {
+    "addresses-grader": "a judge-graded pass whose output speaks to the grader: check it by hand"
+  };
 
   function el(tag, attrs, text) {
     var node = document.createElement(tag);
@@ -233,7 +237,9 @@
           tr.appendChild(el("td", null, g[G.grader]));
           tr.appendChild(el("td", { "class": "num" }, fmtNum(g[G.score], 2)));
           tr.appendChild(el("td", null, g[G.error] ? "error" : g[G.passed] ? "pass" : "miss"));
-          tr.appendChild(el("td", null, g[G.error] ? g[G.error] + (g[G.reason] ? " — " + g[G.reason] : "") : g[G.reason]));
+          var why = el("td", null, g[G.error] ? g[G.error] + (g[G.reason] ? " — " + g[G.reason] : "") : g[G.reason]);
+          (g[G.flags] || []).forEach(function (f) { why.appendChild(el("span", { "class": "flag", title: FLAG_HELP[f] || f }, f)); });
+          tr.appendChild(why);
           t.appendChild(tr);
         });
         box.appendChild(t);

@@ -151,9 +151,7 @@ def synthetic_results(
                             else f"expected '{answer}' in output, found {output[:40]!r}",
                             # Every 11th case's pass carries a reviewer's mark, as a judge
                             # sets it on an output that talks to its grader.
-                            flags=("addresses-grader",)
-                            if passed and index % 11 == 0
-                            else (),
+                            flags=("addresses-grader",) if passed and index % 11 == 0 else (),
                         ),
                     )
                 )

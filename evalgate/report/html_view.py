@@ -171,6 +171,25 @@ class CostSplit:
 
 
 @dataclass(slots=True)
+class StoredRow:
+    """One config of this run against the same config in a stored run (``--evalgate-baseline``)."""
+
+    config: str
+    verdict: str
+    delta: str
+    n: str
+    method: str
+    note: str
+
+
+@dataclass(slots=True)
+class StoredComparison:
+    run_id: str
+    notes: list[str]
+    rows: list[StoredRow]
+
+
+@dataclass(slots=True)
 class SuiteView:
     name: str
     anchor: str
@@ -184,6 +203,7 @@ class SuiteView:
     plots: list[Plot]
     costs: list[CostSplit]
     notes: list[str]
+    vs_stored: StoredComparison | None = None
 
 
 @dataclass(slots=True)
@@ -262,7 +282,39 @@ def _suite_view(name: str, suite: Mapping[str, Any], reasons: list[str], index: 
         plots=_plots(ids, suite, stats, baseline, recommended, frontier),
         costs=_costs(ids, suite),
         notes=notes,
+        vs_stored=_vs_stored(stats.get("vs_stored")),
     )
+
+
+def _vs_stored(data: Any) -> StoredComparison | None:
+    """The comparison with a stored run (main's), config by config, paired by case id."""
+    if not isinstance(data, Mapping):
+        return None
+    notes = []
+    if data.get("note"):
+        notes.append(str(data["note"]))
+    if data.get("suite_hash_changed"):
+        notes.append("the suite changed since the stored run")
+    for key, text in (
+        ("new_cases", "case(s) not in the stored run (reported, not compared)"),
+        ("missing_cases", "stored case(s) not in this run"),
+    ):
+        if count := len(_list(data.get(key))):
+            notes.append(f"{count} {text}")
+    rows = []
+    for config, cmp in sorted(_mapping(data.get("configs")).items()):
+        cmp = _mapping(cmp)
+        rows.append(
+            StoredRow(
+                config=str(config),
+                verdict=str(cmp.get("verdict") or DASH),
+                delta=fmt_interval(cmp.get("delta"), "+.3f"),
+                n=fmt_int(cmp.get("n_paired")),
+                method=str(dig(cmp, "noninferiority", "method") or DASH),
+                note=str(cmp.get("note") or ""),
+            )
+        )
+    return StoredComparison(run_id=str(data.get("run_id") or DASH), notes=notes, rows=rows)
 
 
 def _cases_count(suite: Mapping[str, Any]) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -135,6 +136,16 @@ def test_pr_check_against_a_stored_main_run(tmp_path, fake_server, key) -> None:
     vs = report(tmp_path)["suites"]["gated"]["stats"]["vs_stored"]
     assert vs["new_cases"] == [f"new{i}" for i in range(5)] and vs["suite_hash_changed"]
     assert vs["configs"]["same"]["verdict"] == "PASS"
+    # The HTML report shows the same comparison, config by config.
+    page = (tmp_path / "reports" / "evalgate.html").read_text()
+    table = re.search(r'<table class="candidates vs-stored">.*?</table>', page, re.S)
+    assert table, "no stored-run comparison in the HTML report"
+    assert "5 case(s) not in the stored run" in table.group(0)
+    assert "the suite changed since the stored run" in table.group(0)
+    rows = dict(
+        re.findall(r'<tr data-config="([^"]+)"><td>[^<]*</td><td[^>]*>(\w+)<', table.group(0))
+    )
+    assert rows["same"] == "PASS" and rows["base"] == "FAIL"
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-KEY_VERSION = 2
-"""Bump when the key's payload changes shape, so old entries miss instead of colliding."""
+KEY_VERSION = 3
+"""Bump when the key's payload changes shape, so old entries miss instead of colliding.
+
+3: ``mock_response`` joined the key; the bump also retires entries that version 2 stored
+from mocked calls under the real request's key."""
 
 TRANSPORT_PARAMS = frozenset(
     {
@@ -45,11 +48,17 @@ TRANSPORT_PARAMS = frozenset(
         "user",
         "caching",
         "cache",
-        "mock_response",
         "drop_params",
     }
 )
-"""Parameters that change how a request travels, not what the model answers."""
+"""Parameters that change how a request travels, not what the model answers.
+
+``mock_response`` is deliberately not here: litellm answers a mocked call with the mock
+itself, so the mock decides the answer and is part of the request's identity. Keyed by it,
+a mocked answer can only ever be served to a call with the same mock, never to a real one
+(left out, a test's canned text was cached under the real request's key and replayed to
+real users). Keeping it in the key, rather than refusing to cache mocked calls, keeps the
+rule in this one function, which the eval cache and the runtime both call."""
 
 
 def normalise_base(api_base: str | None) -> str | None:

@@ -150,22 +150,55 @@ def _key_lines(node: ast.AST, path: str, out: dict[str, int]) -> None:
             _key_lines(item, child, out)
 
 
-def read_policy_data(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """The ``POLICY`` literal of a policy file and the line of each key path.
+MAX_NESTING = 40
+"""Deepest nesting of the ``POLICY`` literal (an exported policy is 6 deep): deeper ones
+are refused before :func:`ast.literal_eval`, whose recursion they would exhaust."""
 
-    Raises:
-        PolicyError: unreadable file, Python syntax error, no ``POLICY`` assignment, or
-            a value that is not a plain literal.
-    """
-    where = str(path)
+MAX_INT = 2**63
+"""Integers beyond a 64-bit range are refused: none is meaningful in a policy, and a huge
+one cannot even be printed in an error message (Python's int-to-text digit limit)."""
+
+
+def _shown(value: Any) -> str:
+    """A value for a one-line message: never a multi-kilobyte repr, never a huge int."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_INT:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _decode(raw: bytes, where: str) -> str:
     try:
-        source = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(f"{where}: cannot read the policy: {exc.strerror or exc}") from None
+        source = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise PolicyError(
+            f"{where}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    if "\0" in source:
+        line = source.count("\n", 0, source.index("\0")) + 1
+        raise PolicyError(f"{where}:{line}: contains a null byte (not a policy module)")
+    return source
+
+
+def _parse(source: str, where: str) -> ast.Module:
     try:
-        tree = ast.parse(source, filename=where)
+        return ast.parse(source, filename=where)
     except SyntaxError as exc:
-        raise PolicyError(f"{where}:{exc.lineno}: not valid Python: {exc.msg}") from None
+        line = f":{exc.lineno}" if exc.lineno else ""
+        message = " ".join(str(exc.msg).split())
+        if message.startswith("Exceeds the limit"):
+            message = "an integer literal with too many digits"
+        raise PolicyError(f"{where}{line}: not valid Python: {message}") from None
+    except (RecursionError, MemoryError, ValueError) as exc:
+        # Deeply nested or chained expressions exhaust the parser, not just the evaluator.
+        raise PolicyError(
+            f"{where}: cannot parse the policy: nested or chained too deeply ({type(exc).__name__})"
+        ) from None
+
+
+def _policy_assignments(tree: ast.Module) -> list[ast.expr]:
+    found: list[ast.expr] = []
     for stmt in tree.body:
         targets = (
             stmt.targets
@@ -177,20 +210,93 @@ def read_policy_data(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
         if any(isinstance(t, ast.Name) and t.id == POLICY_NAME for t in targets):
             value = getattr(stmt, "value", None)
             assert isinstance(value, ast.expr)
-            try:
-                data = ast.literal_eval(value)
-            except ValueError as exc:
-                bad = getattr(exc, "lineno", None) or value.lineno
-                raise PolicyError(
-                    f"{where}:{bad}: {POLICY_NAME} must be plain literal data "
-                    "(dicts, lists, strings, numbers, True/False/None), not code"
-                ) from None
-            if not isinstance(data, dict):
-                raise PolicyError(f"{where}:{value.lineno}: {POLICY_NAME} must be a dict")
-            lines: dict[str, int] = {}
-            _key_lines(value, "", lines)
-            return data, lines
-    raise PolicyError(f"{where}: no `{POLICY_NAME} = {{...}}` assignment found")
+            found.append(value)
+    return found
+
+
+def _check_nesting(value: ast.expr, where: str) -> None:
+    # Iterative on purpose: this guards the recursive walkers that come after it.
+    stack: list[tuple[ast.AST, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            line = getattr(node, "lineno", None) or value.lineno
+            raise PolicyError(
+                f"{where}:{line}: {POLICY_NAME} is nested more than {MAX_NESTING} levels deep"
+            )
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
+def _check_plain(data: Any, check: _Checker) -> None:
+    """Every value is JSON-like data: dicts with string keys, lists, strings, finite
+    numbers in a 64-bit range, booleans and None (no bytes, sets or complex numbers)."""
+    stack: list[tuple[Any, str]] = [(data, "POLICY")]
+    while stack:
+        value, key = stack.pop()
+        if isinstance(value, dict):
+            for name, item in value.items():
+                if not isinstance(name, str):
+                    raise check.fail(key, f"keys must be strings, found {_shown(name)}")
+                stack.append((item, name if key == "POLICY" else f"{key}.{name}"))
+        elif isinstance(value, list | tuple):
+            stack.extend((item, f"{key}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, bool) or value is None or isinstance(value, str):
+            continue
+        elif isinstance(value, int):
+            if abs(value) >= MAX_INT:
+                raise check.fail(key, f"integer out of range ({_shown(value)})")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise check.fail(key, f"expected a finite number, found {value!r}")
+        else:
+            raise check.fail(
+                key,
+                "expected plain data (dict, list, string, number, True/False/None), "
+                f"found {type(value).__name__}",
+            )
+
+
+def read_policy_data(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The ``POLICY`` literal of a policy file and the line of each key path.
+
+    Raises:
+        PolicyError: unreadable file, bytes that are not UTF-8 text, Python syntax error,
+            no ``POLICY`` assignment or more than one, a value that is not plain literal
+            data, nested too deeply, or holding an integer beyond a 64-bit range.
+    """
+    where = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise PolicyError(f"{where}: cannot read the policy: {exc.strerror or exc}") from None
+    tree = _parse(_decode(raw, where), where)
+    assignments = _policy_assignments(tree)
+    if not assignments:
+        raise PolicyError(f"{where}: no `{POLICY_NAME} = {{...}}` assignment found")
+    if len(assignments) > 1:
+        # Python would keep the last one; a reader of the file might trust the first.
+        lines = ", ".join(str(a.lineno) for a in assignments)
+        raise PolicyError(
+            f"{where}:{assignments[1].lineno}: {POLICY_NAME} is assigned "
+            f"{len(assignments)} times (lines {lines}); a policy file holds exactly one"
+        )
+    value = assignments[0]
+    _check_nesting(value, where)
+    try:
+        data = ast.literal_eval(value)
+    except (ValueError, TypeError, MemoryError, RecursionError) as exc:
+        bad = getattr(exc, "lineno", None) or value.lineno
+        detail = f" ({' '.join(str(exc).split())[:100]})" if isinstance(exc, TypeError) else ""
+        raise PolicyError(
+            f"{where}:{bad}: {POLICY_NAME} must be plain literal data "
+            f"(dicts, lists, strings, numbers, True/False/None), not code{detail}"
+        ) from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"{where}:{value.lineno}: {POLICY_NAME} must be a dict")
+    lines: dict[str, int] = {}
+    _key_lines(value, "", lines)
+    _check_plain(data, _Checker(where, lines))
+    return data, lines
 
 
 class _Checker:
@@ -225,15 +331,21 @@ class _Checker:
         if raw is None and optional:
             return None
         if not isinstance(raw, str) or not raw:
-            raise self.fail(key, f"expected a non-empty string, found {raw!r}")
+            raise self.fail(key, f"expected a non-empty string, found {_shown(raw)}")
         return raw
 
-    def number(self, raw: Any, key: str, *, optional: bool = False, low: float = 0.0) -> Any:
+    def number(self, raw: Any, key: str, *, optional: bool = False, low: float | None = 0.0) -> Any:
         if raw is None and optional:
             return None
-        ok = isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw)
-        if not ok or raw < low:
-            raise self.fail(key, f"expected a finite number >= {low:g}, found {raw!r}")
+        ok = (
+            isinstance(raw, int | float)
+            and not isinstance(raw, bool)
+            # an int is range-checked before math.isfinite, which overflows on a huge one
+            and (abs(raw) < MAX_INT if isinstance(raw, int) else math.isfinite(raw))
+        )
+        if not ok or (low is not None and raw < low):
+            bound = "" if low is None else f" >= {low:g}"
+            raise self.fail(key, f"expected a finite number{bound}, found {_shown(raw)}")
         return raw
 
 
@@ -265,7 +377,7 @@ def _feature(check: _Checker, name: str, raw: Any) -> FeaturePolicy:
     routes = [_route(check, raw, key)]
     fallbacks = raw.get("fallbacks", [])
     if not isinstance(fallbacks, list):
-        raise check.fail(f"{key}.fallbacks", f"expected a list, found {fallbacks!r}")
+        raise check.fail(f"{key}.fallbacks", f"expected a list, found {_shown(fallbacks)}")
     for i, entry in enumerate(fallbacks):
         where = f"{key}.fallbacks[{i}]"
         check.keys(entry, where, _ROUTE_KEYS, ("model",))
@@ -278,7 +390,7 @@ def _feature(check: _Checker, name: str, raw: Any) -> FeaturePolicy:
         check.keys(raw_trim, tk, ("ratio", "variable", "query"), ("ratio",))
         ratio = check.number(raw_trim["ratio"], f"{tk}.ratio")
         if not 0 < ratio <= 1:
-            raise check.fail(f"{tk}.ratio", f"expected a fraction in (0, 1], found {ratio!r}")
+            raise check.fail(f"{tk}.ratio", f"expected a fraction in (0, 1], found {_shown(ratio)}")
         trim = TrimSpec(
             float(ratio),
             str(check.string(raw_trim.get("variable", "context"), f"{tk}.variable")),
@@ -289,11 +401,13 @@ def _feature(check: _Checker, name: str, raw: Any) -> FeaturePolicy:
     if max_tokens is not None and (
         not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
     ):
-        raise check.fail(f"{key}.max_tokens", f"expected an integer >= 1, found {max_tokens!r}")
+        raise check.fail(
+            f"{key}.max_tokens", f"expected an integer >= 1, found {_shown(max_tokens)}"
+        )
     temperature = check.number(raw.get("temperature"), f"{key}.temperature", optional=True)
     stream = raw.get("stream", False)
     if not isinstance(stream, bool):
-        raise check.fail(f"{key}.stream", f"expected True or False, found {stream!r}")
+        raise check.fail(f"{key}.stream", f"expected True or False, found {_shown(stream)}")
 
     raw_cache = raw.get("cache", {"mode": "off"})
     ck = f"{key}.cache"
@@ -301,12 +415,13 @@ def _feature(check: _Checker, name: str, raw: Any) -> FeaturePolicy:
     if raw_cache["mode"] not in CACHE_MODES:
         raise check.fail(
             f"{ck}.mode",
-            f"expected one of {', '.join(CACHE_MODES)}, found {raw_cache['mode']!r}",
+            f"expected one of {', '.join(CACHE_MODES)}, found {_shown(raw_cache['mode'])}",
         )
     ttl = check.number(raw_cache.get("ttl_s"), f"{ck}.ttl_s", optional=True, low=0.001)
     evidence = raw.get("evidence", {})
     if not isinstance(evidence, dict):
-        raise check.fail(f"{key}.evidence", f"expected a dict, found {evidence!r}")
+        raise check.fail(f"{key}.evidence", f"expected a dict, found {_shown(evidence)}")
+    _evidence(check, evidence, f"{key}.evidence")
     return FeaturePolicy(
         name=name,
         routes=tuple(routes),
@@ -319,6 +434,19 @@ def _feature(check: _Checker, name: str, raw: Any) -> FeaturePolicy:
     )
 
 
+def _evidence(check: _Checker, evidence: Mapping[str, Any], key: str) -> None:
+    """Evidence is free-form, but what the runtime reads from it must have its type: the
+    suite hash goes into every ledger record, the expected figures into drift checks."""
+    check.string(evidence.get("suite_hash"), f"{key}.suite_hash", optional=True)
+    expected = evidence.get("expected")
+    if expected is None:
+        return
+    if not isinstance(expected, dict):
+        raise check.fail(f"{key}.expected", f"expected a dict, found {_shown(expected)}")
+    for name, value in expected.items():
+        check.number(value, f"{key}.expected.{name}", optional=True, low=None)
+
+
 def validate_policy(
     data: Mapping[str, Any], where: str, lines: Mapping[str, int] | None = None
 ) -> PolicyDocument:
@@ -328,7 +456,7 @@ def validate_policy(
     if data["version"] != POLICY_VERSION:
         raise check.fail(
             "version",
-            f"this evalgate reads policy version {POLICY_VERSION}, found {data['version']!r}",
+            f"this evalgate reads policy version {POLICY_VERSION}, found {_shown(data['version'])}",
         )
     raw_features = data["features"]
     if not isinstance(raw_features, dict):
@@ -336,7 +464,9 @@ def validate_policy(
     features = {}
     for name, raw in raw_features.items():
         if not isinstance(name, str) or not name:
-            raise check.fail("features", f"feature names must be non-empty strings, found {name!r}")
+            raise check.fail(
+                "features", f"feature names must be non-empty strings, found {_shown(name)}"
+            )
         features[name] = _feature(check, name, raw)
     return PolicyDocument(path=where, features=features, data=dict(data))
 

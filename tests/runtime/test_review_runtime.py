@@ -6,12 +6,15 @@ files, the real Redis at REDIS_URL and a redis-server this module starts and sto
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from evalgate.runtime import Policy
+from evalgate.runtime import PolicyError
+from evalgate.runtime.policy_file import load_policy_file
 from evalgate.testing.fake_openai import make_model
 from tests.runtime.test_policy_calls import ask, feature, make_policy, records
 
@@ -41,5 +44,106 @@ def test_a_mocked_answer_is_never_served_to_a_real_call(
     policy.close()
 
 
-def _unused(policy: Policy) -> None:  # keeps the import used until later tests need it
-    del policy
+# -- 2. hostile policy files: one line naming the file (and key), never a traceback ---------
+
+GOOD = b'{"version": 1, "features": {"f": {"model": "m"}}}'
+
+
+def _feature_with(text: str) -> bytes:
+    return ('POLICY = {"version": 1, "features": {"f": {"model": "m", ' + text + "}}}\n").encode()
+
+
+HOSTILE_POLICIES = {
+    "not-utf8": (
+        b"# policy\nPOLICY = " + GOOD[:-2] + b', "x\xff\xfe": 1}}\n',
+        r"p\.py:2: not UTF-8 text \(byte 0xff",
+    ),
+    "null-byte": (b"POLICY = " + GOOD + b"\n\x00\n", r"p\.py:2: contains a null byte"),
+    "huge-decimal": (
+        _feature_with('"max_tokens": 1' + "0" * 100_000),
+        r"p\.py:1: not valid Python: an integer literal with too many digits",
+    ),
+    "huge-hex": (
+        _feature_with('"timeout_s": 0x' + "f" * 30_000),
+        r"p\.py:1: features\.f\.timeout_s: integer out of range \(an integer of 120000 bits\)",
+    ),
+    "huge-int-in-evidence": (
+        _feature_with('"evidence": {"n": 0x' + "f" * 30_000 + "}"),
+        r"features\.f\.evidence\.n: integer out of range",
+    ),
+    "assigned-twice": (
+        b"POLICY = " + GOOD + b"\n\nPOLICY = " + GOOD + b"\n",
+        r"p\.py:3: POLICY is assigned 2 times \(lines 1, 3\)",
+    ),
+    "nested-lists": (
+        ("POLICY = " + "[" * 150 + "]" * 150 + "\n").encode(),
+        r"p\.py:1: POLICY is nested more than 40 levels deep",
+    ),
+    "nested-in-evidence": (
+        _feature_with('"evidence": {"x": ' + "{'a': " * 60 + "1" + "}" * 60 + "}"),
+        r"p\.py:1: POLICY is nested more than 40 levels deep",
+    ),
+    "chained-sum": (("POLICY = 1" + " + 1" * 100_000 + "\n").encode(), r"p\.py: cannot parse"),
+    "chained-minus": (("POLICY = " + "-" * 100_000 + "1\n").encode(), r"p\.py: cannot parse"),
+    "unhashable-key": (b"POLICY = {[1]: 2}\n", r"p\.py:1: POLICY must be plain literal data"),
+    "bytes-value": (
+        _feature_with('"evidence": {"suite_hash": b"abc"}'),
+        r"features\.f\.evidence\.suite_hash: expected plain data .*found bytes",
+    ),
+    "int-feature-name": (
+        b'POLICY = {"version": 1, "features": {1: {"model": "m"}}}\n',
+        r"p\.py:1: features: keys must be strings, found 1",
+    ),
+    "infinite-timeout": (
+        _feature_with('"timeout_s": 1e999'),
+        r"features\.f\.timeout_s: expected a finite number, found inf",
+    ),
+    "expected-not-a-dict": (
+        _feature_with('"evidence": {"expected": [1]}'),
+        r"features\.f\.evidence\.expected: expected a dict, found \[1\]",
+    ),
+    "expected-figure-not-a-number": (
+        _feature_with('"evidence": {"expected": {"cost_per_call_usd": "cheap"}}'),
+        r"features\.f\.evidence\.expected\.cost_per_call_usd: expected a finite number",
+    ),
+    "suite-hash-not-a-string": (
+        _feature_with('"evidence": {"suite_hash": ["a"]}'),
+        r"features\.f\.evidence\.suite_hash: expected a non-empty string",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_POLICIES))
+def test_hostile_policy_files_are_one_line_errors(tmp_path: Path, name: str) -> None:
+    content, message = HOSTILE_POLICIES[name]
+    path = tmp_path / "p.py"
+    path.write_bytes(content)
+    with pytest.raises(PolicyError, match=message) as excinfo:
+        load_policy_file(path)
+    text = str(excinfo.value)
+    assert text.startswith(f"{path}") and "\n" not in text and len(text) < 400
+
+
+def test_a_hostile_policy_is_one_line_from_the_command(tmp_path: Path) -> None:
+    """Through `evalgate usage --policy`: one line on stderr, no traceback."""
+    path = tmp_path / "p.py"
+    path.write_bytes(HOSTILE_POLICIES["huge-hex"][0])
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evalgate.cli",
+            "usage",
+            "--policy",
+            str(path),
+            "--backend",
+            f"sqlite:///{tmp_path / 'state.sqlite3'}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"evalgate: error: {path}:1: features.f.timeout_s: ")
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -6,6 +6,7 @@ files, the real Redis at REDIS_URL and a redis-server this module starts and sto
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import uuid
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from evalgate.runtime import PolicyError
+from evalgate.policy.render import render_policy
+from evalgate.runtime import Policy, PolicyError
 from evalgate.runtime.policy_file import load_policy_file
 from evalgate.testing.fake_openai import make_model
 from tests.runtime.test_policy_calls import ask, feature, make_policy, records
@@ -146,4 +148,48 @@ def test_a_hostile_policy_is_one_line_from_the_command(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"evalgate: error: {path}:1: features.f.timeout_s: ")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# -- 3. a corrupt SQLite state file fails at construction, in one line ----------------------
+
+
+def _truncated_state(path: Path) -> None:
+    from evalgate.runtime.backends.sqlite import SQLiteBackend
+
+    full = path.with_name("full.sqlite3")
+    with SQLiteBackend(full) as backend:
+        for i in range(2000):
+            backend.ledger_append(float(i), b"r" * 200)
+            backend.cache_set(f"k{i}", b"v" * 200, None)
+        backend._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all rows in the file
+    data = full.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("damage", ["random-bytes", "truncated", "a-directory"])
+def test_a_corrupt_sqlite_state_file_fails_at_construction(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "state.sqlite3"
+    if damage == "random-bytes":
+        path.write_bytes(random.Random(7).randbytes(16384))
+    elif damage == "truncated":
+        _truncated_state(path)
+    else:
+        path.mkdir()
+    policy_path = tmp_path / "policy.py"
+    policy_path.write_text(render_policy({"version": 1, "features": {}}))
+    with pytest.raises(PolicyError) as excinfo:
+        Policy.load(policy_path, backend=f"sqlite:///{path}")
+    text = str(excinfo.value)
+    assert text.startswith(f"{path}: cannot use this file as the runtime's SQLite state (")
+    assert "\n" not in text
+    proc = subprocess.run(
+        [sys.executable, "-m", "evalgate.cli", "usage", "--backend", f"sqlite:///{path}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"evalgate: error: {path}: cannot use this file")
     assert len(proc.stderr.strip().splitlines()) == 1

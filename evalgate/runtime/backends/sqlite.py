@@ -46,7 +46,6 @@ class SQLiteBackend(Backend):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection per thread: under WAL a reader (a cache lookup on the caller's
         # thread) never waits for a writer (the ledger's background thread).
         self._local = threading.local()
@@ -54,7 +53,28 @@ class SQLiteBackend(Backend):
         self._all_lock = threading.Lock()
         self._pid = os.getpid()
         self._writes = 0
-        self._conn()
+        self._open_checked()
+
+    def _open_checked(self) -> None:
+        """Opens the first connection, or fails now, in one line naming the file.
+
+        A file that is not SQLite, or a truncated one, fails here (SQLite reads the header
+        and the schema to switch to WAL and create the tables) rather than as a
+        ``sqlite3.DatabaseError`` in the middle of an application's call.
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._conn()
+            # The ledger's newest row and its index: where a truncated file is cut off.
+            db.execute("SELECT max(id) FROM ledger").fetchone()
+            db.execute("SELECT max(ts) FROM ledger").fetchone()
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            what = " ".join(str(exc).split()) or type(exc).__name__
+            raise PolicyError(
+                f"{self.path}: cannot use this file as the runtime's SQLite state ({what}); "
+                "move it aside to start with an empty state"
+            ) from None
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteBackend:

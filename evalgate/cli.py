@@ -6,22 +6,57 @@ evalgate html [reports/evalgate.json | RUN_DIR] [-o FILE]
                                             write the HTML report from stored results
 evalgate export [reports/evalgate.json] -o policy.py   write the runtime policy
 evalgate usage [--since 24h] [--feature F]  live usage by feature from the ledger
+
+Exit status: 0 done; 1 `report` of a blocked gate, or `export` with nothing to export;
+2 bad input or usage (one line on stderr: `evalgate: error: <path>: <what>`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+INPUT_ERROR = 2
+"""Exit status of bad input or usage (argparse's own); 1 is kept for a blocked gate."""
+
+
+class InputError(SystemExit):
+    """Bad input: its one line is already on stderr; the exit status is 2.
+
+    ``str()`` is the message, so in-process callers (and tests) can read it.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(INPUT_ERROR)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _fail(message: str) -> NoReturn:
+    text = " ".join(message.split())  # one line, whatever the message held
+    print(f"evalgate: error: {text}", file=sys.stderr)
+    raise InputError(text)
 
 
 def _load(path: Path) -> dict:
+    """The evalgate.json document at ``path`` (or of a run directory), validated by the
+    loader the HTML report uses; anything else is one line and exit status 2."""
+    from evalgate.report.html import ReportSourceError, load_document
+
     try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"evalgate: cannot read {path}: {exc}") from None
+        return load_document(path)
+    except ReportSourceError as exc:
+        _fail(str(exc))
+
+
+def _unreadable(path: Path, exc: Exception) -> NoReturn:
+    # A document that passed the loader's shape check but lacks a field a renderer needs
+    # (an older or hand-edited report): still one line, never a traceback.
+    _fail(f"{path}: not an evalgate report this version can read ({type(exc).__name__}: {exc})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,11 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from evalgate.report.summary import format_tables
 
-        print("\n".join(format_tables(document)))
+        try:
+            text = "\n".join(format_tables(document))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            _unreadable(args.path, exc)
+        print(text)
         return 1 if document.get("gate", {}).get("blocked") else 0
     from evalgate.report.markdown import render_summary
 
-    sys.stdout.write(render_summary(document))
+    try:
+        text = render_summary(document)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        _unreadable(args.path, exc)
+    sys.stdout.write(text)
     return 0
 
 
@@ -74,12 +117,12 @@ def _html(args: argparse.Namespace) -> int:
     try:
         document = load_document(args.path)
     except ReportSourceError as exc:
-        raise SystemExit(f"evalgate: {exc}") from None
+        _fail(str(exc))
     target = args.output or html_path_for(args.path)
     try:
         write_html(document, target)
     except OSError as exc:
-        raise SystemExit(f"evalgate: cannot write {target}: {exc}") from None
+        _fail(f"{target}: cannot write: {exc.strerror or exc}")
     print(f"report: {target}")
     return 0
 
@@ -126,9 +169,10 @@ def _export(args: argparse.Namespace) -> int:
     from evalgate.policy.export import ExportError, export_policy
     from evalgate.runtime.errors import PolicyError
 
+    document = _load(args.path)  # the report loader's checks, and its one-line errors
     try:
         exported, skipped = export_policy(
-            args.path,
+            document,
             args.output,
             suite=args.suite,
             config=args.config,
@@ -138,7 +182,9 @@ def _export(args: argparse.Namespace) -> int:
             match=args.match,
         )
     except (ExportError, PolicyError) as exc:
-        raise SystemExit(f"evalgate export: {exc}") from None
+        _fail(str(exc))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        _unreadable(args.path, exc)
     for line in skipped:
         print(f"evalgate export: {line}")
     if not exported:
@@ -180,12 +226,11 @@ def _usage(args: argparse.Namespace) -> int:
     from evalgate.runtime.usage import UsageError, usage_main
 
     if not args.tolerance >= 0:
-        raise SystemExit("evalgate usage: --tolerance must be >= 0")
-
+        _fail(f"--tolerance {args.tolerance}: must be a number >= 0")
     try:
         sys.stdout.write(usage_main(args))
     except UsageError as exc:
-        raise SystemExit(f"evalgate usage: {exc}") from None
+        _fail(str(exc))
     return 0
 
 

@@ -16,7 +16,6 @@ ttft_p95.estimate}``. Without ``stats``, the per-config summary (``configs.<conf
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -287,10 +286,12 @@ def export_policy(
     if cache not in CACHE_CHOICES:
         raise ExportError(f"cache must be one of {', '.join(CACHE_CHOICES)} (got {cache!r})")
     if isinstance(report, Path):
-        try:
-            document: Mapping[str, Any] = json.loads(report.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ExportError(f"{report}: cannot read the report: {exc}") from None
+        from evalgate.report.html import ReportSourceError, load_document
+
+        try:  # the report's one loader: a foreign JSON fails here, in one line
+            document: Mapping[str, Any] = load_document(report)
+        except ReportSourceError as exc:
+            raise ExportError(str(exc)) from None
     else:
         document = report
     features, skipped = build_features(

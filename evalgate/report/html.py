@@ -66,12 +66,46 @@ def load_document(source: Path) -> dict[str, Any]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ReportSourceError(f"cannot read {path}: {exc}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("suites"), dict):
-        raise ReportSourceError(f"{path}: not an evalgate report (no 'suites' section)")
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ReportSourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ReportSourceError(f"{path}: not UTF-8 text (byte offset {exc.start})") from None
+    try:
+        document = json.loads(text)
+    except RecursionError:
+        raise ReportSourceError(f"{path}: not an evalgate report (nested too deeply)") from None
+    except ValueError as exc:  # a truncated file, or a number too long to read
+        raise ReportSourceError(f"{path}: not valid JSON: {' '.join(str(exc).split())}") from None
+    problem = _not_a_report(document)
+    if problem:
+        raise ReportSourceError(f"{path}: not an evalgate report ({problem})")
     return document
+
+
+def _not_a_report(document: Any) -> str | None:
+    """What makes ``document`` something other than an evalgate.json, or None.
+
+    Checks the shape every reader relies on (the text, Markdown and HTML reports, the
+    policy export), so a foreign JSON file fails here in one line rather than rendering
+    as an empty report with a passed gate.
+    """
+    if not isinstance(document, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+        return f"the JSON is {kind.get(type(document), 'a number')}, not an object"
+    suites = document.get("suites")
+    if not isinstance(suites, dict):
+        return "no 'suites' section"
+    for name, section in suites.items():
+        if not isinstance(section, dict) or not isinstance(section.get("configs"), dict):
+            return f"suites.{name}: no 'configs' section"
+        for config_id, figures in section["configs"].items():
+            if not isinstance(figures, dict):
+                return f"suites.{name}.configs.{config_id}: not an object"
+    gate = document.get("gate")
+    if not isinstance(gate, dict) or not isinstance(gate.get("blocked"), bool):
+        return "no 'gate' section"
+    return None
 
 
 def _document_from_results(run_dir: Path, results: Path) -> dict[str, Any]:

@@ -54,7 +54,9 @@ def render_summary(document: Mapping[str, Any]) -> str:
     """The Markdown document: gate verdict first, then per suite the comparisons."""
     gate = document.get("gate", {})
     lines = ["# evalgate summary", ""]
-    if gate.get("blocked"):
+    if "gate" not in document:  # rebuilt from a killed run's results.jsonl: never gated
+        lines.append("**Gate: not run** (no statistics)")
+    elif gate.get("blocked"):
         lines.append("**Gate: BLOCKED**")
         lines += [f"- {reason}" for reason in gate.get("reasons", [])]
     else:

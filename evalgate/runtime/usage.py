@@ -172,13 +172,19 @@ def usage_main(args: Any) -> str:
             features = load_policy_file(Path(args.policy)).features
         url = args.backend or default_backend_url()
         if url.startswith("sqlite:") and not sqlite_path(url).exists():
-            raise UsageError(f"no ledger at {url} (pass --backend URL)")
+            raise UsageError(f"{url}: no ledger there (pass --backend URL)")
         with open_backend(url, prefix=args.prefix) as backend:
-            records = [
-                r
-                for r in Ledger(backend).read(since)
-                if args.feature is None or r.feature == args.feature
-            ]
+            try:
+                records = [
+                    r
+                    for r in Ledger(backend).read(since)
+                    if args.feature is None or r.feature == args.feature
+                ]
+            except backend.errors as exc:  # a Redis that is down, a damaged file
+                what = " ".join(str(exc).split()) or "no detail"
+                raise UsageError(
+                    f"{url}: cannot read the ledger: {type(exc).__name__}: {what}"
+                ) from None
     except PolicyError as exc:
         raise UsageError(str(exc)) from None
     summary = summarise(records, features, tolerance=args.tolerance)

@@ -110,7 +110,9 @@ def test_a_changed_suite_file_is_refused_in_one_line(work: Path, capsys) -> None
     with pytest.raises(SystemExit) as excinfo:
         cli(["export", "-o", "new.py"])
     message = str(excinfo.value)
-    assert message.startswith("evalgate export: ctx.yaml has changed since run ")
+    assert excinfo.value.code == 2
+    assert message.startswith("ctx.yaml has changed since run ")
+    assert capsys.readouterr().err == f"evalgate: error: {message}\n"
     assert "suite hash" in message and "\n" not in message
     assert not (work / "new.py").exists()
 

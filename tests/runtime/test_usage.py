@@ -100,7 +100,7 @@ def test_since_window_and_errors(tmp_path: Path, capsys) -> None:
     }
     with pytest.raises(SystemExit, match=r"--since 'yesterday': expected a span like 30m"):
         cli(["usage", "--backend", url, "--since", "yesterday"])
-    with pytest.raises(SystemExit, match=r"no ledger at sqlite:///"):
+    with pytest.raises(SystemExit, match=r"^sqlite:///.*none\.sqlite3: no ledger there"):
         cli(["usage", "--backend", f"sqlite:///{tmp_path / 'none.sqlite3'}"])
 
 

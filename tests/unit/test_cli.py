@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DOC = {
     "version": 1,
     "run_id": "r1",
@@ -65,8 +67,76 @@ def test_summary_is_markdown(tmp_path: Path) -> None:
 
 
 def test_missing_report_is_one_line(tmp_path: Path) -> None:
-    proc = run("report", str(tmp_path / "nope.json"))
-    assert proc.returncode == 1 and proc.stderr.startswith("evalgate: cannot read ")
+    missing = tmp_path / "nope.json"
+    proc = run("report", str(missing))
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        f"evalgate: error: {missing}: cannot read"
+    )
+
+
+FOREIGN = {
+    "object": ('{"a": 1}', "not an evalgate report (no 'suites' section)"),
+    "array": ("[]", "not an evalgate report (the JSON is an array, not an object)"),
+    "number": ("5", "not an evalgate report (the JSON is a number, not an object)"),
+    "truncated": (json.dumps(DOC)[:120], "not valid JSON: "),
+    "no-gate": (json.dumps({**DOC, "gate": None}), "not an evalgate report (no 'gate' section)"),
+    "suite-not-object": (
+        json.dumps({**DOC, "suites": {"s": 5}}),
+        "not an evalgate report (suites.s: no 'configs' section)",
+    ),
+    "deeply-nested": ("[" * 100_000 + "]" * 100_000, "not an evalgate report (nested too deeply)"),
+    "not-utf8": ('{"suites": "\xff"}', "not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("command", ["report", "summary", "export"])
+@pytest.mark.parametrize("kind", [*sorted(FOREIGN), "missing"])
+def test_a_foreign_or_missing_report_is_one_line_and_exit_2(
+    tmp_path: Path, command: str, kind: str
+) -> None:
+    """Never "Gate: passed", never a traceback: one line naming the file, exit status 2."""
+    path = tmp_path / "five.json"
+    if kind == "missing":
+        message = "cannot read: No such file or directory"
+    else:
+        text, message = FOREIGN[kind]
+        path.write_bytes(text.encode("latin-1") if kind == "not-utf8" else text.encode())
+    extra = ["-o", str(tmp_path / "policy.py")] if command == "export" else []
+    proc = run(command, str(path), *extra)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith(f"evalgate: error: {path}: {message}"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""
+    assert not (tmp_path / "policy.py").exists()
+
+
+def test_a_report_missing_a_field_the_tables_need_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({**DOC, "suites": {"s": {"feature": "s", "configs": {"a": {}}}}}))
+    proc = run("report", str(path))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(
+        f"evalgate: error: {path}: not an evalgate report this version can read (KeyError: "
+    )
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_usage_with_redis_down_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    proc = run("usage", "--backend", url)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"evalgate: error: {url}: cannot read the ledger: Connection")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    proc = run("usage", "--since", "yesterday")
+    assert proc.returncode == 2
+    assert (
+        proc.stderr
+        == "evalgate: error: --since 'yesterday': expected a span like 30m, 24h, 7d, or 'all'\n"
+    )
+    proc = run("usage", "--tolerance", "nan")
+    assert proc.returncode == 2 and proc.stderr.startswith("evalgate: error: --tolerance nan")
 
 
 # -- evalgate html ------------------------------------------------------------------------
@@ -112,11 +182,14 @@ def test_html_from_a_run_killed_before_its_report(tmp_path: Path) -> None:
 
 
 def test_html_of_a_missing_or_foreign_source_is_one_line(tmp_path: Path) -> None:
-    proc = run("html", str(tmp_path / "nope.json"))
-    assert proc.returncode == 1 and proc.stderr.startswith("evalgate: cannot read ")
+    missing = tmp_path / "nope.json"
+    proc = run("html", str(missing))
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        f"evalgate: error: {missing}: cannot read"
+    )
     assert len(proc.stderr.strip().splitlines()) == 1
     (tmp_path / "other.json").write_text("[1, 2]")
     proc = run("html", str(tmp_path / "other.json"))
-    assert proc.returncode == 1 and "not an evalgate report" in proc.stderr
+    assert proc.returncode == 2 and "not an evalgate report" in proc.stderr
     proc = run("html", str(tmp_path))
-    assert proc.returncode == 1 and "not a run directory" in proc.stderr
+    assert proc.returncode == 2 and "not a run directory" in proc.stderr

@@ -17,6 +17,11 @@ class Backend(abc.ABC):
 
     url: str
 
+    errors: tuple[type[BaseException], ...] = ()
+    """The driver's exceptions meaning the state cannot be read or written right now (a
+    server down or timing out, a locked, full or damaged file). The call path treats them
+    as a cache miss or a skipped write, so the application still gets its answer."""
+
     # -- cache ---------------------------------------------------------------------------
 
     @abc.abstractmethod

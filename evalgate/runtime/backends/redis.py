@@ -22,6 +22,11 @@ class RedisBackend(Backend):
     """State in one Redis database, under a key prefix."""
 
     def __init__(self, client: Any, *, url: str, prefix: str = "evalgate:") -> None:
+        import redis
+
+        # RedisError covers a refused or dropped connection, a timeout and a server that
+        # refuses writes (OOM, a read-only replica); OSError what the socket raises raw.
+        self.errors = (redis.RedisError, OSError)
         self._r = client
         self.url = url
         self.prefix = prefix

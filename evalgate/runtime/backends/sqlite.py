@@ -43,6 +43,8 @@ def sqlite_path(url: str) -> Path:
 class SQLiteBackend(Backend):
     """State in one SQLite file (WAL)."""
 
+    errors = (sqlite3.Error,)
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"

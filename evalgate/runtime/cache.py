@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from evalgate.cachekey import request_key
 from evalgate.runtime.backends.base import Backend
+from evalgate.runtime.degraded import BackendFailures
 
 ENTRY_VERSION = 1
 
@@ -104,24 +105,39 @@ class ExactCache:
     With a ``writer`` (a callable that runs a function on a background thread, as the
     policy's ledger writer does), :meth:`store` returns at once and this process serves
     the entry from memory until it is written, so a write never adds to a call's latency.
+
+    A backend that fails (``backend.errors``) makes a lookup a miss and a write a no-op,
+    reported to ``failures`` (logged, rate-limited): the cache never fails a call.
     """
 
     KEY_PREFIX = "x:"
 
     def __init__(
-        self, backend: Backend, writer: Callable[[Callable[[], None]], None] | None = None
+        self,
+        backend: Backend,
+        writer: Callable[[Callable[[], None]], None] | None = None,
+        failures: BackendFailures | None = None,
     ):
         self.backend = backend
         self._writer = writer
         self._pending: dict[str, tuple[bytes, float | None]] = {}
+        self.failures = failures or BackendFailures(backend.url)
 
     def lookup(self, request: CacheRequest) -> Hit | None:
         key = self.KEY_PREFIX + request.key
         pending = self._pending.get(key)
         if pending is not None and (pending[1] is None or pending[1] > time.time()):
             raw: bytes | None = pending[0]
+        elif not self.failures.available():
+            self.failures.skipped("cache lookup")
+            return None
         else:
-            raw = self.backend.cache_get(key)
+            try:
+                raw = self.backend.cache_get(key)
+            except self.backend.errors as exc:
+                self.failures.failed("cache lookup", exc)
+                return None  # a miss: the model answers
+            self.failures.succeeded()
         if raw is None:
             return None
         answer = CachedAnswer.from_bytes(raw)
@@ -130,16 +146,27 @@ class ExactCache:
     def store(self, request: CacheRequest, answer: CachedAnswer, ttl_s: float | None) -> None:
         key, value = self.KEY_PREFIX + request.key, answer.to_bytes()
         if self._writer is None:
-            self.backend.cache_set(key, value, ttl_s)
+            self._write(key, value, ttl_s)
             return
         expires = None if ttl_s is None else time.time() + ttl_s
         self._pending[key] = (value, expires)
 
         def write() -> None:
             try:
-                self.backend.cache_set(key, value, ttl_s)
+                self._write(key, value, ttl_s)
             finally:
                 if self._pending.get(key, (None,))[0] is value:
                     del self._pending[key]
 
         self._writer(write)
+
+    def _write(self, key: str, value: bytes, ttl_s: float | None) -> None:
+        if not self.failures.available():
+            self.failures.skipped("cache write")
+            return
+        try:
+            self.backend.cache_set(key, value, ttl_s)
+        except self.backend.errors as exc:
+            self.failures.failed("cache write", exc)  # skipped: the caller has its answer
+            return
+        self.failures.succeeded()

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from evalgate.runtime.backends import Backend, open_backend
 from evalgate.runtime.cache import CachedAnswer, CacheRequest, ExactCache, Hit, ResponseCache
+from evalgate.runtime.degraded import BackendFailures
 from evalgate.runtime.errors import PolicyError, UnknownFeatureError
 from evalgate.runtime.ledger import Ledger, UsageRecord
 from evalgate.runtime.messages import capped_params, fill_context
@@ -166,8 +167,11 @@ class Policy:
         if backend is None or isinstance(backend, str):
             backend = open_backend(backend or default_backend_url(), prefix=prefix)
         self.backend = backend
-        self.ledger = Ledger(backend, write_behind=True)
-        self._exact = ExactCache(backend, writer=self.ledger.submit)
+        # One failure report for the cache and the ledger: a backend that is down is
+        # logged once per kind of failure, and the calls go on without it.
+        self.failures = BackendFailures(backend.url)
+        self.ledger = Ledger(backend, write_behind=True, failures=self.failures)
+        self._exact = ExactCache(backend, writer=self.ledger.submit, failures=self.failures)
         self.api_bases = dict(api_bases or {})
         self.router: Router = router or StaticRouter()
         self.guards = list(guards)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import logging
 import queue
 import threading
 import weakref
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 
 from evalgate.runtime.backends.base import Backend
+from evalgate.runtime.degraded import BackendFailures
 
 LEDGER_VERSION = 1
 
@@ -77,9 +77,6 @@ class UsageRecord:
         return cls(**kept)
 
 
-log = logging.getLogger("evalgate.runtime")
-
-
 class Ledger:
     """Appends and reads usage records on a backend.
 
@@ -88,15 +85,30 @@ class Ledger:
     call's latency; :meth:`read`, :meth:`flush`, :meth:`close` and interpreter exit wait
     for the queued records. A process killed with SIGKILL loses the records still
     queued (written within milliseconds otherwise).
+
+    A record the backend fails to take (``backend.errors``: a Redis that is down, a
+    locked or damaged SQLite file) is dropped, counted in ``failures.counts["ledger
+    write"]`` and logged (rate-limited): the application's call never waits or fails for
+    its ledger record.
     """
 
-    def __init__(self, backend: Backend, *, write_behind: bool = False) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        write_behind: bool = False,
+        failures: BackendFailures | None = None,
+    ) -> None:
         self.backend = backend
+        self.failures = failures or BackendFailures(backend.url)
         self._queue: queue.Queue[UsageRecord | Callable[[], None] | None] | None = None
         if write_behind:
             self._queue = queue.Queue()
             thread = threading.Thread(
-                target=_drain, args=(self._queue, backend), name="evalgate-ledger", daemon=True
+                target=_drain,
+                args=(self._queue, backend, self.failures),
+                name="evalgate-ledger",
+                daemon=True,
             )
             thread.start()
             atexit.register(_flush_at_exit, weakref.ref(self))
@@ -136,18 +148,27 @@ class Ledger:
                 continue
 
 
-def _drain(pending: queue.Queue[UsageRecord | Callable[[], None] | None], backend: Backend) -> None:
+def _drain(
+    pending: queue.Queue[UsageRecord | Callable[[], None] | None],
+    backend: Backend,
+    failures: BackendFailures,
+) -> None:
     while True:
         record = pending.get()
         try:
             if record is None:
                 return
-            if isinstance(record, UsageRecord):
-                backend.ledger_append(record.ts, record.to_bytes())
+            if not isinstance(record, UsageRecord):
+                record()  # a cache write: it reports its own failures
+            elif not failures.available():
+                failures.skipped("ledger write")
             else:
-                record()
-        except Exception as exc:  # the backend is down: say so, keep serving calls
-            log.error("evalgate: a ledger or cache write failed: %s: %s", type(exc).__name__, exc)
+                backend.ledger_append(record.ts, record.to_bytes())
+                failures.succeeded()
+        except backend.errors as exc:  # the backend is down: say so, keep serving calls
+            failures.failed("ledger write", exc)
+        except Exception as exc:  # a bug must not stop the writer either; logged, limited
+            failures.failed("ledger writer", exc)
         finally:
             pending.task_done()
 

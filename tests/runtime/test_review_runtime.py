@@ -6,11 +6,18 @@ files, the real Redis at REDIS_URL and a redis-server this module starts and sto
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
+import shutil
+import socket
+import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -193,3 +200,172 @@ def test_a_corrupt_sqlite_state_file_fails_at_construction(tmp_path: Path, damag
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"evalgate: error: {path}: cannot use this file")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# -- 1. a backend that is down never fails an application's call ---------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+    for _ in range(500):  # until it answers (a readiness wait, not a timed assertion)
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if proc.poll() is not None:
+                pytest.fail(f"redis-server exited with {proc.returncode}")
+            time.sleep(0.02)
+    client.close()
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "evalgate.runtime" and r.levelno == logging.WARNING and text in r.getMessage()
+    ]
+
+
+def _call_then_flush(policy: Policy, **kwargs: Any) -> Any:
+    # Until the writer thread has tried (and failed) to store an answer, this process
+    # serves it from memory; waiting for the writer makes each call meet the backend.
+    response = policy.completion(feature="qa", messages=ask(), **kwargs)
+    if kwargs.get("stream"):
+        response = list(response)
+    policy.ledger.flush()
+    return response
+
+
+@pytest.mark.redis
+def test_redis_stopped_mid_run_the_calls_go_on_and_it_is_logged_once(
+    tmp_path: Path, fake_server, key, caplog
+) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server binary")
+    caplog.set_level(logging.WARNING, logger="evalgate.runtime")
+    port = _free_port()
+    server = _start_redis(port, tmp_path)
+    try:
+        model = make_model(key=key, reply="the answer")
+        path = tmp_path / "policy.py"
+        path.write_text(
+            render_policy({"version": 1, "features": {"qa": feature(model, fake_server.base_url)}})
+        )
+        policy = Policy.load(path, backend=f"redis://127.0.0.1:{port}/0")
+        policy.failures.retry_after_s = 0  # every call tries the backend: no rest between
+        assert policy.completion(feature="qa", messages=ask()).choices[0].message.content
+        policy.ledger.flush()
+        assert policy.completion(feature="qa", messages=ask())._hidden_params["evalgate"]["cached"]
+        assert fake_server.request_count(key) == 1
+
+        _stop(server)
+        answers = [_call_then_flush(policy) for _ in range(3)]
+        streamed = list(policy.completion(feature="qa", messages=ask(), stream=True))
+        policy.ledger.flush()
+        assert [a.choices[0].message.content for a in answers] == ["the answer"] * 3
+        assert (
+            "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == "the answer"
+        )
+        assert fake_server.request_count(key) == 5  # each lookup missed; the model answered
+        assert policy.failures.counts["cache lookup"] == 4
+        assert policy.failures.counts["ledger write"] == 4  # the records lost, counted
+        (lookup,) = _warnings(caplog, "(cache lookup: ConnectionError")
+        assert f"runtime backend redis://127.0.0.1:{port}/0 failed" in lookup
+        assert len(_warnings(caplog, "(ledger write: ConnectionError")) == 1
+        assert len(_warnings(caplog, "(cache write: ConnectionError")) == 1
+
+        server = _start_redis(port, tmp_path)  # back, empty: a miss that is stored again
+        policy.completion(feature="qa", messages=ask())
+        policy.ledger.flush()
+        hit = policy.completion(feature="qa", messages=ask())
+        assert hit._hidden_params["evalgate"]["cached"] and fake_server.request_count(key) == 6
+        assert len(_warnings(caplog, "answers again")) == 1
+        assert [r.cached for r in policy.ledger.read()] == [False, True]
+        policy.close()
+    finally:
+        _stop(server)
+
+
+def test_redis_on_a_closed_port_sync_async_and_streamed(
+    tmp_path: Path, fake_server, key, caplog
+) -> None:
+    caplog.set_level(logging.WARNING, logger="evalgate.runtime")
+    model = make_model(key=key, reply="still answered")
+    path = tmp_path / "policy.py"
+    path.write_text(
+        render_policy({"version": 1, "features": {"qa": feature(model, fake_server.base_url)}})
+    )
+    with Policy.load(path, backend="redis://127.0.0.1:1/0") as policy:  # nothing listens
+        assert _call_then_flush(policy).choices[0].message.content == "still answered"
+        chunks = _call_then_flush(policy, stream=True)
+        assert (
+            "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            == "still answered"
+        )
+
+        async def run() -> str:
+            response = await policy.acompletion(feature="qa", messages=ask())
+            return str(response.choices[0].message.content)
+
+        assert asyncio.run(run()) == "still answered"
+        policy.ledger.flush()
+    assert fake_server.request_count(key) == 3
+    assert len(_warnings(caplog, "(cache lookup: ConnectionError")) == 1
+
+
+def test_sqlite_tables_gone_under_a_running_policy(
+    tmp_path: Path, fake_server, key, caplog
+) -> None:
+    """An OperationalError (here: the tables dropped by another process) is a miss."""
+    caplog.set_level(logging.WARNING, logger="evalgate.runtime")
+    state = tmp_path / "state.sqlite3"
+    model = make_model(key=key, reply="answered anyway")
+    path = tmp_path / "policy.py"
+    path.write_text(
+        render_policy({"version": 1, "features": {"qa": feature(model, fake_server.base_url)}})
+    )
+    with Policy.load(path, backend=f"sqlite:///{state}") as policy:
+        policy.completion(feature="qa", messages=ask())
+        policy.ledger.flush()
+        other = sqlite3.connect(state)
+        other.executescript("DROP TABLE cache; DROP TABLE ledger;")
+        other.close()
+        for _ in range(2):
+            assert _call_then_flush(policy).choices[0].message.content == "answered anyway"
+        policy.ledger.flush()
+    assert fake_server.request_count(key) == 3
+    assert len(_warnings(caplog, "(cache lookup: OperationalError: no such table: cache")) == 1
+    # Failed, or skipped while the backend rests after the failure: lost and counted.
+    assert policy.failures.counts["ledger write"] == 2
+    assert len(_warnings(caplog, "")) == 1

@@ -36,6 +36,7 @@ from evalgate.runtime.ledger import Ledger, UsageRecord
 from evalgate.runtime.messages import capped_params, fill_context
 from evalgate.runtime.policy_file import FeaturePolicy, PolicyDocument, Route, load_policy_file
 from evalgate.runtime.responses import litellm_module, replay_chunks, response_from_answer
+from evalgate.runtime.streams import ABANDONED, AsyncPolicyStream, PolicyStream, StreamEnd
 
 LOCAL_PREFIX = "local/"
 DEFAULT_BACKEND = "sqlite:///.evalgate/runtime.sqlite3"
@@ -112,7 +113,7 @@ def _describe(exc: BaseException) -> str:
 class _Stream:
     """Accumulates a streamed answer as chunks pass through to the caller."""
 
-    __slots__ = ("finish_reason", "parts", "started", "tool_calls", "ttft_ms", "usage")
+    __slots__ = ("finish_reason", "parts", "received", "started", "tool_calls", "ttft_ms", "usage")
 
     def __init__(self, started: float) -> None:
         self.started = started
@@ -121,8 +122,10 @@ class _Stream:
         self.finish_reason: str | None = None
         self.usage: Any = None
         self.tool_calls = False
+        self.received = 0  # chunks passed to the caller
 
     def feed(self, chunk: Any) -> None:
+        self.received += 1
         for choice in getattr(chunk, "choices", None) or ():
             delta = choice.delta
             content = getattr(delta, "content", None)
@@ -137,6 +140,11 @@ class _Stream:
         usage = getattr(chunk, "usage", None)
         if usage is not None:
             self.usage = usage
+
+    def abandoned(self) -> str:
+        """The ledger's error for a stream the caller left: what had reached it."""
+        chars = sum(len(part) for part in self.parts)
+        return f"{ABANDONED}: {self.received} chunk(s), {chars} characters received"
 
 
 class Policy:
@@ -361,7 +369,9 @@ class Policy:
             admission.settle(record)
         self.ledger.append(record)
 
-    def _hit_record(self, call: PreparedCall, hit: Hit, ttft_ms: float | None) -> UsageRecord:
+    def _hit_record(
+        self, call: PreparedCall, hit: Hit, ttft_ms: float | None, error: str | None = None
+    ) -> UsageRecord:
         return self._record(
             call,
             model=hit.answer.model,
@@ -372,6 +382,7 @@ class Policy:
             saved_usd=hit.answer.cost_usd,
             ttft_ms=ttft_ms,
             cached=True,
+            error=error,
         )
 
     def _info(self, call: PreparedCall, route: Route | None, index: int, cached: bool) -> dict:
@@ -569,14 +580,19 @@ class Policy:
             admission.settle(UsageRecord(ts=time.time(), feature="", attempts=0))
 
     def _replay(self, call: PreparedCall, admitted: list[Admission], hit: Hit) -> Iterator[Any]:
-        ttft = None
-        try:
+        first: list[float] = []  # the replay's TTFT, once its first chunk is out
+
+        def chunks() -> Iterator[Any]:
             for chunk in replay_chunks(hit.answer, self._info(call, None, 0, True)):
-                if ttft is None:
-                    ttft = (time.perf_counter() - call.started) * 1000
+                if not first:
+                    first.append((time.perf_counter() - call.started) * 1000)
                 yield chunk
-        finally:
-            self._finish(call, admitted, self._hit_record(call, hit, ttft))
+
+        def end(error: str | None) -> None:
+            ttft = first[0] if first else None
+            self._finish(call, admitted, self._hit_record(call, hit, ttft, error))
+
+        return PolicyStream(chunks(), StreamEnd(end))
 
     def _relay(
         self,
@@ -590,23 +606,22 @@ class Policy:
         chunks: Iterator[Any],
     ) -> Iterator[Any]:
         acc = _Stream(call.started)
-        error: str | None = None
-        try:
+
+        def relayed() -> Iterator[Any]:
             if first is not None:
                 acc.feed(first)
                 yield first
             for chunk in chunks:
                 acc.feed(chunk)
                 yield chunk
-        except GeneratorExit:
-            error = "Abandoned: the caller closed the stream before its end"
-            raise
-        except Exception as exc:
-            error = _describe(exc)
-            raise
-        finally:
+
+        def end(error: str | None) -> None:
+            if error == ABANDONED:
+                error = acc.abandoned()
             record, answer = self._streamed(call, route, endpoint, index, attempts, acc, error)
             self._finish(call, admitted, record, answer)
+
+        return PolicyStream(relayed(), StreamEnd(end, upstream=chunks))
 
     # -- async -------------------------------------------------------------------------
 
@@ -666,19 +681,24 @@ class Policy:
             return response
         raise AssertionError("unreachable: the last route returns or raises")
 
-    async def _areplay(
+    def _areplay(
         self, call: PreparedCall, admitted: list[Admission], hit: Hit
     ) -> AsyncIterator[Any]:
-        ttft = None
-        try:
-            for chunk in replay_chunks(hit.answer, self._info(call, None, 0, True)):
-                if ttft is None:
-                    ttft = (time.perf_counter() - call.started) * 1000
-                yield chunk
-        finally:
-            self._finish(call, admitted, self._hit_record(call, hit, ttft))
+        first: list[float] = []
 
-    async def _arelay(
+        async def chunks() -> AsyncIterator[Any]:
+            for chunk in replay_chunks(hit.answer, self._info(call, None, 0, True)):
+                if not first:
+                    first.append((time.perf_counter() - call.started) * 1000)
+                yield chunk
+
+        def end(error: str | None) -> None:
+            ttft = first[0] if first else None
+            self._finish(call, admitted, self._hit_record(call, hit, ttft, error))
+
+        return AsyncPolicyStream(chunks(), StreamEnd(end))
+
+    def _arelay(
         self,
         call: PreparedCall,
         admitted: list[Admission],
@@ -690,20 +710,19 @@ class Policy:
         chunks: AsyncIterator[Any],
     ) -> AsyncIterator[Any]:
         acc = _Stream(call.started)
-        error: str | None = None
-        try:
+
+        async def relayed() -> AsyncIterator[Any]:
             if first is not None:
                 acc.feed(first)
                 yield first
             async for chunk in chunks:
                 acc.feed(chunk)
                 yield chunk
-        except GeneratorExit:
-            error = "Abandoned: the caller closed the stream before its end"
-            raise
-        except Exception as exc:
-            error = _describe(exc)
-            raise
-        finally:
+
+        def end(error: str | None) -> None:
+            if error == ABANDONED:
+                error = acc.abandoned()
             record, answer = self._streamed(call, route, endpoint, index, attempts, acc, error)
             self._finish(call, admitted, record, answer)
+
+        return AsyncPolicyStream(relayed(), StreamEnd(end, upstream=chunks))

@@ -275,10 +275,10 @@ def read_policy_data(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
         raise PolicyError(f"{where}: no `{POLICY_NAME} = {{...}}` assignment found")
     if len(assignments) > 1:
         # Python would keep the last one; a reader of the file might trust the first.
-        lines = ", ".join(str(a.lineno) for a in assignments)
+        at = ", ".join(str(a.lineno) for a in assignments)
         raise PolicyError(
             f"{where}:{assignments[1].lineno}: {POLICY_NAME} is assigned "
-            f"{len(assignments)} times (lines {lines}); a policy file holds exactly one"
+            f"{len(assignments)} times (lines {at}); a policy file holds exactly one"
         )
     value = assignments[0]
     _check_nesting(value, where)

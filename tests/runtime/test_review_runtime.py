@@ -7,6 +7,7 @@ files, the real Redis at REDIS_URL and a redis-server this module starts and sto
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import shutil
@@ -369,3 +370,125 @@ def test_sqlite_tables_gone_under_a_running_policy(
     # Failed, or skipped while the backend rests after the failure: lost and counted.
     assert policy.failures.counts["ledger write"] == 2
     assert len(_warnings(caplog, "")) == 1
+
+
+# -- 5. a stream the caller never reads, or leaves half way, is still recorded and settled --
+
+
+class CountingGuard:
+    """A real guard: admits every call and keeps what each admission was settled with."""
+
+    def __init__(self) -> None:
+        self.settled: list[list[Any]] = []
+
+    def admit(self, call: Any) -> Any:
+        guard = self
+
+        class Admission:
+            def __init__(self) -> None:
+                self.records: list[Any] = []
+                guard.settled.append(self.records)
+
+            def settle(self, record: Any) -> None:
+                self.records.append(record)
+
+        return Admission()
+
+
+def _streaming_policy(
+    tmp_path: Path, backend, fake_server, key: str
+) -> tuple[Policy, CountingGuard]:
+    model = make_model(key=key, reply="one two three four five six", chunk_delay_ms=5)
+    path = tmp_path / f"policy-{uuid.uuid4().hex[:6]}.py"
+    path.write_text(
+        render_policy({"version": 1, "features": {"qa": feature(model, fake_server.base_url)}})
+    )
+    guard = CountingGuard()
+    return Policy.load(path, backend=backend, guards=[guard]), guard
+
+
+@pytest.mark.parametrize("read", [0, 2])
+def test_a_dropped_stream_writes_one_record_and_settles(
+    tmp_path: Path, backend, fake_server, key, read: int
+) -> None:
+    policy, guard = _streaming_policy(tmp_path, backend, fake_server, key)
+    stream = policy.completion(feature="qa", messages=ask(), stream=True)
+    got = [next(stream) for _ in range(read)]
+    del stream
+    gc.collect()
+    (record,) = records(policy)
+    assert record.error == (
+        f"Abandoned: the caller closed the stream before its end: {read} chunk(s), "
+        f"{sum(len(c.choices[0].delta.content or '') for c in got)} characters received"
+    )
+    assert not record.cached and record.stream
+    assert [len(s) for s in guard.settled] == [1] and guard.settled[0][0] is not None
+    # Nothing half-read was cached: the next call reaches the model again.
+    assert (
+        "".join(
+            c.choices[0].delta.content or ""
+            for c in policy.completion(feature="qa", messages=ask(), stream=True)
+            if c.choices
+        )
+        == "one two three four five six"
+    )
+    assert fake_server.request_count(key) == 2
+    assert len(records(policy)) == 2 and [len(s) for s in guard.settled] == [1, 1]
+
+
+def test_a_dropped_cache_replay_writes_one_record(
+    tmp_path: Path, backend, fake_server, key
+) -> None:
+    policy, guard = _streaming_policy(tmp_path, backend, fake_server, key)
+    list(policy.completion(feature="qa", messages=ask(), stream=True))
+    policy.ledger.flush()
+    replay = policy.completion(feature="qa", messages=ask(), stream=True)
+    del replay
+    gc.collect()
+    first, dropped = records(policy)
+    assert first.error is None and dropped.cached and dropped.error.startswith("Abandoned")
+    assert [len(s) for s in guard.settled] == [1, 1]
+    assert fake_server.request_count(key) == 1
+
+
+def test_read_to_the_end_then_dropped_is_one_record(
+    tmp_path: Path, backend, fake_server, key
+) -> None:
+    policy, guard = _streaming_policy(tmp_path, backend, fake_server, key)
+    stream = policy.completion(feature="qa", messages=ask(), stream=True)
+    list(stream)
+    stream.close()
+    del stream
+    gc.collect()
+    (record,) = records(policy)
+    assert record.error is None and record.tokens_out == 6
+    assert [len(s) for s in guard.settled] == [1]
+
+
+def test_async_streams_dropped_or_closed_half_way(
+    tmp_path: Path, backend, fake_server, key
+) -> None:
+    policy, guard = _streaming_policy(tmp_path, backend, fake_server, key)
+
+    async def run() -> None:
+        never = await policy.acompletion(feature="qa", messages=ask(), stream=True)
+        del never
+        gc.collect()
+        half = await policy.acompletion(feature="qa", messages=ask("other"), stream=True)
+        await anext(half)
+        await half.aclose()
+        # A cache replay dropped unread (the first one was never stored: it was abandoned).
+        full = await policy.acompletion(feature="qa", messages=ask("third"), stream=True)
+        assert "".join([c.choices[0].delta.content or "" async for c in full if c.choices])
+        policy.ledger.flush()
+        replay = await policy.acompletion(feature="qa", messages=ask("third"), stream=True)
+        del replay
+        gc.collect()
+
+    asyncio.run(run())
+    never, half, full, replay = records(policy)
+    assert never.error.endswith(": 0 chunk(s), 0 characters received")
+    assert half.error.startswith("Abandoned") and ": 1 chunk(s)" in half.error
+    assert full.error is None and replay.cached and replay.error.startswith("Abandoned")
+    assert [len(s) for s in guard.settled] == [1, 1, 1, 1]
+    assert fake_server.request_count(key) == 3

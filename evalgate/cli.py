@@ -56,7 +56,8 @@ def _load(path: Path) -> dict:
 def _unreadable(path: Path, exc: Exception) -> NoReturn:
     # A document that passed the loader's shape check but lacks a field a renderer needs
     # (an older or hand-edited report): still one line, never a traceback.
-    _fail(f"{path}: not an evalgate report this version can read ({type(exc).__name__}: {exc})")
+    what = " ".join(str(exc).split())[:200]
+    _fail(f"{path}: not an evalgate report this version can read ({type(exc).__name__}: {what})")
 
 
 def main(argv: list[str] | None = None) -> int:

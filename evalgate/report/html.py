@@ -103,8 +103,10 @@ def _not_a_report(document: Any) -> str | None:
             if not isinstance(figures, dict):
                 return f"suites.{name}.configs.{config_id}: not an object"
     gate = document.get("gate")
-    if not isinstance(gate, dict) or not isinstance(gate.get("blocked"), bool):
+    if not isinstance(gate, dict):
         return "no 'gate' section"
+    if not isinstance(gate.get("blocked"), bool):
+        return "gate.blocked: expected true or false"
     return None
 
 

@@ -9,7 +9,7 @@ each kind (operation and exception type) at once, then at most one line per kind
 
 After a failure it also rests the backend for ``retry_after_s``: cache lookups and writes
 and ledger records skip it, so a backend that times out (an unreachable host) costs one
-timeout per rest, not one per call; the first operation after the rest tries it again.
+timeout per rest, not one per call; one operation after the rest tries it again.
 """
 
 from __future__ import annotations
@@ -64,8 +64,20 @@ class BackendFailures:
         self._down = False
 
     def available(self) -> bool:
-        """False while the backend rests after a failure (the caller skips it)."""
-        return not self._down or time.monotonic() >= self._resting_until
+        """False while the backend rests after a failure (the caller skips it).
+
+        When a rest ends, one caller gets True and probes the backend; the others keep
+        skipping it for another rest, so an unreachable host stalls one call per rest
+        (for its timeout), not every call that arrives while the probe waits.
+        """
+        if not self._down:
+            return True
+        now = time.monotonic()
+        with self._lock:
+            if now < self._resting_until:
+                return False
+            self._resting_until = now + self.retry_after_s
+            return True
 
     def skipped(self, operation: str) -> None:
         """An operation not tried because the backend rests."""

@@ -176,4 +176,7 @@ def _drain(
 def _flush_at_exit(ref: weakref.ref[Ledger]) -> None:
     ledger = ref()
     if ledger is not None:
-        ledger.flush()
+        # Closed, not just flushed: a record appended after this (a stream still open at
+        # exit, ended by its finalizer) is then written at once instead of being queued
+        # for a writer thread that exit is about to stop.
+        ledger.close()

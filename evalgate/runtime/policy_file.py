@@ -154,6 +154,9 @@ MAX_NESTING = 40
 """Deepest nesting of the ``POLICY`` literal (an exported policy is 6 deep): deeper ones
 are refused before :func:`ast.literal_eval`, whose recursion they would exhaust."""
 
+MAX_BYTES = 16 << 20
+"""A policy module is a few kilobytes; a larger file is refused before it is parsed."""
+
 MAX_INT = 2**63
 """Integers beyond a 64-bit range are refused: none is meaningful in a policy, and a huge
 one cannot even be printed in an error message (Python's int-to-text digit limit)."""
@@ -266,9 +269,12 @@ def read_policy_data(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
     """
     where = str(path)
     try:
-        raw = Path(path).read_bytes()
+        with Path(path).open("rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         raise PolicyError(f"{where}: cannot read the policy: {exc.strerror or exc}") from None
+    if len(raw) > MAX_BYTES:
+        raise PolicyError(f"{where}: larger than {MAX_BYTES >> 20} MiB: not a policy module")
     tree = _parse(_decode(raw, where), where)
     assignments = _policy_assignments(tree)
     if not assignments:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import random
 import shutil
 import socket
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 
 from evalgate.policy.render import render_policy
-from evalgate.runtime import Policy, PolicyError
+from evalgate.runtime import Ledger, Policy, PolicyError, open_backend
 from evalgate.runtime.policy_file import load_policy_file
 from evalgate.testing.fake_openai import make_model
 from tests.runtime.test_policy_calls import ask, feature, make_policy, records
@@ -132,6 +133,13 @@ def test_hostile_policy_files_are_one_line_errors(tmp_path: Path, name: str) -> 
         load_policy_file(path)
     text = str(excinfo.value)
     assert text.startswith(f"{path}") and "\n" not in text and len(text) < 400
+
+
+def test_a_policy_file_over_16_mib_is_refused_unparsed(tmp_path: Path) -> None:
+    path = tmp_path / "p.py"
+    path.write_bytes(b"POLICY = " + GOOD + b"\n" + b"#" * (16 << 20))
+    with pytest.raises(PolicyError, match=r"p\.py: larger than 16 MiB: not a policy module"):
+        load_policy_file(path)
 
 
 def test_a_hostile_policy_is_one_line_from_the_command(tmp_path: Path) -> None:
@@ -492,3 +500,42 @@ def test_async_streams_dropped_or_closed_half_way(
     assert full.error is None and replay.cached and replay.error.startswith("Abandoned")
     assert [len(s) for s in guard.settled] == [1, 1, 1, 1]
     assert fake_server.request_count(key) == 3
+
+
+EXIT_SCRIPT = """
+import sys
+from evalgate.runtime import Policy
+
+ask = [{"role": "user", "content": "hello there"}]
+first = Policy.load(sys.argv[1], backend=sys.argv[2])
+list(first.completion(feature="qa", messages=ask, stream=True))  # read to its end
+second = Policy.load(sys.argv[1], backend=sys.argv[2])
+OPEN = second.completion(feature="qa", messages=[{"role": "user", "content": "x"}], stream=True)
+next(OPEN)
+print("exiting with a stream open", flush=True)
+"""
+
+
+def test_a_stream_still_open_at_exit_is_recorded(tmp_path: Path, fake_server, key) -> None:
+    """A real process exits with a half-read stream: its record is written, not lost."""
+    model = make_model(key=key, reply="one two three four", chunk_delay_ms=5)
+    path = tmp_path / "policy.py"
+    path.write_text(
+        render_policy({"version": 1, "features": {"qa": feature(model, fake_server.base_url)}})
+    )
+    url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, str(path), url],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open_backend(url) as backend:
+        done, left = Ledger(backend).read()
+    assert done.error is None
+    assert left.error == (
+        "Abandoned: the caller closed the stream before its end: 1 chunk(s), 0 characters received"
+    )

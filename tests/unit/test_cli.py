@@ -120,6 +120,21 @@ def test_a_report_missing_a_field_the_tables_need_is_one_line(tmp_path: Path) ->
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_summary_of_a_run_killed_before_its_report_says_the_gate_did_not_run(
+    tmp_path: Path,
+) -> None:
+    from evalgate.results import ResultsWriter
+    from evalgate.testing.report_data import synthetic_results, synthetic_suite
+
+    writer = ResultsWriter(tmp_path / "results.jsonl")
+    for result in synthetic_results(synthetic_suite(5)):
+        writer.append(result)
+    writer.close()
+    proc = run("summary", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "**Gate: not run** (no statistics)" in proc.stdout and "passed" not in proc.stdout
+
+
 def test_usage_with_redis_down_is_one_line_and_exit_2(tmp_path: Path) -> None:
     url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     proc = run("usage", "--backend", url)

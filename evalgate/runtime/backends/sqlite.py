@@ -73,9 +73,12 @@ class SQLiteBackend(Backend):
         except (sqlite3.Error, OSError) as exc:
             self.close()
             what = " ".join(str(exc).split()) or type(exc).__name__
+            # Damaged (not SQLite, truncated): moving it aside is the fix. Locked, or a
+            # directory, or no permission: it is not, and the file may be fine.
+            damaged = type(exc) is sqlite3.DatabaseError
+            hint = "; move it aside to start with an empty state" if damaged else ""
             raise PolicyError(
-                f"{self.path}: cannot use this file as the runtime's SQLite state ({what}); "
-                "move it aside to start with an empty state"
+                f"{self.path}: cannot use this file as the runtime's SQLite state ({what}){hint}"
             ) from None
 
     @classmethod

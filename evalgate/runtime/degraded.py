@@ -84,14 +84,19 @@ class BackendFailures:
         with self._lock:
             self.counts[operation] += 1
 
-    def failed(self, operation: str, exc: BaseException) -> None:
-        """An operation that raised; the caller goes on as if it had missed or been done."""
+    def failed(self, operation: str, exc: BaseException, *, rest: bool = True) -> None:
+        """An operation that raised; the caller goes on as if it had missed or been done.
+
+        ``rest=False`` for a failure that is not the backend's (a bug): it is logged the
+        same way, but the backend is not rested for it.
+        """
         kind = (operation, type(exc).__name__)
         now = time.monotonic()
         with self._lock:
             self.counts[operation] += 1
-            self._down = True
-            self._resting_until = now + self.retry_after_s
+            if rest:
+                self._down = True
+                self._resting_until = now + self.retry_after_s
             last = self._last_logged.get(kind)
             if last is not None and now - last < self.log_every_s:
                 self._held_back[kind] += 1

@@ -168,7 +168,7 @@ def _drain(
         except backend.errors as exc:  # the backend is down: say so, keep serving calls
             failures.failed("ledger write", exc)
         except Exception as exc:  # a bug must not stop the writer either; logged, limited
-            failures.failed("ledger writer", exc)
+            failures.failed("ledger writer", exc, rest=False)
         finally:
             pending.task_done()
 

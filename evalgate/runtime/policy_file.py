@@ -315,7 +315,10 @@ class _Checker:
         while parent and parent not in self.lines:
             parent = parent.rpartition(".")[0]
         line = f":{self.lines[parent]}" if parent in self.lines else ""
-        return PolicyError(f"{self.where}{line}: {key}: {message}")
+        # A hostile key (a newline in it, a megabyte of it) must not break the one line.
+        shown = key if key.isprintable() else key.encode("unicode_escape").decode("ascii")
+        shown = shown if len(shown) <= 200 else shown[:197] + "..."
+        return PolicyError(f"{self.where}{line}: {shown}: {message}")
 
     def keys(self, raw: Any, key: str, allowed: tuple[str, ...], required: tuple[str, ...]):
         if not isinstance(raw, dict):

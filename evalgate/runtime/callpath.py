@@ -13,7 +13,8 @@ Every call runs the same steps, in order:
 4. **call**: the routes in order, the next one after an error or timeout (before the
    first streamed chunk: once content has reached the caller, a failure is the caller's);
 5. **finish**: store a complete answer in the cache, settle the guards with the real
-   usage, append one ledger record. A stream finishes when it ends, fails or is closed.
+   usage, append one ledger record. A stream finishes when it ends, fails, is closed, or
+   is dropped unread or half read (:mod:`evalgate.runtime.streams`).
 
 The sync (:meth:`Policy.completion`) and async (:meth:`Policy.acompletion`) paths share
 every step but the model call itself.

@@ -277,6 +277,7 @@ def read_results(path: Path, stats: ReadStats | None = None) -> Iterator[CaseRes
         fh = path.open("rb")
     except FileNotFoundError:
         return
+    shared: dict[str, str] = {}
     with fh:
         for raw in fh:
             if not raw.endswith(b"\n"):
@@ -288,9 +289,23 @@ def read_results(path: Path, stats: ReadStats | None = None) -> Iterator[CaseRes
                 stats.torn += 1
                 continue
             try:
+                _share_strings(data, shared)
                 yield CaseResult.from_dict(data)
             except (TypeError, KeyError, ValueError, AttributeError):
                 stats.unreadable += 1
+
+
+_SHARED_FIELDS = ("run_id", "suite", "feature", "suite_hash", "config_id", "tier", "model")
+"""Fields that repeat across a run's lines (json.loads makes a new string for each)."""
+
+
+def _share_strings(data: dict[str, Any], shared: dict[str, str]) -> None:
+    """Replaces each repeating field's text by one shared copy: the report holds every
+    result of the run at once, and 20,000 copies of the same run id add up."""
+    for name in _SHARED_FIELDS:
+        value = data.get(name)
+        if isinstance(value, str):
+            data[name] = shared.setdefault(value, value)
 
 
 def latest_by_item(results: Iterable[CaseResult]) -> dict[ItemKey, CaseResult]:

@@ -358,6 +358,9 @@ class EvalgateSession:
             config_orders=orders,
             extra={name: {"stats": section} for name, section in gate.sections.items()},
         )
+        # The document holds what the rest needs; the results go before the HTML page is
+        # rendered, which is the last peak of a big run's memory.
+        del current
         from evalgate.report.inputs import suite_inputs
         from evalgate.report.settings import suite_settings
 

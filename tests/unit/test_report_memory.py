@@ -20,16 +20,16 @@ def _result(case: int, config: str, rng: np.random.Generator) -> CaseResult:
     errored = rng.random() < 0.05
     return CaseResult(
         item_key=f"s::c{case}[{config}]",
-        run_id="r",
-        suite="s",
-        feature="f",
-        suite_hash="h",
+        run_id="20261203-230000-abcd",
+        suite="support-answers",
+        feature="support",
+        suite_hash="5f1c0ffee0ddba11",
         case_id=f"c{case}",
         config_id=config,
         repeat=0,
         group=f"g{case % 7}",
-        tier="t",
-        model="m",
+        tier="small",
+        model="openai/gpt-4o-mini",
         must_pass=False,
         call=CallResult(
             output="" if errored else f"answer {case} ✓",
@@ -86,3 +86,23 @@ def test_a_streamed_report_is_byte_identical_to_the_whole_document(tmp_path: Pat
     expected = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
     assert path.read_text(encoding="utf-8") == expected
     assert [p.name for p in tmp_path.iterdir()] == ["evalgate.json"]  # no temporary left
+
+
+def test_results_read_back_share_their_repeated_fields(tmp_path: Path) -> None:
+    from evalgate.results import ReadStats, ResultsWriter, read_results
+
+    written = _results(3)
+    writer = ResultsWriter(tmp_path / "results.jsonl")
+    for result in written:
+        writer.append(result)
+    with (tmp_path / "results.jsonl").open("ab") as fh:
+        fh.write(b'"a line of another shape"\n[1, 2]\n')
+    writer.close()
+    stats = ReadStats()
+    read = list(read_results(tmp_path / "results.jsonl", stats))
+    assert read == written  # the same values...
+    first, *rest = read
+    for field in ("run_id", "suite", "feature", "suite_hash", "tier", "model"):
+        assert all(getattr(r, field) is getattr(first, field) for r in rest), field
+    assert read[0].config_id is read[2].config_id  # ...one copy of each repeated text
+    assert stats.unreadable == 2

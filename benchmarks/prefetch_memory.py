@@ -8,9 +8,11 @@ OpenAI-protocol server (``evalgate.testing.fake_openai``, in its own process, no
 Each run is a fresh ``python -m pytest --evalgate`` process; its peak resident set size
 comes from ``wait4`` (the kernel's ``ru_maxrss`` for that process and what it waited for).
 The runner keeps a bounded window of calls submitted (``PREFETCH_PER_SLOT`` x concurrency),
-so what grows with the suite is pytest's own per-item cost (collected items, reports),
-not calls, tasks or results held in flight. ``--tree`` runs another checkout of evalgate
-(for example the code before bounded prefetch) for comparison.
+so calls, tasks and results in flight do not grow with the suite. What does: pytest's own
+per-item cost (collected items, reports), each item's plan, and the end-of-run report,
+which holds every result and the evalgate.json document (one row per item) at once; the
+peak comes there. ``--tree`` runs another checkout of evalgate (for example main, before
+a change) for comparison.
 
 Beside each evalgate run, the same number of trivial parametrized tests run under bare
 pytest (evalgate installed, not enabled): pytest's own per-item cost (collected items,

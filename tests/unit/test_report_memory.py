@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from evalgate.report.gate import _frame
 from evalgate.report.summary import write_json
@@ -106,3 +107,12 @@ def test_results_read_back_share_their_repeated_fields(tmp_path: Path) -> None:
         assert all(getattr(r, field) is getattr(first, field) for r in rest), field
     assert read[0].config_id is read[2].config_id  # ...one copy of each repeated text
     assert stats.unreadable == 2
+
+
+def test_a_document_that_cannot_be_written_leaves_the_old_report_alone(tmp_path: Path) -> None:
+    path = tmp_path / "evalgate.json"
+    write_json({"version": 1}, path)
+    with pytest.raises(TypeError):
+        write_json({"version": 2, "cases": [{"bad": object()}]}, path)
+    assert json.loads(path.read_text(encoding="utf-8")) == {"version": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["evalgate.json"]

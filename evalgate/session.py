@@ -151,7 +151,7 @@ class EvalgateSession:
         if not self.config.option.collectonly and self._items:
             from evalgate.runner import grader_models
 
-            models = {i.plan.spec.model for i in self._items}
+            models = {i.plan.model for i in self._items}
             for suite in self.suites.values():
                 models |= grader_models(suite)
             self._start_servers(_local_names(models))

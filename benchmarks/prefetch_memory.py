@@ -8,9 +8,17 @@ OpenAI-protocol server (``evalgate.testing.fake_openai``, in its own process, no
 Each run is a fresh ``python -m pytest --evalgate`` process; its peak resident set size
 comes from ``wait4`` (the kernel's ``ru_maxrss`` for that process and what it waited for).
 The runner keeps a bounded window of calls submitted (``PREFETCH_PER_SLOT`` x concurrency),
-so what grows with the suite is pytest's own per-item cost (collected items, reports),
-not calls, tasks or results held in flight. ``--tree`` runs another checkout of evalgate
-(for example the code before bounded prefetch) for comparison.
+so calls, tasks and results in flight do not grow with the suite. What does: pytest's own
+per-item cost (collected items, reports), each item's plan, and the end-of-run report,
+which holds every result and the evalgate.json document (one row per item) at once; the
+peak comes there. ``--tree`` runs another checkout of evalgate (for example main, before
+a change) for comparison.
+
+Beside each evalgate run, the same number of trivial parametrized tests run under bare
+pytest (evalgate installed, not enabled): pytest's own per-item cost (collected items,
+the three reports per item its terminal reporter keeps), a floor no plugin can go under.
+The closing lines give each one's growth per item between the smallest and the largest
+size, and what evalgate adds above pytest's own.
 """
 
 from __future__ import annotations
@@ -50,12 +58,33 @@ configs:
 """)
 
 
+def write_bare(directory: Path, items: int) -> None:
+    """``items`` trivial parametrized tests: pytest's own cost per item, nothing else."""
+    (directory / "test_bare.py").write_text(f"""\
+import pytest
+
+
+@pytest.mark.parametrize("i", range({items}))
+def test_item(i):
+    pass
+""")
+
+
 def run(directory: Path, concurrency: int, tree: Path) -> tuple[float, float, int]:
-    """(peak RSS in MiB, wall seconds, exit status) of one run."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--evalgate"]
-    cmd += ["--evalgate-concurrency", str(concurrency)]
+    """(peak RSS in MiB, wall seconds, exit status) of one evalgate run."""
+    cmd = ["--evalgate", "--evalgate-concurrency", str(concurrency)]
     cmd += ["--evalgate-cache-dir", str(directory / ".cache"), "mem.yaml"]
+    return measure(directory, tree, cmd)
+
+
+def run_bare(directory: Path, tree: Path) -> tuple[float, float, int]:
+    """(peak RSS in MiB, wall seconds, exit status) of the bare pytest run."""
+    return measure(directory, tree, ["test_bare.py"])
+
+
+def measure(directory: Path, tree: Path, args: list[str]) -> tuple[float, float, int]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
     started = time.monotonic()
     proc = subprocess.Popen(
         cmd, cwd=directory, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -65,6 +94,12 @@ def run(directory: Path, concurrency: int, tree: Path) -> tuple[float, float, in
     return usage.ru_maxrss / 1024, time.monotonic() - started, proc.returncode
 
 
+def per_item_kib(rows: list[tuple[int, float]]) -> float:
+    """Growth of peak RSS per item (KiB) from the smallest size to the largest."""
+    (small, low), (large, high) = min(rows), max(rows)
+    return (high - low) * 1024 / (large - small)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, nargs="+", default=[2000, 20000])
@@ -72,14 +107,34 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=ROOT, help="evalgate checkout to run")
     args = parser.parse_args()
     print(f"evalgate from {args.tree}, concurrency {args.concurrency}")
-    print(f"{'items':>8} {'peak RSS MiB':>13} {'KiB/item':>9} {'wall s':>8} {'exit':>5}")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{'items':>8} {'run':>9} {'peak RSS MiB':>13} {'KiB/item':>9} {'wall s':>8} {'exit':>5}")
+    evalgate_rows: list[tuple[int, float]] = []
+    bare_rows: list[tuple[int, float]] = []
     with FakeOpenAIServer(mode="process") as server:
         for items in args.items:
             with tempfile.TemporaryDirectory() as tmp:
                 directory = Path(tmp)
                 write_suite(directory, server.base_url, items)
-                rss, wall, status = run(directory, args.concurrency, args.tree)
-            print(f"{items:>8} {rss:>13.1f} {rss * 1024 / items:>9.1f} {wall:>8.1f} {status:>5}")
+                write_bare(directory, items)
+                for name, rows, result in (
+                    ("evalgate", evalgate_rows, run(directory, args.concurrency, args.tree)),
+                    ("bare", bare_rows, run_bare(directory, args.tree)),
+                ):
+                    rss, wall, status = result
+                    rows.append((items, rss))
+                    print(
+                        f"{items:>8} {name:>9} {rss:>13.1f} {rss * 1024 / items:>9.1f} "
+                        f"{wall:>8.1f} {status:>5}"
+                    )
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if len(set(args.items)) < 2:
+        return
+    (small, low), (large, high) = min(evalgate_rows), max(evalgate_rows)
+    ours, pytest_own = per_item_kib(evalgate_rows), per_item_kib(bare_rows)
+    print(f"evalgate peak RSS {large} items / {small} items: {high / low:.2f}x")
+    print(f"growth per item, {small} -> {large} items: bare pytest {pytest_own:.1f} KiB/item,")
+    print(f"  evalgate {ours:.1f} KiB/item: {ours - pytest_own:.1f} KiB/item above pytest's own")
 
 
 if __name__ == "__main__":

@@ -104,6 +104,8 @@ class EvalItem(pytest.Item):
     ) -> str | TerminalRepr:
         if isinstance(excinfo.value, EvalFailure):
             return excinfo.value.explain()
+        if isinstance(excinfo.value, SuiteError):
+            return str(excinfo.value)  # the prompt failed to render when called: one line
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:

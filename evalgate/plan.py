@@ -32,9 +32,16 @@ class ItemPlan:
             for people: pytest output and the ``item_key`` of a results line.
         name: the pytest item name, ``case[config]`` / ``case[config-rN]``.
         suite, case, config, repeat: what it runs (repeat is 0-based).
-        spec: the call, messages rendered and context trimmed.
+        unrendered: the call without its messages (``messages=()``); :attr:`spec` is the
+            call to send.
         request_hash: :func:`request_hash` of ``spec`` (a resumed run calls again when the
             stored result's differs).
+
+    The rendered messages are not kept: a plan lives for the whole run and a prompt holds
+    the case's text (a retrieved context is kilobytes), so every item of a 20,000-item
+    suite holding its prompt would cost tens of MiB. Planning renders each one once (a
+    template that fails for a case is an error at collection) to take its hash, and
+    :attr:`spec` renders it again when the call is made.
     """
 
     key: ItemKey
@@ -44,8 +51,20 @@ class ItemPlan:
     case: Case
     config: Config
     repeat: int
-    spec: CallSpec
+    unrendered: CallSpec
     request_hash: str = ""
+
+    @property
+    def spec(self) -> CallSpec:
+        """The call to send, messages rendered and context trimmed (on each access)."""
+        return dataclasses.replace(
+            self.unrendered, messages=render_messages(self.suite, self.case, self.config)
+        )
+
+    @property
+    def model(self) -> str:
+        """The tier's model string (without rendering anything)."""
+        return self.unrendered.model
 
 
 def render_messages(suite: Suite, case: Case, config: Config) -> tuple[dict[str, str], ...]:
@@ -108,17 +127,17 @@ def plan_items(suite: Suite) -> Iterator[ItemPlan]:
         for j, config in enumerate(suite.configs)
         for r in range(config.repeats)
     )
+    # Rendered once per (case, config), not per repeat; held only while planning.
     rendered: dict[tuple[int, int], tuple[dict[str, str], ...]] = {}
     for repeat, _, j, i in grid:
         case, config = suite.cases[i], suite.configs[j]
         tier = suite.tier_of(config)
         if (i, j) not in rendered:
             rendered[i, j] = render_messages(suite, case, config)
-        messages = rendered[i, j]
         name = item_name(case.id, config.id, repeat, config.repeats)
-        spec = CallSpec(
+        unrendered = CallSpec(
             model=tier.model,
-            messages=messages,
+            messages=(),
             max_tokens=config.max_tokens,
             temperature=config.temperature,
             stream=config.stream,
@@ -131,6 +150,7 @@ def plan_items(suite: Suite) -> Iterator[ItemPlan]:
             timeout_s=tier.timeout_s,
             transport=tier.transport,
         )
+        messages = rendered[i, j]
         yield ItemPlan(
             key=ItemKey(suite.name, case.id, config.id, repeat),
             label=f"{suite.name}::{name}",
@@ -139,6 +159,6 @@ def plan_items(suite: Suite) -> Iterator[ItemPlan]:
             case=case,
             config=config,
             repeat=repeat,
-            spec=spec,
-            request_hash=request_hash(spec),
+            unrendered=unrendered,
+            request_hash=request_hash(dataclasses.replace(unrendered, messages=messages)),
         )

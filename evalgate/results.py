@@ -25,7 +25,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -277,6 +277,7 @@ def read_results(path: Path, stats: ReadStats | None = None) -> Iterator[CaseRes
         fh = path.open("rb")
     except FileNotFoundError:
         return
+    shared: dict[str, str] = {}
     with fh:
         for raw in fh:
             if not raw.endswith(b"\n"):
@@ -288,9 +289,23 @@ def read_results(path: Path, stats: ReadStats | None = None) -> Iterator[CaseRes
                 stats.torn += 1
                 continue
             try:
+                _share_strings(data, shared)
                 yield CaseResult.from_dict(data)
             except (TypeError, KeyError, ValueError, AttributeError):
                 stats.unreadable += 1
+
+
+_SHARED_FIELDS = ("run_id", "suite", "feature", "suite_hash", "config_id", "tier", "model")
+"""Fields that repeat across a run's lines (json.loads makes a new string for each)."""
+
+
+def _share_strings(data: dict[str, Any], shared: dict[str, str]) -> None:
+    """Replaces each repeating field's text by one shared copy: the report holds every
+    result of the run at once, and 20,000 copies of the same run id add up."""
+    for name in _SHARED_FIELDS:
+        value = data.get(name)
+        if isinstance(value, str):
+            data[name] = shared.setdefault(value, value)
 
 
 def latest_by_item(results: Iterable[CaseResult]) -> dict[ItemKey, CaseResult]:
@@ -301,54 +316,63 @@ def latest_by_item(results: Iterable[CaseResult]) -> dict[ItemKey, CaseResult]:
     return latest
 
 
-def to_rows(results: Iterable[CaseResult]) -> list[dict[str, Any]]:
-    """Flat per-item rows (for pandas and for the report's per-case table)."""
+def to_rows(
+    results: Iterable[CaseResult], columns: Collection[str] | None = None
+) -> list[dict[str, Any]]:
+    """Flat per-item rows (for pandas and for the report's per-case table).
+
+    ``columns`` keeps only those (the statistics read a dozen numbers and flags per item;
+    without the outputs and grades, a 20,000-item frame is a fraction of the size).
+    """
     rows = []
     for r in results:
-        c = r.call
-        rows.append(
-            {
-                "suite": r.suite,
-                "feature": r.feature,
-                "case_id": r.case_id,
-                "config_id": r.config_id,
-                "repeat": r.repeat,
-                "group": r.group,
-                "tier": r.tier,
-                "model": r.model,
-                "score": r.score,
-                "passed": r.passed,
-                "error": r.errored,
-                "error_message": c.error,
-                "cost_usd": c.cost_usd,
-                "saved_usd": c.saved_usd,
-                "input_tokens": c.input_tokens,
-                "output_tokens": c.output_tokens,
-                "latency_ms": c.latency_ms,
-                "ttft_ms": c.ttft_ms,
-                "cached": c.cached,
-                "hit_latency_ms": c.hit_latency_ms,
-                "attempts": c.attempts,
-                "output": c.output,
-                "finish_reason": c.finish_reason,
-                "expected": r.expected,
-                # What grading itself cost (an LLM judge): kept apart from the config's cost.
-                "grading_cost_usd": _grading_cost(r.grades),
-                "grading_calls": sum(g.calls for g in r.grades),
-                "grades": [
-                    {
-                        "grader": g.grader,
-                        "score": g.score,
-                        "passed": g.passed,
-                        "reason": g.reason,
-                        "error": g.error,
-                        "flags": list(g.flags),
-                    }
-                    for g in r.grades
-                ],
-            }
-        )
+        row = _row(r)
+        rows.append(row if columns is None else {name: row[name] for name in columns})
     return rows
+
+
+def _row(r: CaseResult) -> dict[str, Any]:
+    c = r.call
+    return {
+        "suite": r.suite,
+        "feature": r.feature,
+        "case_id": r.case_id,
+        "config_id": r.config_id,
+        "repeat": r.repeat,
+        "group": r.group,
+        "tier": r.tier,
+        "model": r.model,
+        "score": r.score,
+        "passed": r.passed,
+        "error": r.errored,
+        "error_message": c.error,
+        "cost_usd": c.cost_usd,
+        "saved_usd": c.saved_usd,
+        "input_tokens": c.input_tokens,
+        "output_tokens": c.output_tokens,
+        "latency_ms": c.latency_ms,
+        "ttft_ms": c.ttft_ms,
+        "cached": c.cached,
+        "hit_latency_ms": c.hit_latency_ms,
+        "attempts": c.attempts,
+        "output": c.output,
+        "finish_reason": c.finish_reason,
+        "expected": r.expected,
+        # What grading itself cost (an LLM judge): kept apart from the config's cost.
+        "grading_cost_usd": _grading_cost(r.grades),
+        "grading_calls": sum(g.calls for g in r.grades),
+        "grades": [
+            {
+                "grader": g.grader,
+                "score": g.score,
+                "passed": g.passed,
+                "reason": g.reason,
+                "error": g.error,
+                "flags": list(g.flags),
+            }
+            for g in r.grades
+        ],
+    }
 
 
 def _grading_cost(grades: Iterable[GradeResult]) -> float | None:

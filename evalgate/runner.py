@@ -201,6 +201,8 @@ class Runner:
         return done if decide(plan, done) is Action.REUSE else None
 
     async def _execute(self, plan: ItemPlan, stored: CallResult | None = None) -> CaseResult:
+        # The prompt is rendered here, not kept in the plan (see ItemPlan): microseconds for
+        # a template, milliseconds when the config trims a long context.
         call = stored if stored is not None else await self.engine.run(plan.spec)
         grades: tuple[GradeResult, ...] = ()
         if call.error is None:
@@ -243,7 +245,7 @@ class Runner:
             repeat=plan.repeat,
             group=case.group,
             tier=plan.config.tier,
-            model=plan.spec.model,
+            model=plan.model,
             must_pass=case.must_pass,
             call=call,
             grades=grades,

@@ -151,7 +151,7 @@ class EvalgateSession:
         if not self.config.option.collectonly and self._items:
             from evalgate.runner import grader_models
 
-            models = {i.plan.spec.model for i in self._items}
+            models = {i.plan.model for i in self._items}
             for suite in self.suites.values():
                 models |= grader_models(suite)
             self._start_servers(_local_names(models))
@@ -358,6 +358,9 @@ class EvalgateSession:
             config_orders=orders,
             extra={name: {"stats": section} for name, section in gate.sections.items()},
         )
+        # The document holds what the rest needs; the results go before the HTML page is
+        # rendered, which is the last peak of a big run's memory.
+        del current
         from evalgate.report.inputs import suite_inputs
         from evalgate.report.settings import suite_settings
 

@@ -78,9 +78,13 @@ def gated_configs(suite: Suite, mode: str) -> list[str]:
 
 
 def _frame(results: Iterable[CaseResult]) -> Any:
+    """The statistics' input: only the columns they read (outputs and grades stay out of
+    the frame, which would otherwise be a large part of a big run's peak memory)."""
     import pandas as pd
 
-    return pd.DataFrame(to_rows(results))
+    from evalgate.stats.analysis import INPUT_COLUMNS
+
+    return pd.DataFrame(to_rows(results, INPUT_COLUMNS))
 
 
 def analyze_run(

@@ -270,8 +270,26 @@ class SuiteAnalysis(Record):
 # --- input ---------------------------------------------------------------------------------
 
 
+INPUT_COLUMNS = (
+    "case_id",
+    "config_id",
+    "group",
+    "score",
+    "passed",
+    "error",
+    "cost_usd",
+    "saved_usd",
+    "latency_ms",
+    "ttft_ms",
+    "cached",
+)
+"""Every column of the results frame that analysis reads (:func:`_normalise`); callers
+build frames of these only, and others are ignored."""
+
+
 def _normalise(df: pd.DataFrame) -> pd.DataFrame:
-    """The columns analysis needs, with builtin-friendly dtypes and defaults."""
+    """The columns analysis needs (:data:`INPUT_COLUMNS`), with builtin-friendly dtypes
+    and defaults."""
     missing = [c for c in ("case_id", "config_id", "score") if c not in df.columns]
     if missing:
         raise ValueError(

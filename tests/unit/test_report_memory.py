@@ -1,0 +1,118 @@
+"""The end-of-run report keeps big runs' memory down without changing what it writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evalgate.report.gate import _frame
+from evalgate.report.summary import write_json
+from evalgate.results import CallResult, CaseResult, GradeResult, to_rows
+from evalgate.stats import analyze_suite
+from evalgate.stats.analysis import INPUT_COLUMNS
+
+
+def _result(case: int, config: str, rng: np.random.Generator) -> CaseResult:
+    passed = bool(rng.random() < 0.8)
+    errored = rng.random() < 0.05
+    return CaseResult(
+        item_key=f"s::c{case}[{config}]",
+        run_id="20261203-230000-abcd",
+        suite="support-answers",
+        feature="support",
+        suite_hash="5f1c0ffee0ddba11",
+        case_id=f"c{case}",
+        config_id=config,
+        repeat=0,
+        group=f"g{case % 7}",
+        tier="small",
+        model="openai/gpt-4o-mini",
+        must_pass=False,
+        call=CallResult(
+            output="" if errored else f"answer {case} ✓",
+            input_tokens=10,
+            output_tokens=int(rng.integers(1, 9)),
+            cost_usd=None if case % 11 == 0 else float(rng.random()) * 1e-4,
+            saved_usd=0.0,
+            latency_ms=float(rng.lognormal(5, 0.5)),
+            ttft_ms=float(rng.lognormal(3, 0.5)),
+            cached=case % 5 == 0,
+            error="Timeout: slow" if errored else None,
+        ),
+        grades=()
+        if errored
+        else (GradeResult("contains", float(passed), passed, "found" if passed else "missed"),),
+        score=float(passed) if not errored else 0.0,
+        passed=passed and not errored,
+        expected="contains(value='answer')",
+        worker="main",
+        finished_at=0.0,
+    )
+
+
+def _results(n_cases: int = 150) -> list[CaseResult]:
+    rng = np.random.default_rng(7)
+    return [_result(i, c, rng) for i in range(n_cases) for c in ("base", "cand")]
+
+
+def test_the_statistics_frame_holds_only_the_columns_they_read() -> None:
+    frame = _frame(_results())
+    assert list(frame.columns) == list(INPUT_COLUMNS)
+    assert "output" not in frame.columns and "grades" not in frame.columns
+
+
+def test_statistics_of_the_slim_frame_equal_those_of_every_column() -> None:
+    # If analysis started reading a column missing from INPUT_COLUMNS, the slim frame
+    # would silently lose it: the two analyses would differ here.
+    results = _results()
+    kwargs = {"baseline": "base", "seed": 3, "n_boot": 300, "n_frontier_boot": 100}
+    full = analyze_suite(pd.DataFrame(to_rows(results)), **kwargs).to_dict()
+    slim = analyze_suite(_frame(results), **kwargs).to_dict()
+    assert json.dumps(slim, sort_keys=True) == json.dumps(full, sort_keys=True)
+
+
+def test_a_streamed_report_is_byte_identical_to_the_whole_document(tmp_path: Path) -> None:
+    document = {
+        "version": 1,
+        "suites": {"s": {"cases": to_rows(_results(20)), "note": "naïve ✓ \u2028"}},
+        "empty": {},
+        "list": [],
+    }
+    path = tmp_path / "evalgate.json"
+    write_json(document, path)
+    expected = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    assert path.read_text(encoding="utf-8") == expected
+    assert [p.name for p in tmp_path.iterdir()] == ["evalgate.json"]  # no temporary left
+
+
+def test_results_read_back_share_their_repeated_fields(tmp_path: Path) -> None:
+    from evalgate.results import ReadStats, ResultsWriter, read_results
+
+    written = _results(3)
+    writer = ResultsWriter(tmp_path / "results.jsonl")
+    for result in written:
+        writer.append(result)
+    with (tmp_path / "results.jsonl").open("ab") as fh:
+        fh.write(b'"a line of another shape"\n[1, 2]\n')
+    writer.close()
+    stats = ReadStats()
+    read = list(read_results(tmp_path / "results.jsonl", stats))
+    assert read == written  # the same values...
+    first, *rest = read
+    for field in ("run_id", "suite", "feature", "suite_hash", "tier", "model"):
+        assert all(getattr(r, field) is getattr(first, field) for r in rest), field
+    assert read[0].config_id is read[2].config_id  # ...one copy of each repeated text
+    assert stats.unreadable == 2
+
+
+def test_a_document_that_cannot_be_written_leaves_the_old_report_alone(tmp_path: Path) -> None:
+    path = tmp_path / "evalgate.json"
+    write_json({"version": 1}, path)
+    with pytest.raises(TypeError):
+        write_json({"version": 2, "cases": [{"bad": object()}]}, path)
+    assert json.loads(path.read_text(encoding="utf-8")) == {"version": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["evalgate.json"]

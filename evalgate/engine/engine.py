@@ -4,10 +4,15 @@ Concurrency is the engine's, not pytest's: a single process keeps up to ``concur
 calls in flight (plus per-tier rpm/tpm limits), whether or not xdist adds processes.
 Callers submit from any thread and get a ``concurrent.futures.Future``.
 
-At high concurrency the attempts themselves can run in worker processes
-(:mod:`evalgate.engine.procpool`): litellm spends ~10 ms of CPU on each streamed call,
-so one process cannot keep 50 fast calls in flight. The engine's own process keeps the
-semaphore, limits, retries and cache either way; see :func:`auto_processes`.
+OpenAI-protocol endpoints are called by the native transport (:mod:`evalgate.engine.native`);
+litellm makes every other call. At high concurrency litellm's attempts run in worker
+processes (:mod:`evalgate.engine.procpool`): litellm spends ~10 ms of CPU on each streamed
+call, so one process cannot keep 50 fast calls in flight. The engine's own process keeps
+the semaphore, limits, retries and cache either way; see :func:`auto_processes`.
+
+litellm is started lazily: the worker processes (or, without them, litellm's import and
+warm-up in this process) start on the first call that uses the litellm transport, so a run
+whose tiers are all native pays none of it (~5 s of CPU and wall time on 2 cores).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from evalgate.engine.cache import ResponseCache
-from evalgate.engine.calls import CallSpec, Endpoint, attempt, new_event_loop
+from evalgate.engine.calls import CallSpec, Endpoint, attempt, litellm_module, new_event_loop
 from evalgate.engine.limits import RateLimit, limit_key, limiters
 from evalgate.engine.native import NativeClients
 from evalgate.engine.procpool import ProcessPool, RemoteAttemptError
@@ -40,6 +45,7 @@ from evalgate.results import CallResult
 
 EndpointResolver = Callable[[CallSpec], Endpoint | Awaitable[Endpoint]]
 """Maps a spec to its endpoint; returns an awaitable when it must do I/O (run off the loop)."""
+Attempt = Callable[[CallSpec, Endpoint], Awaitable[CallResult]]
 T = TypeVar("T")
 
 # Worker processes are used automatically from this many calls in flight: one process
@@ -133,6 +139,10 @@ async def _warm_up() -> None:
             )
 
 
+class LitellmStartError(RuntimeError):
+    """litellm (its import, or its worker processes) could not be started for a call."""
+
+
 def _as_hit(original: CallResult, started: float) -> CallResult:
     """``original`` served again: free, flagged, with the time it took to serve it."""
     return replace(
@@ -158,10 +168,11 @@ class Engine:
         limits_dir: where the limits' state is shared with the run's other processes
             (the run directory's ``limits/``); None keeps it in this process.
         seed: seeds the backoff jitter (reproducible waits in tests).
-        warm_up: pay litellm's one-time setup before the first measured call (and, with
-            worker processes, wait until they have started and warmed up).
-        processes: worker processes to run attempts in; None chooses automatically
-            (:func:`auto_processes`), 0 runs them in this process.
+        warm_up: pay litellm's one-time setup before the first measured litellm call (with
+            worker processes, in each of them). Like the worker processes, this happens
+            when the first call that uses the litellm transport arrives, not before.
+        processes: worker processes to run litellm attempts in; None chooses
+            automatically (:func:`auto_processes`), 0 runs them in this process.
     """
 
     def __init__(
@@ -190,12 +201,16 @@ class Engine:
         self._native = NativeClients()
         # Cache key -> the result of the identical cached call now in flight (single flight).
         self._in_flight: dict[str, asyncio.Future[CallResult]] = {}
-        n_processes = auto_processes(concurrency) if processes is None else processes
-        self._pool = ProcessPool(n_processes, warm_up=warm_up) if n_processes > 0 else None
-        if self._pool is not None:
-            # Children exit by themselves when this process dies; this covers an engine
-            # that is dropped without close().
-            weakref.finalize(self, self._pool.kill)
+        # Validated now (EVALGATE_PROCESSES), used when the litellm transport starts.
+        self._n_processes = auto_processes(concurrency) if processes is None else processes
+        self._warm_up = warm_up
+        self._pool: ProcessPool | None = None
+        # The one start of litellm (pool or in-process warm-up), made by the first call
+        # that needs it; every later call awaits the same task (and its failure).
+        self._litellm_started: asyncio.Task[None] | None = None
+        self._litellm_startup_s: float | None = None
+        # litellm imported in this process (for its price map), off the loop.
+        self._litellm_imported: asyncio.Task[Any] | None = None
         self._loop = new_event_loop()
         # The loop runs one root task until close(), not run_forever(): anyio (which
         # litellm uses to hand work to threads, twice per streamed call) looks for the
@@ -216,12 +231,6 @@ class Engine:
             self._make_slots(local_concurrency or max(1, os.cpu_count() or 1))
         )
         self._limits = limiters(dict(limits or {}), limits_dir)
-        if self._pool is not None:
-            started = self.submit_coroutine(self._pool.start())
-            if warm_up:
-                started.result()
-        elif warm_up:
-            self._on_loop(_warm_up())
 
     async def _until_closed(self) -> None:
         await self._closing
@@ -239,8 +248,53 @@ class Engine:
 
     @property
     def processes(self) -> int:
-        """Worker processes attempts run in (0: this process)."""
+        """Worker processes litellm attempts run in (0: this process, or not started yet)."""
         return 0 if self._pool is None else self._pool.size
+
+    @property
+    def litellm_startup_s(self) -> float | None:
+        """Seconds the litellm transport took to start (None: no call has used it yet)."""
+        return self._litellm_startup_s
+
+    async def _litellm_attempt(self) -> Attempt:
+        """The litellm attempt function, once litellm is started (the first caller starts it).
+
+        Callers await this before their attempt's clock and timeout start, so neither the
+        worker processes' start nor the warm-up counts in any call's latency or TTFT.
+        """
+        if self._litellm_started is None:
+            # Created before any await: concurrent first calls on this loop share it.
+            self._litellm_started = asyncio.ensure_future(self._start_litellm())
+        # Shielded: a waiter that is cancelled does not cancel the start for the others.
+        await asyncio.shield(self._litellm_started)
+        return attempt if self._pool is None else self._pool.attempt
+
+    async def _start_litellm(self) -> None:
+        started = time.perf_counter()
+        try:
+            if self._n_processes > 0:
+                # Spawned on the loop's thread (a few ms) and published at once, so that
+                # close() sees and reaps it whatever point the start has reached.
+                self._pool = ProcessPool(self._n_processes, warm_up=self._warm_up)
+                # Children exit by themselves when this process dies; this covers an
+                # engine that is dropped without close().
+                weakref.finalize(self, self._pool.kill)
+                await self._pool.start()
+            else:
+                await self._import_litellm()
+                if self._warm_up:
+                    await _warm_up()
+        except Exception as exc:
+            raise LitellmStartError(
+                f"could not start the litellm transport: {describe(exc)}"
+            ) from exc
+        self._litellm_startup_s = time.perf_counter() - started
+
+    async def _import_litellm(self) -> None:
+        """Imports litellm (seconds of CPU) in a thread, so calls in flight keep going."""
+        if self._litellm_imported is None:
+            self._litellm_imported = asyncio.ensure_future(asyncio.to_thread(litellm_module))
+        await asyncio.shield(self._litellm_imported)
 
     def worker_cpu_seconds(self) -> float:
         """CPU seconds (user + system) used so far by the worker processes (0.0 if none)."""
@@ -307,9 +361,22 @@ class Engine:
             native = self._native.target(spec, endpoint)
         except Exception as exc:  # missing API key, server not started: not retryable
             return CallResult(error=describe(exc), attempts=0)
+        run_attempt: Attempt = attempt
+        if native is None:
+            try:
+                run_attempt = await self._litellm_attempt()
+            except Exception as exc:  # not retryable: the same start failed for every call
+                return CallResult(error=describe(exc), attempts=0)
+        elif spec.price is None and (
+            self._litellm_imported is None or not self._litellm_imported.done()
+        ):
+            # The call is priced from litellm's map: import it before the clock starts and
+            # off the loop, not on the loop when the first answer is priced (which would
+            # stall every call in flight). Without litellm the call goes unpriced, as before.
+            with contextlib.suppress(Exception):
+                await self._import_litellm()
         limits = self._limits.get(limit_key(spec.model, spec.api_base)) if self._limits else None
         estimated_tokens = spec.max_tokens + sum(len(m["content"]) for m in spec.messages) // 4
-        run_attempt = attempt if self._pool is None else self._pool.attempt
         local = (
             self._local_slots.slot(priority) if spec.model.startswith("local/") else nullcontext()
         )
@@ -341,14 +408,21 @@ class Engine:
                     await asyncio.sleep(self._retry.delay(number, after, self._rng))
         raise AssertionError("unreachable")  # the loop always returns
 
+    async def _aclose_transports(self) -> None:
+        await self._native.aclose()
+        if self._litellm_started is not None and not self._litellm_started.done():
+            self._litellm_started.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._litellm_started
+        if self._pool is not None:
+            await self._pool.aclose()
+
     def close(self) -> None:
+        """Closes the transports, reaps the worker processes (if they were started)."""
         if self._thread.is_alive():
             with contextlib.suppress(Exception):
-                self.submit_coroutine(self._native.aclose()).result(timeout=15)
+                self.submit_coroutine(self._aclose_transports()).result(timeout=30)
         if self._pool is not None:
-            if self._thread.is_alive():
-                with contextlib.suppress(Exception):
-                    self.submit_coroutine(self._pool.aclose()).result(timeout=15)
             self._pool.kill()
         if self._thread.is_alive() and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._release)

@@ -13,8 +13,9 @@ The pool lets the engine hand each *attempt* to one of N child processes instead
   :class:`RemoteAttemptError` carrying what the retry policy needs (whether to retry, the
   server's Retry-After, the ``Type: message`` line), computed by the child from the
   original exception;
-* children are started once, when the engine is built, and live until it closes (or
-  until the engine's process dies: they exit when their socket reaches end of file).
+* children are started once, when the engine's first litellm call arrives (a run whose
+  calls all go native starts none), and live until the engine closes (or until the
+  engine's process dies: they exit when their socket reaches end of file).
 
 Messages are length-prefixed pickles over a Unix socket pair, one per child. A child
 that dies fails its in-flight attempts with a retryable error; when no child is left,

@@ -75,6 +75,7 @@ def limits_backend(backend_spec: tuple[str, str]):
 LAUNCHER = textwrap.dedent(
     """
     import asyncio, json, os, sys, time
+    T0 = time.time()
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     import litellm
     from evalgate.runtime import LimitExceeded, Policy
@@ -95,6 +96,7 @@ LAUNCHER = textwrap.dedent(
                 return f"error {type(exc).__name__}: {exc}"
         return await asyncio.gather(*(one(i) for i in range(per_proc)))
 
+    imported = time.time()
     start = time.time() + 0.5
     children = []
     for w in range(procs):
@@ -119,12 +121,15 @@ LAUNCHER = textwrap.dedent(
         _, status = os.waitpid(pid, 0)
         results.append({"status": status, "outcomes": json.loads(data or b"null")})
     print(json.dumps(results))
+    print(f"imported in {imported - T0:.2f} s, ran in {time.time() - start:.2f} s", file=sys.stderr)
     """
 )
 
 
-def test_sixteen_processes_never_overspend_one_budget(tmp_path, backend_spec, fake_server) -> None:
-    url, prefix = backend_spec
+def test_sixteen_processes_never_overspend_one_budget(
+    tmp_path, limits_backend, fake_server
+) -> None:
+    url, prefix = limits_backend
     key = uuid.uuid4().hex[:10]
     allowed = 100  # of 800 calls
     budget = allowed * CALL_COST
@@ -143,6 +148,7 @@ def test_sixteen_processes_never_overspend_one_budget(tmp_path, backend_spec, fa
         timeout=300,  # a deadlock fails here; the run itself takes seconds
     )
     assert launcher.returncode == 0, launcher.stderr[-3000:]
+    print(launcher.stderr.strip().splitlines()[-1])  # shown with -s: import and run time
     results = json.loads(launcher.stdout.strip().splitlines()[-1])
     assert [r["status"] for r in results] == [0] * procs
     outcomes = Counter(o for r in results for o in r["outcomes"])

@@ -21,16 +21,15 @@ import math
 from collections.abc import Callable, Collection
 from typing import Any
 
-from evalgate.runtime.errors import PolicyError
 from evalgate.runtime.limits import METRICS, LimitRules, Limits
 
 SECTIONS = ("users", "tenants", "features")
 LIMIT_KEYS = (*METRICS, "count_cache_hits")
 
-Fail = Callable[[str, str], PolicyError]
+Fail = Callable[[str, str], Exception]
 
 
-def _unknown(fail: Fail, key: str, name: Any, allowed: Collection[str]) -> PolicyError:
+def _unknown(fail: Fail, key: str, name: Any, allowed: Collection[str]) -> Exception:
     close = difflib.get_close_matches(str(name), list(allowed), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return fail(f"{key}.{name}", f"unknown key, expected one of {', '.join(allowed)}{hint}")
@@ -73,7 +72,7 @@ def parse_limits(raw: Any, fail: Fail, features: Collection[str]) -> LimitRules:
     """The ``limits`` section (None: no limits) as rules.
 
     Raises:
-        PolicyError: built by ``fail(key, message)``, naming the file, line and key.
+        what ``fail(key, message)`` builds (a PolicyError naming the file, line and key).
     """
     if raw is None:
         return LimitRules()

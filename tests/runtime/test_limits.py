@@ -7,6 +7,7 @@ OpenAI-protocol server through real litellm, and reads the counters back from th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 import uuid
@@ -32,6 +33,8 @@ from evalgate.testing.fake_openai import make_model
 # fills max_tokens: the budget arithmetic below is then exact.
 OUT_PRICE = {"input_per_mtok": 0.0, "output_per_mtok": 1000.0}  # $0.001 per output token
 REPLY8 = "one two three four five six seven eight"
+# Today's noon, UTC: the default clock, so that no test straddles a minute or a day.
+NOON = (time.time() // DAY_S) * DAY_S + DAY_S / 2
 
 
 def feature(model: str, base: str, **overrides: Any) -> dict[str, Any]:
@@ -65,6 +68,9 @@ def make_policy(
         data["limits"] = limits
     path = tmp_path / f"policy-{uuid.uuid4().hex[:6]}.py"
     path.write_text(render_policy(data))
+    options = options or LimitOptions()
+    if options.clock is time.time:
+        options = dataclasses.replace(options, clock=lambda: NOON)
     return Policy.load(path, backend=backend, limits=options)
 
 
@@ -74,7 +80,7 @@ def ask(text: str = "hello there") -> list[dict[str, str]]:
 
 def counter(policy: Policy, scope: str, subject: str, metric: str, now: float | None = None):
     """(settled, reserved) of the current window of one limit."""
-    now = time.time() if now is None else now
+    now = NOON if now is None else now
     length = MINUTE_S if metric == "requests_per_minute" else DAY_S
     key = "|".join([scope, subject, metric, str(int(now // length))])
     assert policy.limiter is not None
@@ -116,8 +122,7 @@ def test_a_cost_budget_refuses_the_call_that_would_cross_it(
     assert (err.scope, err.subject, err.limit_name) == ("user", "u1", "cost_per_day_usd")
     assert err.limit == 0.024 and err.used == pytest.approx(0.024)
     assert err.requested == pytest.approx(0.008)
-    until_midnight = DAY_S - time.time() % DAY_S
-    assert err.retry_after_s is not None and abs(err.retry_after_s - until_midnight) < 5
+    assert err.retry_after_s == DAY_S / 2  # noon to midnight, UTC
     assert fake_server.request_count(key) == 3  # the refused call never reached the model
     assert counter(policy, "user", "u1", "cost_per_day_usd") == (pytest.approx(0.024), 0.0)
     # Another user has a budget of their own (none here: unlimited).
@@ -273,7 +278,7 @@ def test_requests_per_minute_admits_the_limit_in_each_calendar_minute(
 def test_an_unsettled_reservation_expires_after_its_ttl(
     tmp_path, backend, fake_server, key
 ) -> None:
-    now = [time.time()]
+    now = [NOON]
     model = make_model(key=key, reply=REPLY8)
     policy = make_policy(
         tmp_path,

@@ -291,6 +291,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+@pytest.mark.redis
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_redis_restarted_mid_test_fails_closed_then_recovers(tmp_path, fake_server) -> None:
     pytest.importorskip("redis")

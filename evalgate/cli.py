@@ -164,6 +164,13 @@ def _add_export(commands: Any) -> None:
         help="refuse unless the report was made from this suite file (by default each "
         "suite file recorded in the report is checked where it exists)",
     )
+    sub.add_argument(
+        "--limits",
+        type=Path,
+        metavar="JSON",
+        help="per-user limits: a JSON file holding the policy's `limits` section "
+        "(default: keep the existing policy's, or leave limits to code)",
+    )
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -181,6 +188,7 @@ def _export(args: argparse.Namespace) -> int:
             cache=args.cache,
             cache_ttl_s=args.cache_ttl,
             match=args.match,
+            limits=args.limits,
         )
     except (ExportError, PolicyError) as exc:
         _fail(str(exc))

@@ -254,6 +254,29 @@ def check_suite_hash(
         )
 
 
+def read_limits(path: Path, features: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``limits`` section from a JSON file, validated (see
+    :mod:`evalgate.runtime.limits_file`).
+
+    Raises:
+        ExportError: unreadable JSON or an invalid section, naming the file and key.
+    """
+    from evalgate.runtime.limits_file import parse_limits
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot read the limits: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ExportError(f"{path}: the limits are not valid JSON: {exc}") from None
+
+    def fail(key: str, message: str) -> ExportError:
+        return ExportError(f"{path}: {key}: {message}")
+
+    parse_limits(raw, fail, features)
+    return raw
+
+
 def export_policy(
     report: Path | Mapping[str, Any],
     out: Path,
@@ -265,6 +288,7 @@ def export_policy(
     cache_ttl_s: float | None = DEFAULT_CACHE_TTL_S,
     match: Path | None = None,
     check_suites: bool = True,
+    limits: Path | None = None,
 ) -> tuple[list[str], list[str]]:
     """Writes (or updates) the policy module at ``out``; returns (exported, skipped).
 
@@ -279,6 +303,9 @@ def export_policy(
             temperature 0), "exact" or "off".  cache_ttl_s: the entries' lifetime.
         match: the suite file the report must have been made from (refused otherwise).
         check_suites: also check each suite file recorded in the report, where it exists.
+        limits: a JSON file holding the policy's ``limits`` section (per-user limits);
+            it replaces the existing policy's section (default: that section is kept,
+            or there is none and limits are left to code).
 
     Raises:
         ExportError: with a one-line message; nothing is written then.
@@ -316,7 +343,11 @@ def export_policy(
         existing, lines = read_policy_data(out)
         validate_policy(existing, str(out), lines)  # never merge into a broken policy
         data["features"] = dict(existing.get("features", {}))
+        if "limits" in existing:
+            data["limits"] = existing["limits"]
     data["features"].update(features)
+    if limits is not None:
+        data["limits"] = read_limits(limits, data["features"])
     text = render_policy(data)
     validate_policy(data, str(out))  # what we write, we can read
     out.parent.mkdir(parents=True, exist_ok=True)

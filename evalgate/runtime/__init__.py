@@ -28,6 +28,14 @@ from evalgate.runtime.callpath import (
 )
 from evalgate.runtime.errors import PolicyError, UnknownFeatureError
 from evalgate.runtime.ledger import Ledger, UsageRecord
+from evalgate.runtime.limits import (
+    LimitError,
+    LimitExceeded,
+    LimitOptions,
+    LimitRules,
+    Limits,
+    LimitsUnavailable,
+)
 from evalgate.runtime.local import serve_local_models
 from evalgate.runtime.messages import CONTEXT_SLOT
 
@@ -41,6 +49,12 @@ __all__ = [
     "Guard",
     "Hit",
     "Ledger",
+    "LimitError",
+    "LimitExceeded",
+    "LimitOptions",
+    "LimitRules",
+    "Limits",
+    "LimitsUnavailable",
     "Policy",
     "PolicyError",
     "PreparedCall",

@@ -34,6 +34,7 @@ from evalgate.runtime.cache import CachedAnswer, CacheRequest, ExactCache, Hit, 
 from evalgate.runtime.degraded import BackendFailures
 from evalgate.runtime.errors import PolicyError, UnknownFeatureError
 from evalgate.runtime.ledger import Ledger, UsageRecord
+from evalgate.runtime.limits import LimitError, LimitOptions, limit_guard
 from evalgate.runtime.messages import capped_params, fill_context
 from evalgate.runtime.policy_file import FeaturePolicy, PolicyDocument, Route, load_policy_file
 from evalgate.runtime.responses import litellm_module, replay_chunks, response_from_answer
@@ -158,7 +159,9 @@ class Policy:
         api_bases: model string -> endpoint, overriding the policy's (required for
             ``local/...`` models: see :func:`evalgate.runtime.serve_local_models`).
         router: chooses the routes per request (default: the exported ones).
-        guards: admit or refuse each call before it is made (per-user limits).
+        guards: admit or refuse each call before it is made.
+        limits: how per-user limits are enforced (the policy file's ``limits`` section,
+            code's per-plan limits, fail-open or closed): see :class:`LimitOptions`.
         prefix: key prefix on a Redis backend.
     """
 
@@ -170,6 +173,7 @@ class Policy:
         api_bases: Mapping[str, str] | None = None,
         router: Router | None = None,
         guards: Sequence[Guard] = (),
+        limits: LimitOptions | None = None,
         prefix: str = "evalgate:",
     ) -> None:
         self.document = document
@@ -184,6 +188,9 @@ class Policy:
         self.api_bases = dict(api_bases or {})
         self.router: Router = router or StaticRouter()
         self.guards = list(guards)
+        self.limiter = limit_guard(document.limits, backend, limits)
+        if self.limiter is not None:
+            self.guards.insert(0, self.limiter)
         self._endpoints: dict[tuple[str, str], Endpoint] = {}
 
     @classmethod
@@ -216,6 +223,8 @@ class Policy:
     def close(self) -> None:
         """Writes the queued ledger records, then releases the backend."""
         self.ledger.close()
+        if self.limiter is not None:
+            self.limiter.store.close()
         self.backend.close()
 
     def __enter__(self) -> Policy:
@@ -261,8 +270,14 @@ class Policy:
 
     def _admit(self, call: PreparedCall) -> list[Admission]:
         admitted: list[Admission] = []
-        for guard in self.guards:
-            admitted.append(guard.admit(call))
+        try:
+            for guard in self.guards:
+                admitted.append(guard.admit(call))
+        except Exception as exc:
+            self._settle_unused(admitted)  # a refusal leaves nothing reserved
+            if isinstance(exc, LimitError):
+                self.ledger.append(self._record(call, attempts=0, error=_describe(exc)))
+            raise
         return admitted
 
     def _lookup(self, call: PreparedCall) -> Hit | None:

@@ -21,6 +21,7 @@ Shape (``version`` 1)::
                 "evidence": {...},   # free-form: what the evals measured
             },
         },
+        "limits": {...},   # optional per-user limits: see evalgate.runtime.limits_file
     }
 """
 
@@ -30,11 +31,12 @@ import ast
 import difflib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evalgate.runtime.errors import PolicyError
+from evalgate.runtime.limits import LimitRules
 
 POLICY_VERSION = 1
 POLICY_NAME = "POLICY"
@@ -130,6 +132,8 @@ class PolicyDocument:
     path: str
     features: dict[str, FeaturePolicy]
     data: dict[str, Any]  # the literal as written (export merges into it)
+    # The optional ``limits`` section (see evalgate.runtime.limits_file).
+    limits: LimitRules = field(default_factory=LimitRules)
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -461,7 +465,7 @@ def validate_policy(
 ) -> PolicyDocument:
     """Checks a ``POLICY`` literal; raises :class:`PolicyError` naming file, line and key."""
     check = _Checker(where, lines or {})
-    check.keys(data, "POLICY", ("version", "features"), ("version", "features"))
+    check.keys(data, "POLICY", ("version", "features", "limits"), ("version", "features"))
     if data["version"] != POLICY_VERSION:
         raise check.fail(
             "version",
@@ -477,7 +481,10 @@ def validate_policy(
                 "features", f"feature names must be non-empty strings, found {_shown(name)}"
             )
         features[name] = _feature(check, name, raw)
-    return PolicyDocument(path=where, features=features, data=dict(data))
+    from evalgate.runtime.limits_file import parse_limits
+
+    limits = parse_limits(data.get("limits"), check.fail, features)
+    return PolicyDocument(path=where, features=features, data=dict(data), limits=limits)
 
 
 def load_policy_file(path: str | Path) -> PolicyDocument:

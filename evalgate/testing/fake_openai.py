@@ -13,6 +13,7 @@ Behaviour is chosen per request by the ``model`` field, so parallel tests never 
 
 ``reply=TEXT``        content to return (default ``"echo: " + last user message``)
 ``latency_ms=N``      wait before sending the response headers / first chunk
+``jitter_ms=N``       add a random wait, uniform in [0, N) ms, to ``latency_ms`` per request
 ``chunk_delay_ms=N``  delay between streamed content chunks
 ``fail=STATUS[:N]``   the first N requests of this key answer HTTP STATUS (no ``:N``: always)
 ``retry_after=S``     ``Retry-After: S`` header on failures
@@ -54,6 +55,7 @@ import http.client
 import itertools
 import json
 import os
+import random
 import re
 import selectors
 import signal
@@ -86,6 +88,7 @@ class Behaviour:
     key: str
     reply: str | None = None
     latency_ms: float = 0.0
+    jitter_ms: float = 0.0
     chunk_delay_ms: float = 0.0
     fail_status: int | None = None
     fail_times: int | None = None  # None: every request fails
@@ -140,7 +143,7 @@ def parse_model(model: str) -> Behaviour:
             fields["reply"] = v
         elif k == "key":
             key = v
-        elif k in ("latency_ms", "chunk_delay_ms", "hang_ms"):
+        elif k in ("latency_ms", "jitter_ms", "chunk_delay_ms", "hang_ms"):
             fields[k] = _nonneg_float(k, v)
         elif k in ("hang_times", "cut_after", "cut_times"):
             fields[k] = _nonneg_int(k, v)
@@ -569,8 +572,8 @@ class _HTTPProtocol(asyncio.Protocol):
         ordinal = self.state.hit(beh.key)
         if beh.hangs(ordinal):
             await asyncio.sleep(beh.hang_ms / 1000)
-        if beh.latency_ms:
-            await asyncio.sleep(beh.latency_ms / 1000)
+        if beh.latency_ms or beh.jitter_ms:
+            await asyncio.sleep((beh.latency_ms + random.random() * beh.jitter_ms) / 1000)
         if beh.fails(ordinal):
             extra = [("Retry-After", beh.retry_after)] if beh.retry_after else None
             msg = f"injected failure {beh.fail_status} (request {ordinal} of key {beh.key!r})"

@@ -77,7 +77,9 @@ def test_parse_model_directives() -> None:
     assert always.cuts(1) and not always.cuts(2)
     assert parse_model("plain") == parse_model("plain?key=plain")
     assert parse_model(make_model("x", reply="a&b=c d/e?")).reply == "a&b=c d/e?"
-    for bad in ("m?bogus=1", "m?fail=200", "m?latency_ms=-1", "m?chunks=0", "m?hang_times=x"):
+    assert parse_model("m?jitter_ms=40").jitter_ms == 40
+    bad_ones = ("m?bogus=1", "m?fail=200", "m?latency_ms=-1", "m?chunks=0", "m?hang_times=x")
+    for bad in (*bad_ones, "m?jitter_ms=-1", "m?jitter_ms=nan"):
         with pytest.raises(ValueError):
             parse_model(bad)
 
@@ -206,6 +208,17 @@ def test_latency_and_hang_times(client: httpx.Client) -> None:
     t = time.perf_counter()
     assert client.post("/chat/completions", json=chat(model=model)).status_code == 200
     assert time.perf_counter() - t < 0.25  # only the first request hangs
+
+
+def test_jitter_gives_each_request_its_own_random_latency(client: httpx.Client) -> None:
+    model = uniq(jitter_ms=200)
+    took = []
+    for _ in range(10):
+        t = time.perf_counter()
+        client.post("/chat/completions", json=chat(model=model))
+        took.append(time.perf_counter() - t)
+    # ten uniform draws from [0, 200) ms all within 20 ms of each other: p < 1e-8
+    assert max(took) - min(took) > 0.02
 
 
 def test_chunk_delay_spaces_out_chunks(client: httpx.Client) -> None:

@@ -8,10 +8,15 @@ same tests run against both.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from evalgate.runtime.backends.base import Backend
 from evalgate.runtime.errors import PolicyError
 
-__all__ = ["Backend", "open_backend"]
+if TYPE_CHECKING:
+    from evalgate.runtime.limits import LimitStore
+
+__all__ = ["Backend", "open_backend", "open_limit_store"]
 
 
 def open_backend(url: str, *, prefix: str = "evalgate:") -> Backend:
@@ -37,3 +42,23 @@ def open_backend(url: str, *, prefix: str = "evalgate:") -> Backend:
     raise PolicyError(
         f"backend URL {url!r}: unknown scheme {scheme!r}; expected sqlite:///path or redis://host:port/db"
     )
+
+
+def open_limit_store(backend: Backend) -> LimitStore:
+    """The per-user limits' store on the same state as ``backend`` (same file or server).
+
+    Raises:
+        PolicyError: a backend type that has no limit store.
+    """
+    from evalgate.runtime.backends.redis import RedisBackend
+    from evalgate.runtime.backends.sqlite import SQLiteBackend
+
+    if isinstance(backend, SQLiteBackend):
+        from evalgate.runtime.backends.sqlite_limits import SQLiteLimitStore
+
+        return SQLiteLimitStore(backend.path)
+    if isinstance(backend, RedisBackend):
+        from evalgate.runtime.backends.redis_limits import RedisLimitStore
+
+        return RedisLimitStore.from_url(backend.url, prefix=backend.prefix)
+    raise PolicyError(f"backend {backend.url!r}: per-user limits need an SQLite or Redis backend")

@@ -1,0 +1,131 @@
+"""Limits on SQLite: check-and-reserve and settle, each one ``BEGIN IMMEDIATE`` transaction.
+
+``BEGIN IMMEDIATE`` takes the database's write lock before the first read, so between
+processes on one host the check (settled usage plus live reservations) and the
+reservation are serialised: no two processes can both see room for the last call. The
+lock is held for a few statements (well under a millisecond); others wait for it
+(``busy_timeout``) rather than fail. The tables live in the backend's file beside the
+cache and the ledger, on connections of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+from evalgate.runtime.limits import Need, Refusal
+
+SCHEMA = (
+    # Settled usage per counter (scope|subject|metric|window); dropped after `expires`.
+    "CREATE TABLE IF NOT EXISTS limit_used "
+    "(key TEXT PRIMARY KEY, amount REAL NOT NULL, expires REAL NOT NULL)",
+    # Live reservations: one row per (reservation, counter), void after `expires`.
+    "CREATE TABLE IF NOT EXISTS limit_held (rid TEXT NOT NULL, key TEXT NOT NULL, "
+    "amount REAL NOT NULL, expires REAL NOT NULL, PRIMARY KEY (rid, key))",
+    "CREATE INDEX IF NOT EXISTS limit_held_key ON limit_held (key)",
+    "CREATE INDEX IF NOT EXISTS limit_held_expires ON limit_held (expires)",
+)
+BUSY_TIMEOUT_S = 30.0
+PURGE_EVERY = 500  # settles between sweeps of counters whose window is long gone
+# Float sums of costs drift in the last bits; never refuse a call for that.
+SLACK = 1e-9
+
+
+class SQLiteLimitStore:
+    """Limit counters in an SQLite file (WAL), shared by every process on the host."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._settles = 0
+        self._conn()
+
+    def _conn(self) -> sqlite3.Connection:
+        if os.getpid() != self._pid:  # a forked child must not share the parent's handles
+            self._pid = os.getpid()
+            self._local = threading.local()
+            self._all = []
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            for statement in SCHEMA:
+                db.execute(statement)
+            self._local.db = db
+            with self._lock:
+                self._all.append(db)
+        return db
+
+    def reserve(self, rid: str, needs: list[Need], now: float, expires: float) -> Refusal | None:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM limit_held WHERE expires <= ?", (now,))
+            for index, need in enumerate(needs):
+                row = db.execute(
+                    "SELECT (SELECT amount FROM limit_used WHERE key = ?1), "
+                    "(SELECT SUM(amount) FROM limit_held WHERE key = ?1)",
+                    (need.key,),
+                ).fetchone()
+                used = (row[0] or 0.0) + (row[1] or 0.0)
+                if used + need.amount > need.limit + SLACK:
+                    db.execute("ROLLBACK")  # nothing of this call stays reserved
+                    return Refusal(index, used)
+            db.executemany(
+                "INSERT INTO limit_held (rid, key, amount, expires) VALUES (?, ?, ?, ?)",
+                [(rid, need.key, need.amount, expires) for need in needs],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return None
+
+    def settle(self, rid: str, actual: list[Need], now: float) -> None:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM limit_held WHERE rid = ?", (rid,))
+            db.executemany(
+                "INSERT INTO limit_used (key, amount, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET amount = amount + excluded.amount",
+                [(n.key, n.amount, now + n.expires_in_s) for n in actual],
+            )
+            self._settles += 1
+            if self._settles % PURGE_EVERY == 0:
+                db.execute("DELETE FROM limit_used WHERE expires <= ?", (now,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def usage(self, key: str, now: float) -> tuple[float, float]:
+        """(settled, live reserved) of one counter: for tests and inspection."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT (SELECT amount FROM limit_used WHERE key = ?1), "
+                "(SELECT SUM(amount) FROM limit_held WHERE key = ?1 AND expires > ?2)",
+                (key, now),
+            )
+            .fetchone()
+        )
+        return float(row[0] or 0.0), float(row[1] or 0.0)
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._all:
+                db.close()
+            self._all.clear()
+        self._local = threading.local()

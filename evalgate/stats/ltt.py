@@ -1,0 +1,190 @@
+"""Learn-then-Test: certify thresholds whose expected loss stays under a bound.
+
+The one home of Learn-then-Test (Angelopoulos, Bates, Candès, Jordan, Lei, 2021) in
+evalgate. Callers hold a set of candidate thresholds (a router's score cut-off, a semantic
+cache's similarity cut-off) and, for each, a loss in [0, 1] per calibration sample. Each
+candidate j is a null hypothesis H_j: "its expected loss exceeds ``bound``". A valid
+p-value is computed per candidate, and **fixed-sequence testing** walks the candidates in
+the order given (safest first), rejecting H_j while p_j <= alpha and stopping at the first
+that is not rejected. Every rejected candidate is certified: with probability at least
+1 - alpha (over the calibration draw), *all* certified candidates have expected loss at
+most ``bound``, so the caller may use the last (most aggressive) one.
+
+Fixed-sequence testing spends no alpha per candidate (no Bonferroni), so a fine grid of
+candidates costs nothing, as long as the order is fixed before the calibration losses are
+seen (it may depend on other data, e.g. on the cases a score model was fit on).
+
+P-values (valid for any loss distribution on [0, 1] with i.i.d. samples):
+
+- ``"binomial"``: losses all 0 or 1: P(Binomial(n, bound) <= k), exact.
+- ``"hoeffding-bentkus"``: any losses in [0, 1]: min(Hoeffding, Bentkus) (Bates et al.,
+  "Distribution-free, risk-controlling prediction sets", JACM 2021, eq. for p^HB).
+
+Pure: numpy and scipy only, no I/O, no random draws.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from evalgate.stats._common import Record
+
+METHODS = ("auto", "binomial", "hoeffding-bentkus")
+
+
+@dataclass(frozen=True, slots=True)
+class LttResult(Record):
+    """What fixed-sequence testing certified.
+
+    Attributes:
+        n: calibration samples per candidate.
+        bound: the loss bound tested (H_j: expected loss of candidate j > bound).
+        alpha: the family-wise error level.
+        method: the p-value used ("binomial" or "hoeffding-bentkus").
+        risks: each candidate's mean calibration loss, in the order tested.
+        p_values: each candidate's p-value, in the order tested.
+        n_certified: candidates 0 .. n_certified - 1 are certified (0: none).
+    """
+
+    n: int
+    bound: float
+    alpha: float
+    method: str
+    risks: tuple[float, ...]
+    p_values: tuple[float, ...]
+    n_certified: int
+
+    @property
+    def chosen(self) -> int | None:
+        """Index of the last (most aggressive) certified candidate, None when none is."""
+        return self.n_certified - 1 if self.n_certified else None
+
+
+def binomial_p_value(n_losses: int, n: int, bound: float) -> float:
+    """P(Binomial(n, bound) <= n_losses): exact p-value of "mean loss > bound" for 0/1 losses.
+
+    Under the null the true loss rate r exceeds ``bound``, and P(Bin(n, r) <= k) <= P(Bin(n,
+    bound) <= k), so the p-value is valid (super-uniform).
+    """
+    return _binomial_p_values(np.array([n_losses]), n, bound)[0]
+
+
+def hoeffding_bentkus_p_value(mean: float, n: int, bound: float) -> float:
+    """min(Hoeffding, Bentkus) p-value of "mean loss > bound" for losses in [0, 1]."""
+    return _hoeffding_bentkus_p_values(np.array([mean]), n, bound)[0]
+
+
+def _binomial_p_values(n_losses: np.ndarray, n: int, bound: float) -> list[float]:
+    from scipy.stats import binom
+
+    if n == 0:
+        return [1.0] * len(n_losses)
+    return [float(p) for p in np.minimum(1.0, binom.cdf(n_losses, n, bound))]
+
+
+def _hoeffding_bentkus_p_values(means: np.ndarray, n: int, bound: float) -> list[float]:
+    from scipy.stats import binom
+
+    if n == 0:
+        return [1.0] * len(means)
+    means = np.clip(np.asarray(means, dtype=float), 0.0, 1.0)
+    hoeffding = np.array([math.exp(-n * _kl_bernoulli(min(m, bound), bound)) for m in means])
+    # A tiny tolerance keeps ceil(n * mean) from rounding an exact count of losses up.
+    bentkus = math.e * binom.cdf(np.ceil(n * means - 1e-9), n, bound)
+    return [float(p) for p in np.minimum(1.0, np.minimum(hoeffding, bentkus))]
+
+
+def _kl_bernoulli(a: float, b: float) -> float:
+    """KL(Bernoulli(a) || Bernoulli(b)); 0 log 0 = 0."""
+    out = 0.0
+    if a > 0:
+        out += a * math.log(a / b)
+    if a < 1:
+        out += (1 - a) * math.log((1 - a) / (1 - b))
+    return out
+
+
+def fixed_sequence(p_values: Sequence[float], alpha: float) -> int:
+    """How many leading hypotheses fixed-sequence testing rejects at level ``alpha``."""
+    count = 0
+    for p in p_values:
+        if not p <= alpha:  # NaN stops the walk too
+            break
+        count += 1
+    return count
+
+
+def learn_then_test(
+    losses: Any,
+    *,
+    bound: float,
+    alpha: float,
+    method: str = "auto",
+) -> LttResult:
+    """Certify candidates whose expected loss is at most ``bound`` (w.p. >= 1 - alpha).
+
+    Args:
+        losses: shape (candidates, samples), each in [0, 1]; row j holds candidate j's loss
+            on every calibration sample. Rows are tested in order: put the safest first.
+        bound: the largest expected loss allowed, in (0, 1).
+        alpha: the error level, in (0, 1).
+        method: "binomial" (0/1 losses), "hoeffding-bentkus", or "auto" (binomial when
+            every loss is 0 or 1).
+
+    Raises:
+        ValueError: a loss outside [0, 1] or not finite, or a parameter out of range.
+    """
+    _check_level("bound", bound)
+    _check_level("alpha", alpha)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)} (got {method!r})")
+    matrix = np.asarray(losses, dtype=float)
+    if matrix.ndim == 1:
+        matrix = matrix[None, :]
+    if matrix.ndim != 2:
+        raise ValueError(f"losses must be (candidates, samples); got shape {matrix.shape}")
+    if matrix.size and not (np.isfinite(matrix).all() and matrix.min() >= 0 and matrix.max() <= 1):
+        raise ValueError("losses must be finite numbers in [0, 1]")
+    n = matrix.shape[1]
+    binary = bool(np.isin(matrix, (0.0, 1.0)).all())
+    if method == "auto":
+        method = "binomial" if binary else "hoeffding-bentkus"
+    if method == "binomial" and not binary:
+        raise ValueError("the binomial p-value needs losses that are all 0 or 1")
+    risks = matrix.mean(axis=1) if n else np.zeros(matrix.shape[0])
+    if method == "binomial":
+        p_values = _binomial_p_values(np.rint(matrix.sum(axis=1)), n, bound)
+    else:
+        p_values = _hoeffding_bentkus_p_values(risks, n, bound)
+    return LttResult(
+        n=n,
+        bound=float(bound),
+        alpha=float(alpha),
+        method=method,
+        risks=tuple(float(r) for r in risks),
+        p_values=tuple(p_values),
+        n_certified=fixed_sequence(p_values, alpha),
+    )
+
+
+def certified_thresholds(
+    thresholds: Sequence[float], losses: Any, *, bound: float, alpha: float, method: str = "auto"
+) -> tuple[tuple[float, ...], LttResult]:
+    """The certified thresholds (a prefix of ``thresholds``, safest first) and the test."""
+    matrix = np.asarray(losses, dtype=float)
+    if matrix.ndim != 2 or matrix.shape[0] != len(thresholds):
+        raise ValueError(
+            f"losses must have one row per threshold ({len(thresholds)}); got shape {matrix.shape}"
+        )
+    result = learn_then_test(matrix, bound=bound, alpha=alpha, method=method)
+    return tuple(float(t) for t in thresholds[: result.n_certified]), result
+
+
+def _check_level(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise ValueError(f"{name} must be a number in (0, 1) (got {value!r})")

@@ -16,6 +16,7 @@ ttft_p95.estimate}``. Without ``stats``, the per-config summary (``configs.<conf
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence

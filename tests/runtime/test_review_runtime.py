@@ -186,7 +186,8 @@ def _truncated_state(path: Path) -> None:
         for i in range(2000):
             backend.ledger_append(float(i), b"r" * 200)
             backend.cache_set(f"k{i}", b"v" * 200, None)
-        backend._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all rows in the file
+        with backend._connections.use() as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all rows in the file
     data = full.read_bytes()
     path.write_bytes(data[: len(data) // 2])
 
@@ -547,3 +548,51 @@ def test_a_stream_still_open_at_exit_is_recorded(tmp_path: Path, fake_server, ke
     assert left.error == (
         "Abandoned: the caller closed the stream before its end: 1 chunk(s), 0 characters received"
     )
+
+
+# -- closing an SQLite backend while another thread writes ------------------------------------
+
+_CLOSE_WHILE_WRITING = """
+import sqlite3, sys, threading, time
+from evalgate.runtime.backends.sqlite import SQLiteBackend
+
+backend = SQLiteBackend(sys.argv[1])
+errors = []
+done = threading.Event()
+
+def write():
+    i = 0
+    while not done.is_set():
+        i += 1
+        try:
+            backend.ledger_append(float(i), b"r" * 100)
+        except sqlite3.Error as exc:  # closed under us: an error, never a crash
+            errors.append(type(exc).__name__)
+
+writers = [threading.Thread(target=write) for _ in range(2)]
+for writer in writers:
+    writer.start()
+for _ in range(300):
+    time.sleep(0.002)
+    backend.close()
+done.set()
+for writer in writers:
+    writer.join()
+print("ok", len(errors))
+"""
+
+
+def test_closing_the_sqlite_backend_while_another_thread_writes_never_crashes(
+    tmp_path: Path,
+) -> None:
+    # A policy closing its backend while its ledger writer thread was mid-statement
+    # crashed the interpreter (SIGSEGV): close now waits for the statement in flight.
+    proc = subprocess.run(
+        [sys.executable, "-c", _CLOSE_WHILE_WRITING, str(tmp_path / "state.sqlite3")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.startswith("ok ")

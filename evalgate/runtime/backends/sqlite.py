@@ -7,14 +7,13 @@ to the ledger without losing a record. Each write is one short transaction.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from evalgate.runtime.backends.base import Backend
+from evalgate.runtime.backends.sqlite_connections import ThreadConnections
 from evalgate.runtime.errors import PolicyError
 
 SCHEMA = (
@@ -50,10 +49,7 @@ class SQLiteBackend(Backend):
         self.url = f"sqlite:///{self.path}"
         # One connection per thread: under WAL a reader (a cache lookup on the caller's
         # thread) never waits for a writer (the ledger's background thread).
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
-        self._pid = os.getpid()
+        self._connections = ThreadConnections(self.path, _connect)
         self._writes = 0
         self._open_checked()
 
@@ -66,10 +62,10 @@ class SQLiteBackend(Backend):
         """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = self._conn()
-            # The ledger's newest row and its index: where a truncated file is cut off.
-            db.execute("SELECT max(id) FROM ledger").fetchone()
-            db.execute("SELECT max(ts) FROM ledger").fetchone()
+            with self._connections.use() as db:
+                # The ledger's newest row and its index: where a truncated file is cut off.
+                db.execute("SELECT max(id) FROM ledger").fetchone()
+                db.execute("SELECT max(ts) FROM ledger").fetchone()
         except (sqlite3.Error, OSError) as exc:
             self.close()
             what = " ".join(str(exc).split()) or type(exc).__name__
@@ -85,34 +81,9 @@ class SQLiteBackend(Backend):
     def from_url(cls, url: str) -> SQLiteBackend:
         return cls(sqlite_path(url))
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
-        for statement in SCHEMA:
-            db.execute(statement)
-        return db
-
-    def _conn(self) -> sqlite3.Connection:
-        if os.getpid() != self._pid:  # a forked child must not share the parent's handles
-            self._pid = os.getpid()
-            self._local = threading.local()
-            self._all = []
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = self._connect()
-            with self._all_lock:
-                self._all.append(db)
-        return db
-
     def cache_get(self, key: str) -> bytes | None:
-        row = (
-            self._conn()
-            .execute("SELECT value, expires FROM cache WHERE key = ?", (key,))
-            .fetchone()
-        )
+        with self._connections.use() as db:
+            row = db.execute("SELECT value, expires FROM cache WHERE key = ?", (key,)).fetchone()
         if row is None or (row[1] is not None and row[1] <= time.time()):
             return None
         return bytes(row[0])
@@ -120,36 +91,42 @@ class SQLiteBackend(Backend):
     def cache_set(self, key: str, value: bytes, ttl_s: float | None) -> None:
         now = time.time()
         expires = None if ttl_s is None else now + ttl_s
-        db = self._conn()
-        db.execute(
-            "INSERT OR REPLACE INTO cache (key, value, expires) VALUES (?, ?, ?)",
-            (key, value, expires),
-        )
-        self._writes += 1
-        if self._writes % PURGE_EVERY == 0:
-            db.execute("DELETE FROM cache WHERE expires IS NOT NULL AND expires <= ?", (now,))
+        with self._connections.use() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO cache (key, value, expires) VALUES (?, ?, ?)",
+                (key, value, expires),
+            )
+            self._writes += 1
+            if self._writes % PURGE_EVERY == 0:
+                db.execute("DELETE FROM cache WHERE expires IS NOT NULL AND expires <= ?", (now,))
 
     def cache_clear(self) -> None:
-        self._conn().execute("DELETE FROM cache")
+        with self._connections.use() as db:
+            db.execute("DELETE FROM cache")
 
     def ledger_append(self, ts: float, record: bytes) -> None:
-        self._conn().execute("INSERT INTO ledger (ts, record) VALUES (?, ?)", (ts, record))
+        with self._connections.use() as db:
+            db.execute("INSERT INTO ledger (ts, record) VALUES (?, ?)", (ts, record))
 
     def ledger_read(self, since: float | None = None) -> Iterator[tuple[float, bytes]]:
-        rows = (
-            self._conn()
-            .execute(
+        with self._connections.use() as db:
+            rows = db.execute(
                 "SELECT ts, record FROM ledger WHERE ts >= ? ORDER BY ts, id",
                 (since if since is not None else float("-inf"),),
-            )
-            .fetchall()
-        )
+            ).fetchall()
         for ts, record in rows:
             yield float(ts), bytes(record)
 
     def close(self) -> None:
-        with self._all_lock:
-            for db in self._all:
-                db.close()
-            self._all.clear()
-        self._local = threading.local()
+        self._connections.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+    for statement in SCHEMA:
+        db.execute(statement)
+    return db

@@ -10,11 +10,10 @@ cache and the ledger, on connections of their own.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
 from pathlib import Path
 
+from evalgate.runtime.backends.sqlite_connections import ThreadConnections
 from evalgate.runtime.limits import Need, Refusal
 
 SCHEMA = (
@@ -39,34 +38,18 @@ class SQLiteLimitStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._connections = ThreadConnections(self.path, _connect)
         self._settles = 0
-        self._conn()
-
-    def _conn(self) -> sqlite3.Connection:
-        if os.getpid() != self._pid:  # a forked child must not share the parent's handles
-            self._pid = os.getpid()
-            self._local = threading.local()
-            self._all = []
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            for statement in SCHEMA:
-                db.execute(statement)
-            self._local.db = db
-            with self._lock:
-                self._all.append(db)
-        return db
+        with self._connections.use():
+            pass  # open now: a bad path fails here, not in an application's call
 
     def reserve(self, rid: str, needs: list[Need], now: float, expires: float) -> Refusal | None:
-        db = self._conn()
+        with self._connections.use() as db:
+            return self._reserve(db, rid, needs, now, expires)
+
+    def _reserve(
+        self, db: sqlite3.Connection, rid: str, needs: list[Need], now: float, expires: float
+    ) -> Refusal | None:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("DELETE FROM limit_held WHERE expires <= ?", (now,))
@@ -92,7 +75,10 @@ class SQLiteLimitStore:
         return None
 
     def settle(self, rid: str, actual: list[Need], now: float) -> None:
-        db = self._conn()
+        with self._connections.use() as db:
+            self._settle(db, rid, actual, now)
+
+    def _settle(self, db: sqlite3.Connection, rid: str, actual: list[Need], now: float) -> None:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("DELETE FROM limit_held WHERE rid = ?", (rid,))
@@ -112,20 +98,24 @@ class SQLiteLimitStore:
 
     def usage(self, key: str, now: float) -> tuple[float, float]:
         """(settled, live reserved) of one counter: for tests and inspection."""
-        row = (
-            self._conn()
-            .execute(
+        with self._connections.use() as db:
+            row = db.execute(
                 "SELECT (SELECT amount FROM limit_used WHERE key = ?1), "
                 "(SELECT SUM(amount) FROM limit_held WHERE key = ?1 AND expires > ?2)",
                 (key, now),
-            )
-            .fetchone()
-        )
+            ).fetchone()
         return float(row[0] or 0.0), float(row[1] or 0.0)
 
     def close(self) -> None:
-        with self._lock:
-            for db in self._all:
-                db.close()
-            self._all.clear()
-        self._local = threading.local()
+        self._connections.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    for statement in SCHEMA:
+        db.execute(statement)
+    return db

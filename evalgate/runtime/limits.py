@@ -151,6 +151,15 @@ class LimitExceeded(LimitError):
             f"(used or reserved {used:.6g}, this call reserves {requested:.6g}); {when}"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes, fields and all
+        fields = ("scope", "subject", "limit_name", "limit", "used", "requested")
+        state = {name: getattr(self, name) for name in (*fields, "retry_after_s")}
+        return (_rebuild_exceeded, (state,))
+
+
+def _rebuild_exceeded(state: dict[str, Any]) -> LimitExceeded:
+    return LimitExceeded(**state)
+
 
 class LimitsUnavailable(LimitError):
     """The limits' backend cannot be reached, and limits fail closed (the default)."""
@@ -316,6 +325,11 @@ class LimitGuard:
             limits = self.rules.users.get(user)
             if limits is None and self.user_limits is not None:
                 limits = self.user_limits(user)
+                if limits is not None and not isinstance(limits, Limits):
+                    raise TypeError(
+                        f"LimitOptions.user_limits({user!r}) returned {limits!r}; "
+                        "expected evalgate.runtime.Limits or None"
+                    )
             if limits is None:
                 limits = self.rules.users.get("*")
             if limits is not None:

@@ -409,3 +409,37 @@ def test_no_limits_means_no_guard(tmp_path, backend, fake_server, key) -> None:
     assert coded.limiter is not None
     policy.close()
     coded.close()
+
+
+def test_code_limits_of_the_wrong_type_are_named(tmp_path, backend, fake_server, key) -> None:
+    policy = make_policy(
+        tmp_path,
+        backend,
+        {"qa": feature(make_model(key=key), fake_server.base_url)},
+        options=LimitOptions(user_limits=lambda user: {"requests_per_minute": 1}),
+    )
+    with pytest.raises(TypeError, match=r"user_limits\('u1'\) returned .*expected evalgate"):
+        policy.completion(feature="qa", user="u1", messages=ask())
+    assert fake_server.request_count(key) == 0
+    policy.close()
+
+
+def test_the_refusal_survives_pickling() -> None:
+    import pickle
+
+    err = LimitExceeded(
+        scope="user",
+        subject="u1",
+        limit_name="tokens_per_day",
+        limit=10.0,
+        used=9.0,
+        requested=2.0,
+        retry_after_s=30.0,
+    )
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.subject, back.used, back.retry_after_s, str(back)) == (
+        "u1",
+        9.0,
+        30.0,
+        str(err),
+    )

@@ -6,6 +6,7 @@ evalgate html [reports/evalgate.json | RUN_DIR] [-o FILE]
                                             write the HTML report from stored results
 evalgate export [reports/evalgate.json] -o policy.py   write the runtime policy
 evalgate usage [--since 24h] [--feature F]  live usage by feature from the ledger
+evalgate merge DIR... [-o reports/]         combine --evalgate-shard runs, report and gate
 
 Exit status: 0 done; 1 `report` of a blocked gate, or `export` with nothing to export;
 2 bad input or usage (one line on stderr: `evalgate: error: <path>: <what>`).
@@ -14,6 +15,7 @@ Exit status: 0 done; 1 `report` of a blocked gate, or `export` with nothing to e
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -74,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     _add_html(commands)
     _add_export(commands)
     _add_usage(commands)
+    _add_merge(commands)
     args = parser.parse_args(argv)
+    if args.command == "merge":
+        return _merge(args)
     if args.command == "html":
         return _html(args)
     if args.command == "export":
@@ -241,6 +246,98 @@ def _usage(args: argparse.Namespace) -> int:
     except UsageError as exc:
         _fail(str(exc))
     return 0
+
+
+def _add_merge(commands: Any) -> None:
+    from evalgate import options
+
+    sub = commands.add_parser(
+        "merge",
+        help="combine the shards of a CI matrix into one report and gate verdict",
+        description="Each DIR is the reports directory (or run directory) of a "
+        "`pytest --evalgate --evalgate-shard K/N` run. Writes one run with its "
+        "evalgate.json, summary.md and HTML report under -o, and gates it: exit 1 when "
+        "the gate blocks, as the pytest run would.",
+    )
+    sub.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    sub.add_argument("-o", "--output", type=Path, default=Path("reports"), help="reports dir")
+    sub.add_argument(
+        "--allow-partial", action="store_true", help="merge even when some shards are missing"
+    )
+    sub.add_argument(
+        "--rootdir",
+        type=Path,
+        default=Path("."),
+        help="where the suite paths recorded by the shards are found (default: .)",
+    )
+    sub.add_argument("--gate", choices=options.GATE_CHOICES, default="marked")
+    sub.add_argument("--margin", type=float, default=None)
+    sub.add_argument("--alpha", type=float, default=None)
+    sub.add_argument("--allow-inconclusive", action="store_true")
+    sub.add_argument("--force-gate", action="store_true")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="a stored evalgate.json (e.g. of main) to compare the merged run against",
+    )
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """Merges shards; the gate options mean what the pytest run's ``--evalgate-*`` do."""
+    from evalgate.merge import MergeError, merge_shards
+    from evalgate.report.gate import GateSettings
+
+    if args.margin is not None and not 0 < args.margin < 1:
+        _fail(f"--margin must be in (0, 1), got {args.margin}")
+    if args.alpha is not None and not 0 < args.alpha <= 0.5:
+        _fail(f"--alpha must be in (0, 0.5], got {args.alpha}")
+    settings = GateSettings(
+        margin=args.margin,
+        alpha=args.alpha,
+        mode=args.gate,
+        allow_inconclusive=args.allow_inconclusive,
+        force=args.force_gate,
+        seed=args.seed,
+    )
+    stored = None
+    if args.baseline is not None:
+        from evalgate.report.gate import check_stored_baseline
+
+        try:
+            stored = check_stored_baseline(json.loads(args.baseline.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            _fail(f"--baseline {args.baseline}: {exc}")
+    try:
+        paths, written, shards = merge_shards(
+            args.dirs,
+            args.output,
+            settings,
+            rootdir=args.rootdir,
+            allow_partial=args.allow_partial,
+            stored_baseline=stored,
+        )
+    except MergeError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{getattr(exc, 'filename', None) or args.output}: {exc.strerror or exc}")
+    from evalgate.report.summary import format_tables
+
+    shown = ", ".join(f"{s.index}/{s.count}" for s in shards)
+    print(f"evalgate merge: {len(shards)} shard(s) ({shown}) -> {paths.run_dir}")
+    if written.ignored_note:
+        print(written.ignored_note)
+    if written.document is None:
+        print("evalgate merge: the shards hold no results of the current suites")
+        return 1
+    for line in format_tables(written.document):
+        print(line)
+    if written.html_error:
+        print(f"html report not written: {written.html_error}")
+    print(f"report: {paths.report_json}")
+    return 1 if written.blocked else 0
 
 
 if __name__ == "__main__":

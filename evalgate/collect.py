@@ -47,8 +47,13 @@ class SuiteNode(pytest.Collector):
         return super().repr_failure(excinfo)
 
     def collect(self) -> Iterator[EvalItem]:
+        from evalgate.session import shard_option
+
+        shard = shard_option(self.config)
         for plan in plan_items(self.suite):
-            yield EvalItem.from_parent(self, name=plan.name, plan=plan)
+            # A shard takes whole cases: every config and repeat of a case, or none.
+            if shard is None or shard.holds(self.suite.name, plan.case.id):
+                yield EvalItem.from_parent(self, name=plan.name, plan=plan)
 
 
 class EvalFailure(Exception):

@@ -15,6 +15,7 @@ FORCE_GATE = "evalgate_force_gate"
 BASELINE = "evalgate_baseline"
 SEED = "evalgate_seed"
 EXPORT = "evalgate_export"
+SHARD = "evalgate_shard"
 
 GATE_CHOICES = ("marked", "all", "none")
 DEFAULT_CONCURRENCY = 8

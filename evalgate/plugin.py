@@ -125,6 +125,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="at the end of the run, write the recommended configs into this runtime "
         "policy module (as `evalgate export -o PATH` does)",
     )
+    group.addoption(
+        "--evalgate-shard",
+        default=None,
+        dest=options.SHARD,
+        metavar="K/N",
+        help="run shard K of N (split by case; combine with `evalgate merge`)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -140,6 +147,14 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--evalgate-margin must be in (0, 1), got {margin}")
     if alpha is not None and not 0 < alpha <= 0.5:
         raise pytest.UsageError(f"--evalgate-alpha must be in (0, 0.5], got {alpha}")
+    shard = config.getoption(options.SHARD)
+    if shard is not None:
+        from evalgate.shard import ShardSpecError, parse_shard
+
+        try:
+            parse_shard(shard)
+        except ShardSpecError as exc:
+            raise pytest.UsageError(f"--evalgate-shard: {exc}") from None
     # litellm trips pydantic's deprecation warnings on every streamed chunk; they are
     # litellm's to fix and would bury the user's own warnings.
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:litellm.*")

@@ -20,6 +20,7 @@ from evalgate import options
 from evalgate.nodeid import is_eval_nodeid, parse_nodeid, resolve_label
 from evalgate.runs import RunPaths, latest_run_id, mark_latest, new_run_id
 from evalgate.scheduling import shard_of
+from evalgate.shard import Shard, parse_shard
 
 if TYPE_CHECKING:
     from evalgate.collect import EvalItem
@@ -64,6 +65,7 @@ class EvalgateSession:
             run_id = new_run_id()
         self.paths = RunPaths(reports, run_id)
         self.resuming = bool(config.getoption(options.RESUME))
+        self.shard = shard_option(config)
         self._runner: Runner | None = None
         self._items: list[EvalItem] = []
         self._prefetched_shards: set[int] = set()
@@ -118,6 +120,7 @@ class EvalgateSession:
         if self.config.option.collectonly or self.suites:
             return
         self._load_suites_for(eval_ids)
+        self._record_shard()
         if self.resuming:
             from evalgate.plan import plan_items
 
@@ -146,6 +149,8 @@ class EvalgateSession:
         self._progress_total = len(self._items)
         for item in self._items:
             self.suites.setdefault(item.plan.suite.name, item.plan.suite)
+        if not self.config.option.collectonly:
+            self._record_shard()
         if self.resuming and not self.config.option.collectonly:
             self._announce_resume(item.plan for item in self._items)
         if not self.config.option.collectonly and self._items:
@@ -155,6 +160,30 @@ class EvalgateSession:
             for suite in self.suites.values():
                 models |= grader_models(suite)
             self._start_servers(_local_names(models))
+
+    def _record_shard(self) -> dict[str, Any]:
+        """Writes (again) this shard's ``shard.json``; {} when the run is not sharded.
+
+        Written when the suites are known, so a shard killed mid-run still says what it
+        was, and at the end (a shard that collected no item still records its empty part).
+        """
+        if self.shard is None:
+            return {}
+        from evalgate.shard import read_shard_record, shard_record, write_shard_record
+
+        record = shard_record(self.shard, self.suites.values(), self.config.rootpath)
+        stored = read_shard_record(self.paths.run_dir) if self.resuming else None
+        if stored is not None and stored.get("shard") != record["shard"]:
+            index, count = stored["shard"]
+            raise pytest.UsageError(
+                f"--evalgate-resume: run {self.paths.run_id} was shard {index}/{count}, "
+                f"not {self.shard}; resume it with --evalgate-shard {index}/{count}"
+            )
+        if stored is not None:
+            # A resumed shard keeps the suites it already recorded beside the current ones.
+            record["suites"] = {**stored.get("suites", {}), **record["suites"]}
+        write_shard_record(self.paths.run_dir, record)
+        return record
 
     def _announce_resume(self, plans: Iterable[ItemPlan]) -> None:
         """One line: what the resumed run reuses, regrades and calls again, and why."""
@@ -318,6 +347,10 @@ class EvalgateSession:
         self._stop_servers()
         if self.config.option.collectonly:
             return
+        if self.shard is not None and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+            # A shard may hold no case of a small suite: an empty part, not a failure.
+            self._record_shard()
+            session.exitstatus = pytest.ExitCode.OK
         self.report = self._write_report()
         if self.report is not None and self.config.getoption(options.EXPORT):
             self.export_lines = self._export(self.report)
@@ -325,73 +358,33 @@ class EvalgateSession:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _write_report(self) -> dict[str, Any] | None:
-        from evalgate.report.summary import build_report, write_json
-        from evalgate.results import ReadStats, latest_by_item, read_results
-        from evalgate.resume import current_results
+        from evalgate.report.write import write_run_report
 
-        stats = ReadStats()
-        current, ignored_note = current_results(
-            latest_by_item(read_results(self.paths.results, stats)), self.suites, stats
-        )
-        self.ignored_note = ignored_note
-        if not current:
-            return None
-        from evalgate.report.gate import RunGate, analyze_run
-        from evalgate.report.markdown import render_summary
-
-        baselines = {name: suite.baseline for name, suite in self.suites.items()}
-        orders = {name: [c.id for c in suite.configs] for name, suite in self.suites.items()}
-
-        # A bad stored baseline or a defect in the analysis must not lose the report: the
-        # results are already on disk; the reason becomes one blocking line.
+        baseline, baseline_error = None, None
         try:
-            gate = analyze_run(current, self.suites, self._gate_settings(), self._stored_baseline())
+            baseline = self._stored_baseline()
         except pytest.UsageError as exc:
-            gate = analyze_run(current, self.suites, self._gate_settings(), None)
-            gate.blocking.append(str(exc))
-        except Exception as exc:
-            gate = RunGate(blocking=[f"statistics failed ({type(exc).__name__}: {exc})"])
-        document = build_report(
-            current,
-            run_id=self.paths.run_id,
-            baselines=baselines,
-            config_orders=orders,
-            extra={name: {"stats": section} for name, section in gate.sections.items()},
+            baseline_error = str(exc)
+        shard_note = None
+        if self.shard is not None:
+            from evalgate.shard import shard_note as note_for
+
+            shard_note = note_for(self._record_shard())
+        written = write_run_report(
+            self.paths,
+            self.suites,
+            self._gate_settings(),
+            stored_baseline=baseline,
+            baseline_error=baseline_error,
+            shard_note=shard_note,
+            extra_document={"shard": {"index": self.shard.index, "count": self.shard.count}}
+            if self.shard is not None
+            else None,
         )
-        # The document holds what the rest needs; the results go before the HTML page is
-        # rendered, which is the last peak of a big run's memory.
-        del current
-        from evalgate.report.inputs import suite_inputs
-        from evalgate.report.settings import suite_settings
-
-        for name, section in document["suites"].items():
-            if name in self.suites:
-                section["settings"] = suite_settings(self.suites[name])
-                ran = {row["case_id"] for row in section.get("cases", ())}
-                section["inputs"] = suite_inputs(self.suites[name], ran)
-        document["gate"] = {
-            "blocked": bool(gate.blocking),
-            "reasons": gate.blocking,
-            "notes": gate.notes,
-        }
-        if ignored_note:
-            document.setdefault("notes", []).append(ignored_note)
-        self.blocked = bool(gate.blocking)
-        write_json(document, self.paths.report_json)
-        write_json(document, self.paths.run_dir / "evalgate.json")
-        summary = render_summary(document)
-        self.paths.summary_md.write_text(summary, encoding="utf-8")
-        self._write_html(document)
-        return document
-
-    def _write_html(self, document: dict[str, Any]) -> None:
-        """The HTML page beside evalgate.json; a failure to render it never loses the run."""
-        from evalgate.report.html import html_path_for, write_html
-
-        try:
-            write_html(document, html_path_for(self.paths.report_json))
-        except Exception as exc:  # the JSON is written; say why the page is missing
-            self.html_error = f"{type(exc).__name__}: {exc}"
+        self.ignored_note = written.ignored_note
+        self.blocked = written.blocked
+        self.html_error = written.html_error
+        return written.document
 
     def _export(self, document: dict[str, Any]) -> list[str]:
         """Writes the runtime policy; returns what to tell the user (one line each)."""
@@ -468,6 +461,12 @@ class EvalgateSession:
         terminalreporter.write_line(f"report: {self.paths.report_json}")
         for line in self.export_lines:
             terminalreporter.write_line(line)
+
+
+def shard_option(config: pytest.Config) -> Shard | None:
+    """The run's ``--evalgate-shard K/N`` (validated in ``pytest_configure``)."""
+    text = config.getoption(options.SHARD)
+    return parse_shard(text) if text else None
 
 
 def _local_names(models: Iterable[str]) -> set[str]:

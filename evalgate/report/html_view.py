@@ -235,6 +235,9 @@ def build_view(document: Mapping[str, Any]) -> View:
     blocked = gate.get("blocked") if isinstance(gate.get("blocked"), bool) else None
     reasons = [str(r) for r in _list(gate.get("reasons"))]
     notes = [str(n) for n in _list(gate.get("notes")) + _list(document.get("notes"))]
+    if gate.get("skipped"):  # one shard of a matrix: shown as not gated, with the reason
+        blocked = None
+        notes.insert(0, str(gate["skipped"]))
     suites = _mapping(document.get("suites"))
     view = View(
         run_id=str(document.get("run_id") or DASH),

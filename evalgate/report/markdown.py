@@ -56,6 +56,8 @@ def render_summary(document: Mapping[str, Any]) -> str:
     lines = ["# evalgate summary", ""]
     if "gate" not in document:  # rebuilt from a killed run's results.jsonl: never gated
         lines.append("**Gate: not run** (no statistics)")
+    elif gate.get("skipped"):  # one shard of a matrix: the merge gates
+        lines.append(f"**Gate: not applied** ({gate['skipped']})")
     elif gate.get("blocked"):
         lines.append("**Gate: BLOCKED**")
         lines += [f"- {reason}" for reason in gate.get("reasons", [])]

@@ -215,7 +215,9 @@ def format_tables(document: Mapping[str, Any]) -> list[str]:
     if gate:
         for note in gate.get("notes", []):
             lines.append(f"note: {note}")
-        if gate.get("blocked"):
+        if gate.get("skipped"):
+            lines.append(f"evalgate gate: not applied ({gate['skipped']})")
+        elif gate.get("blocked"):
             lines.append("evalgate gate: BLOCKED")
             lines.extend(f"  blocked: {reason}" for reason in gate.get("reasons", []))
         else:

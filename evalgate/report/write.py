@@ -1,0 +1,123 @@
+"""Write a run's reports from its stored results: evalgate.json, summary.md, the HTML page.
+
+One writer for the pytest session (at the end of a run) and for ``evalgate merge`` (from
+shards' results, with no pytest session): both give it the run's paths and suites and get
+the same files. The results are read from disk (``results.jsonl``), so what the report
+says is what was recorded, never an in-memory copy that could disagree with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evalgate.report.gate import GateSettings
+    from evalgate.runs import RunPaths
+    from evalgate.suite.model import Suite
+
+
+@dataclass(slots=True)
+class WrittenReport:
+    """What the writer produced and what to tell the user."""
+
+    document: dict[str, Any] | None = None
+    blocked: bool = False
+    ignored_note: str | None = None
+    html_error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def write_run_report(
+    paths: RunPaths,
+    suites: Mapping[str, Suite],
+    gate_settings: GateSettings,
+    *,
+    stored_baseline: dict[str, Any] | None = None,
+    baseline_error: str | None = None,
+    shard_note: str | None = None,
+    extra_document: Mapping[str, Any] | None = None,
+    gate_notes: Sequence[str] = (),
+) -> WrittenReport:
+    """Analyses the run's current results and writes its report files.
+
+    ``baseline_error`` (a stored baseline that could not be read) becomes a blocking
+    reason. ``shard_note`` marks a shard's partial run: its figures are written, its gate
+    is not applied (the merged shards are gated).
+    """
+    from evalgate.report.summary import build_report, write_json
+    from evalgate.results import ReadStats, latest_by_item, read_results
+    from evalgate.resume import current_results
+
+    written = WrittenReport()
+    stats = ReadStats()
+    current, written.ignored_note = current_results(
+        latest_by_item(read_results(paths.results, stats)), suites, stats
+    )
+    if not current:
+        return written
+    from evalgate.report.gate import RunGate, analyze_run
+    from evalgate.report.markdown import render_summary
+
+    baselines = {name: suite.baseline for name, suite in suites.items()}
+    orders = {name: [c.id for c in suite.configs] for name, suite in suites.items()}
+
+    # A defect in the analysis must not lose the report: the results are already on
+    # disk; the reason becomes one blocking line.
+    try:
+        gate = analyze_run(current, suites, gate_settings, stored_baseline)
+    except Exception as exc:
+        gate = RunGate(blocking=[f"statistics failed ({type(exc).__name__}: {exc})"])
+    if baseline_error:
+        gate.blocking.append(baseline_error)
+    document = build_report(
+        current,
+        run_id=paths.run_id,
+        baselines=baselines,
+        config_orders=orders,
+        extra={name: {"stats": section} for name, section in gate.sections.items()},
+    )
+    # The document holds what the rest needs; the results go before the HTML page is
+    # rendered, which is the last peak of a big run's memory.
+    del current
+    from evalgate.report.inputs import suite_inputs
+    from evalgate.report.settings import suite_settings
+
+    for name, section in document["suites"].items():
+        if name in suites:
+            section["settings"] = suite_settings(suites[name])
+            ran = {row["case_id"] for row in section.get("cases", ())}
+            section["inputs"] = suite_inputs(suites[name], ran)
+    if shard_note is not None:
+        # A shard's part is a fraction of the cases: its verdicts would be underpowered
+        # and, over N jobs, N chances to block by luck. The merge gates the whole.
+        document["gate"] = {"blocked": False, "skipped": shard_note, "reasons": [], "notes": []}
+    else:
+        document["gate"] = {
+            "blocked": bool(gate.blocking),
+            "reasons": gate.blocking,
+            "notes": [*gate_notes, *gate.notes],
+        }
+    if written.ignored_note:
+        document.setdefault("notes", []).append(written.ignored_note)
+    if extra_document:
+        document.update(extra_document)
+    written.blocked = bool(document["gate"]["blocked"])
+    write_json(document, paths.report_json)
+    write_json(document, paths.run_dir / "evalgate.json")
+    paths.summary_md.write_text(render_summary(document), encoding="utf-8")
+    written.html_error = _write_html(document, paths)
+    written.document = document
+    return written
+
+
+def _write_html(document: dict[str, Any], paths: RunPaths) -> str | None:
+    """The HTML page beside evalgate.json; a failure to render it never loses the run."""
+    from evalgate.report.html import html_path_for, write_html
+
+    try:
+        write_html(document, html_path_for(paths.report_json))
+    except Exception as exc:  # the JSON is written; say why the page is missing
+        return f"{type(exc).__name__}: {exc}"
+    return None

@@ -206,3 +206,16 @@ def test_the_workflow_example_runs_a_shard_matrix_and_gates_the_merge() -> None:
     assert gate["needs"] == "shard"
     merges = [s["run"] for s in gate["steps"] if "evalgate merge" in s.get("run", "")]
     assert merges and "-o reports" in merges[0]
+
+
+def test_empty_shards_pass_and_merge(tmp_path: Path, fake_server: Any) -> None:
+    """One case over four shards: three shards hold nothing, exit 0, and still merge."""
+    (tmp_path / "suites").mkdir()
+    text = suite_text(fake_server.base_url, uuid.uuid4().hex[:8], cases=1)
+    (tmp_path / "suites" / "s.yaml").write_text(text)
+    for k in (1, 2, 3, 4):
+        proc = run(tmp_path, f"s{k}", "suites/", "--evalgate-shard", f"{k}/4")
+        assert proc.returncode == 0, proc.stdout[-2000:]
+    merged = merge(tmp_path, "s1", "s2", "s3", "s4", "-o", "m", "--gate", "none")
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    assert len(deterministic(tmp_path / "m")) == 2

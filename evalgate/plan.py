@@ -125,6 +125,7 @@ def plan_items(suite: Suite) -> Iterator[ItemPlan]:
         (r, i + j, j, i)
         for i in range(len(suite.cases))
         for j, config in enumerate(suite.configs)
+        if config.derived is None  # routed and cascade configs make no calls of their own
         for r in range(config.repeats)
     )
     # Rendered once per (case, config), not per repeat; held only while planning.

@@ -128,6 +128,14 @@ def feature_entry(
                 f"suite {suite_name!r}: no config {cid!r}; configs: {', '.join(configs)}"
             )
     chosen = configs[config_id]
+    if isinstance(chosen.get("derived"), Mapping):
+        # Exporting a router as its large config would ship a policy that never routes.
+        kind = chosen["derived"].get("kind")
+        raise ExportError(
+            f"suite {suite_name!r}: config {config_id!r} is a {kind} config; the runtime "
+            "policy cannot carry routers or cascades yet: export one of its measured configs "
+            "with --config"
+        )
     baseline = section.get("baseline") or _get(section, "stats.baseline")
     if fallbacks is None:
         # Default fallback: the baseline, the config the chosen one was measured against,
@@ -218,6 +226,15 @@ def build_features(
         chosen = config or _get(section, "stats.recommendation.config_id")
         if not chosen:
             skipped.append(f"{name}: skipped: {_skip_reason(section)}")
+            continue
+        # Config ids may hold dots: no dotted lookup here.
+        derived = (_get(section, "settings.configs") or {}).get(chosen, {}).get("derived")
+        if config is None and isinstance(derived, Mapping):
+            skipped.append(
+                f"{name}: skipped: the recommended config {chosen!r} is a {derived.get('kind')} "
+                "config, which the runtime policy cannot carry yet; export a measured config "
+                "with --suite and --config"
+            )
             continue
         feature = str(section.get("feature") or name)
         if feature in features:

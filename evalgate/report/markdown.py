@@ -97,4 +97,8 @@ def render_summary(document: Mapping[str, Any]) -> str:
         lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         lines += [row for _, row in comparison_rows(stats)]
         lines.append("")
+        for record in (suite.get("derivations") or {}).values():
+            lines.append(f"- derived {record.get('line', '')}")
+        if suite.get("derivations"):
+            lines.append("")
     return "\n".join(lines) + "\n"

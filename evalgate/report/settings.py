@@ -60,6 +60,18 @@ def suite_settings(suite: Suite) -> dict[str, Any]:
             "repeats": config.repeats,
             "gate": config.gate,
         }
+        if config.derived is not None:
+            d = config.derived
+            configs[config.id]["derived"] = {
+                "kind": d.kind,
+                "small": d.small,
+                "large": d.large,
+                **(
+                    {"max_loss": d.max_loss, "alpha": d.alpha, "folds": d.folds}
+                    if d.kind == "router"
+                    else {"accept": [{"type": g.type, **g.params} for g in d.accept]}
+                ),
+            }
     return {
         "version": SETTINGS_VERSION,
         "path": suite.path,

@@ -210,6 +210,8 @@ def format_tables(document: Mapping[str, Any]) -> list[str]:
                 more = f" (+{len(c['misses']) - 5} more)" if len(c["misses"]) > 5 else ""
                 lines.append(f"{'':<4}misses: {shown}{more}")
         lines.extend(_stats_lines(suite.get("stats")))
+        for record in (suite.get("derivations") or {}).values():
+            lines.append(f"  derived {record.get('line', '')}")
         lines.append("")
     gate = document.get("gate")
     if gate:

@@ -57,6 +57,10 @@ def write_run_report(
     )
     if not current:
         return written
+    from evalgate.derived import derive_results
+
+    # Routed and cascade configs: composed from the measured results, then analysed alike.
+    current, derivations = derive_results(suites, current)
     from evalgate.report.gate import RunGate, analyze_run
     from evalgate.report.markdown import render_summary
 
@@ -89,6 +93,11 @@ def write_run_report(
             section["settings"] = suite_settings(suites[name])
             ran = {row["case_id"] for row in section.get("cases", ())}
             section["inputs"] = suite_inputs(suites[name], ran)
+        if derivations.get(name):
+            section["derivations"] = derivations[name]
+            document.setdefault("notes", []).extend(
+                f"{name}: {record['line']}" for record in derivations[name].values()
+            )
     if shard_note is not None:
         # A shard's part is a fraction of the cases: its verdicts would be underpowered
         # and, over N jobs, N chances to block by luck. The merge gates the whole.

@@ -24,6 +24,7 @@ from evalgate.suite.model import (
     TRANSPORTS,
     Case,
     Config,
+    Derivation,
     Gate,
     GraderSpec,
     Message,
@@ -77,6 +78,11 @@ CONFIG_KEYS = (
     "repeats",
     "gate",
 )
+DERIVED_KEYS = ("id", "router", "cascade", "gate")
+ROUTER_KEYS = ("small", "large", "max_loss", "alpha", "folds")
+CASCADE_KEYS = ("first", "then", "accept")
+# Graders that call a model: too dear to decide a cascade's escalation.
+MODEL_GRADERS = ("llm-judge",)
 CASE_KEYS = ("id", "vars", "assert", "must_pass", "group")
 DATASET_KEYS = ("path", "limit")
 GATE_KEYS = ("margin", "alpha", "slo", "force")
@@ -259,6 +265,12 @@ def load_suite(path: Path) -> Suite:
                 f"expected the id of a config ({', '.join(ids)}), found {baseline!r}"
                 + did_you_mean(baseline, ids),
             )
+    if next(c for c in configs if c.id == baseline).derived is not None:
+        raise check.fail(
+            ("baseline",) if "baseline" in top else ("configs", 0),
+            f"the baseline {baseline!r} is a routed or cascade config; the baseline must be "
+            "measured (name one with `baseline:`)",
+        )
 
     defaults = _variables(check, top.get("vars", {}), ("vars",))
     cases: list[Case] = []
@@ -499,9 +511,13 @@ def _configs(
     checked_defaults = {
         k: _CONFIG_FIELDS[k](check, v, ("defaults", k)) for k, v in defaults.items()
     }
-    configs = []
+    configs: list[Config] = []
+    deferred: list[tuple[int, Any]] = []  # derived configs name others: resolved after
     for index, entry in enumerate(check.sequence(top["configs"], ("configs",))):
         path: Path_ = ("configs", index)
+        if isinstance(entry, dict) and ("router" in entry or "cascade" in entry):
+            deferred.append((index, entry))
+            continue
         entry = check.mapping(entry, path, CONFIG_KEYS, required=("id",))
         values = dict(checked_defaults)
         for key, value in entry.items():
@@ -518,11 +534,20 @@ def _configs(
             )
         config_id = check.string(entry["id"], (*path, "id"), _ID, ID_RULE)
         configs.append(Config(id=config_id, **values))
+    if not configs:
+        raise check.fail(("configs",), "no measured config: routed and cascade configs need two")
+    measured = {c.id: c for c in configs}
+    positions = [i for i in range(len(configs) + len(deferred)) if i not in dict(deferred)]
+    for index, entry in deferred:
+        configs.append(_derived_config(check, entry, ("configs", index), measured))
+        positions.append(index)
     _check_unique(
         [c.id for c in configs],
-        [f"{check.pos.file}:{check.pos.line(('configs', i, 'id'))}" for i in range(len(configs))],
+        [f"{check.pos.file}:{check.pos.line(('configs', i, 'id'))}" for i in positions],
         "config id",
     )
+    # File order, derived configs where they were written.
+    configs = [c for _, c in sorted(zip(positions, configs, strict=True), key=lambda p: p[0])]
     ids = {c.id for c in configs}
     for index, config in enumerate(configs):
         # `a` with repeats names its items `case[a-r1]`...: a config `a-r1` would share them.
@@ -535,6 +560,68 @@ def _configs(
                 f"'case[{match['base']}-rN]'); rename it",
             )
     return tuple(configs)
+
+
+def _derived_config(
+    check: _Checker, entry: dict[str, Any], path: Path_, measured: Mapping[str, Config]
+) -> Config:
+    """A routed (``router:``) or cascade (``cascade:``) config, checked against the others."""
+    entry = check.mapping(entry, path, DERIVED_KEYS, required=("id",))
+    config_id = check.string(entry["id"], (*path, "id"), _ID, ID_RULE)
+    if "router" in entry and "cascade" in entry:
+        raise check.fail((*path, "cascade"), "a config is a `router:` or a `cascade:`, not both")
+
+    def base(key_path: Path_, value: Any) -> Config:
+        name = check.string(value, key_path)
+        if name not in measured:
+            raise check.fail(
+                key_path,
+                f"expected the id of a measured config ({', '.join(measured)}), found "
+                f"{name!r}" + did_you_mean(name, list(measured)),
+            )
+        return measured[name]
+
+    if "router" in entry:
+        here: Path_ = (*path, "router")
+        raw = check.mapping(entry["router"], here, ROUTER_KEYS, required=ROUTER_KEYS[:4])
+        small = base((*here, "small"), raw["small"])
+        large = base((*here, "large"), raw["large"])
+        derivation = Derivation(
+            "router",
+            small.id,
+            large.id,
+            max_loss=check.number(
+                raw["max_loss"], (*here, "max_loss"), low=0, high=0.5, low_open=True
+            ),
+            alpha=check.number(raw["alpha"], (*here, "alpha"), low=0, high=0.5, low_open=True),
+            folds=check.integer(raw.get("folds", 5), (*here, "folds"), low=2),
+        )
+    else:
+        here = (*path, "cascade")
+        raw = check.mapping(entry["cascade"], here, CASCADE_KEYS, required=CASCADE_KEYS)
+        small = base((*here, "first"), raw["first"])
+        large = base((*here, "then"), raw["then"])
+        accept = _graders(check, raw["accept"], (*here, "accept"))
+        if not accept:
+            raise check.fail((*here, "accept"), "expected at least one check of the first answer")
+        for index, spec in enumerate(accept):
+            if spec.type.removeprefix("not-") in MODEL_GRADERS:
+                raise check.fail(
+                    (*here, "accept", index, "type"),
+                    f"{spec.type!r} calls a model; a cascade's checks must be cheap (json-valid, "
+                    "json-schema, regex, contains, a length bound, python)",
+                )
+        derivation = Derivation("cascade", small.id, large.id, accept=accept)
+    if small.id == large.id:
+        raise check.fail(here, f"the two configs must differ, both are {small.id!r}")
+    if small.repeats != large.repeats:
+        raise check.fail(
+            here,
+            f"{small.id!r} has {small.repeats} repeat(s) and {large.id!r} {large.repeats}: "
+            "a derived config pairs them case by case and repeat by repeat",
+        )
+    gate = check.boolean(entry.get("gate", False), (*path, "gate"))
+    return replace(large, id=config_id, gate=gate, derived=derivation)
 
 
 def _check_unique(ids: list[str], sources: list[str], what: str) -> None:

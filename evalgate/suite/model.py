@@ -97,6 +97,28 @@ class Case:
 
 
 @dataclass(frozen=True, slots=True)
+class Derivation:
+    """How a derived config composes its answers from two measured configs' (no calls).
+
+    Attributes:
+        kind: "router" (a learned router with a certified bound) or "cascade".
+        small, large: the configs it chooses between (a cascade's ``first`` and ``then``).
+        max_loss, alpha: the router's bound on expected quality loss against always-large,
+            held with probability >= 1 - alpha.
+        folds: cross-fitting folds (every case is routed by a model that never saw it).
+        accept: a cascade's checks on the first answer; one failing escalates.
+    """
+
+    kind: str
+    small: str
+    large: str
+    max_loss: float = 0.0
+    alpha: float = 0.0
+    folds: int = 5
+    accept: tuple[GraderSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A candidate configuration (defaults already merged in).
 
@@ -110,6 +132,9 @@ class Config:
         stream: stream the response (needed to measure time to first token).
         repeats: independent calls per case.
         gate: whether the PR gate checks this config.
+        derived: set for a routed or cascade config, whose results are composed from two
+            measured configs after the run (it has no items and makes no calls); its
+            other fields are the large config's.
     """
 
     id: str
@@ -121,6 +146,7 @@ class Config:
     stream: bool = True
     repeats: int = 1
     gate: bool = False
+    derived: Derivation | None = None
 
 
 @dataclass(frozen=True, slots=True)

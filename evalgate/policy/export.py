@@ -128,14 +128,10 @@ def feature_entry(
                 f"suite {suite_name!r}: no config {cid!r}; configs: {', '.join(configs)}"
             )
     chosen = configs[config_id]
-    if isinstance(chosen.get("derived"), Mapping):
-        # Exporting a router as its large config would ship a policy that never routes.
-        kind = chosen["derived"].get("kind")
-        raise ExportError(
-            f"suite {suite_name!r}: config {config_id!r} is a {kind} config; the runtime "
-            "policy cannot carry routers or cascades yet: export one of its measured configs "
-            "with --config"
-        )
+    derived = chosen.get("derived")
+    router = None
+    if isinstance(derived, Mapping):
+        router = _router_section(section, suite_name, config_id, derived, configs, tiers)
     baseline = section.get("baseline") or _get(section, "stats.baseline")
     if fallbacks is None:
         # Default fallback: the baseline, the config the chosen one was measured against,
@@ -183,7 +179,49 @@ def feature_entry(
             "expected": _expected(section, config_id),
         },
     }
+    if router is not None:
+        entry["router"] = router
     return entry
+
+
+# What a route cannot carry: a routed config's two configs must agree on these.
+_SHARED_SETTINGS = ("context_trim", "max_tokens", "temperature", "stream")
+
+
+def _router_section(
+    section: Mapping[str, Any],
+    suite_name: str,
+    config_id: str,
+    derived: Mapping[str, Any],
+    configs: Mapping[str, Any],
+    tiers: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The policy's ``router`` entry for a routed config (refusing what it cannot carry)."""
+    where = f"suite {suite_name!r}: config {config_id!r}"
+    if derived.get("kind") != "router":
+        raise ExportError(
+            f"{where} is a {derived.get('kind')} config; the runtime policy cannot carry "
+            "cascades yet: export one of its measured configs with --config"
+        )
+    small, large = configs.get(derived.get("small")), configs.get(derived.get("large"))
+    if not isinstance(small, Mapping) or not isinstance(large, Mapping):
+        raise ExportError(f"{where}: the report lacks the settings of its small or large config")
+    differ = [k for k in _SHARED_SETTINGS if small.get(k) != large.get(k)]
+    if differ:
+        raise ExportError(
+            f"{where}: its small and large configs differ in {', '.join(differ)}, which a "
+            "policy applies to the whole feature; route between configs that differ in tier only"
+        )
+    record = (section.get("derivations") or {}).get(config_id)
+    model = record.get("router") if isinstance(record, Mapping) else None
+    if not isinstance(model, Mapping):
+        raise ExportError(f"{where}: the report holds no fitted router (derivations.{config_id})")
+    return {
+        "kind": "learned",
+        "small": _route(small, tiers),
+        "large": _route(large, tiers),
+        "model": dict(model),
+    }
 
 
 def _skip_reason(section: Mapping[str, Any]) -> str:
@@ -229,11 +267,11 @@ def build_features(
             continue
         # Config ids may hold dots: no dotted lookup here.
         derived = (_get(section, "settings.configs") or {}).get(chosen, {}).get("derived")
-        if config is None and isinstance(derived, Mapping):
+        if config is None and isinstance(derived, Mapping) and derived.get("kind") != "router":
             skipped.append(
-                f"{name}: skipped: the recommended config {chosen!r} is a {derived.get('kind')} "
-                "config, which the runtime policy cannot carry yet; export a measured config "
-                "with --suite and --config"
+                f"{name}: skipped: the recommended config {chosen!r} is a cascade, which the "
+                "runtime policy cannot carry yet; export a measured config with --suite and "
+                "--config"
             )
             continue
         feature = str(section.get("feature") or name)

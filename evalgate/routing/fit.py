@@ -180,7 +180,15 @@ def fit_router(
         if threshold is not None
         else 0.0,
     }
-    return RouterModel(recipe, tuple(mean), tuple(scale), tuple(weights), bias, threshold, evidence)
+    return RouterModel(
+        recipe,
+        tuple(float(v) for v in mean),
+        tuple(float(v) for v in scale),
+        tuple(float(v) for v in weights),
+        float(bias),
+        threshold,
+        evidence,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,11 +68,12 @@ class RouterModel:
         return {
             "version": MODEL_VERSION,
             "recipe": self.recipe.to_dict(),
-            "mean": list(self.mean),
-            "scale": list(self.scale),
-            "weights": list(self.weights),
-            "bias": self.bias,
-            "threshold": self.threshold,
+            # Plain floats: the dict is written into a policy module as literal data.
+            "mean": [float(v) for v in self.mean],
+            "scale": [float(v) for v in self.scale],
+            "weights": [float(v) for v in self.weights],
+            "bias": float(self.bias),
+            "threshold": None if self.threshold is None else float(self.threshold),
             "evidence": dict(self.evidence),
         }
 

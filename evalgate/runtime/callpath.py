@@ -66,6 +66,8 @@ class PreparedCall:
     routes: tuple[Route, ...] = ()
     trimmed_tokens: tuple[int, int] | None = None
     cache_request: CacheRequest | None = None
+    route: str | None = None  # a learned router's decision: "small" or "large"
+    route_score: float | None = None  # its score (P(the small answer is as good))
     ts: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
 
@@ -81,6 +83,29 @@ class StaticRouter:
 
     def routes(self, call: PreparedCall) -> tuple[Route, ...]:
         return call.feature.routes
+
+
+class FeatureRouter(StaticRouter):
+    """The policy's default: a feature's learned router where it has one, else static.
+
+    A learned router scores the prepared (trimmed) messages as the evaluation scored the
+    cases, sends the request to the small route when the score reaches the certified
+    threshold, else to the large one; the other route is the fallback on an error or a
+    timeout. The decision and score are recorded in the ledger. The MiniLM encoder loads
+    on the first routed request (once per process) and is shared by every thread.
+    """
+
+    def routes(self, call: PreparedCall) -> tuple[Route, ...]:
+        routing = call.feature.router
+        if routing is None:
+            return call.feature.routes
+        from evalgate.routing.features import feature_matrix, request_text
+
+        model = routing.model
+        score = float(model.score(feature_matrix([request_text(call.messages)], model.recipe))[0])
+        small = model.threshold is not None and score >= model.threshold
+        call.route, call.route_score = ("small" if small else "large"), score
+        return (routing.small, routing.large) if small else (routing.large, routing.small)
 
 
 class Admission(Protocol):
@@ -186,7 +211,7 @@ class Policy:
         self.ledger = Ledger(backend, write_behind=True, failures=self.failures)
         self._exact = ExactCache(backend, writer=self.ledger.submit, failures=self.failures)
         self.api_bases = dict(api_bases or {})
-        self.router: Router = router or StaticRouter()
+        self.router: Router = router or FeatureRouter()
         self.guards = list(guards)
         self.limiter = limit_guard(document.limits, backend, limits)
         if self.limiter is not None:
@@ -368,6 +393,8 @@ class Policy:
             stream=call.stream,
             trimmed_tokens=call.trimmed_tokens,
             policy_hash=call.feature.evidence.get("suite_hash"),
+            route=call.route,
+            route_score=call.route_score,
             **fields,
         )
 

@@ -41,6 +41,7 @@ class UsageRecord:
         error: None, or the error's type and message (one line).
         trimmed_tokens: (before, after) token counts of a trimmed context, else None.
         policy_hash: suite hash of the feature's evidence (ties a record to its policy).
+        route, route_score: a learned router's decision ("small"/"large") and its score.
     """
 
     ts: float
@@ -61,6 +62,8 @@ class UsageRecord:
     error: str | None = None
     trimmed_tokens: tuple[int, int] | None = None
     policy_hash: str | None = None
+    route: str | None = None
+    route_score: float | None = None
 
     def to_bytes(self) -> bytes:
         data = asdict(self)

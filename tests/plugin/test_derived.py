@@ -179,12 +179,14 @@ def test_a_router_that_cannot_be_certified_routes_everything_large(tmp_path, fak
             "configs[4].tier",
         ),
         (
-            "{id: r2, router: {small: small, large: large, max_loss: 0.1, alpha: 0.1}, cascade: {}}",
+            "{id: r2, router: {small: small, large: large, max_loss: 0.1, alpha: 0.1}, "
+            "cascade: {}}",
             "not both",
         ),
         ("{id: r2, cascade: {first: small, then: large, accept: []}}", "at least one check"),
         (
-            "{id: r2, cascade: {first: small, then: large, accept: [{type: llm-judge, rubric: x}]}}",
+            "{id: r2, cascade: {first: small, then: large, "
+            "accept: [{type: llm-judge, rubric: x}]}}",
             "calls a model",
         ),
         (
@@ -210,3 +212,43 @@ def test_the_baseline_must_be_measured(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(text)
     with pytest.raises(SuiteError, match="must be measured"):
         load_suite(tmp_path / "s.yaml")
+
+
+def test_export_carries_a_routed_config_into_the_policy(tmp_path: Path, fake_server: Any) -> None:
+    import subprocess
+    import sys
+
+    key = uuid.uuid4().hex[:8]
+    text = suite_text(fake_server.base_url, key, cases=120)
+    cheap = "openai/" + make_model(key=f"cheap{key}")
+    # A second tier; the routed configs differ in tier only, as a policy can carry.
+    text = text.replace(
+        "prompt:\n",
+        f'  c: {{model: "{cheap}", api_base: "{fake_server.base_url}", '
+        "price: {input_per_mtok: 0.1, output_per_mtok: 2}}\nprompt:\n",
+    ).replace("{id: small, tier: t, max_tokens: 3}", "{id: small, tier: c, max_tokens: 50}")
+    (tmp_path / "s.yaml").write_text(text)
+    proc = run_evalgate(tmp_path, "--evalgate-gate", "none")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+    def export(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "evalgate.cli", "export", "reports/evalgate.json", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    done = export("-o", "policy.py", "--config", "routed")
+    assert done.returncode == 0, done.stdout + done.stderr
+    from evalgate.runtime import Policy
+
+    with Policy.load(tmp_path / "policy.py", backend=f"sqlite:///{tmp_path / 'rt.sqlite3'}") as p:
+        routing = p.feature("routed").router
+        assert routing is not None
+        assert routing.small.model == cheap and routing.large.model.endswith(key)
+        # Both tiers answer every case right: the certified router sends all to the cheap one.
+        assert routing.model.threshold is not None
+    refused = export("-o", "policy2.py", "--config", "cascade")
+    assert refused.returncode == 2 and "cannot carry cascades" in refused.stderr

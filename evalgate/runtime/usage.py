@@ -65,7 +65,22 @@ def _expected(policy_features: Mapping[str, Any], name: str) -> dict[str, Any]:
         "latency_p95_ms": expected.get("latency_p95_ms"),
         "ttft_p95_ms": expected.get("ttft_p95_ms"),
         "suite_hash": evidence.get("suite_hash"),
+        "small_share": _evaluated_share(feature),
     }
+
+
+def _small_share(rows: list[UsageRecord]) -> float | None:
+    routed = [r.route for r in rows if r.route is not None]
+    return sum(r == "small" for r in routed) / len(routed) if routed else None
+
+
+def _evaluated_share(feature: Any) -> float | None:
+    """The share the router sent small on its calibration cases (the evals' figure)."""
+    router = getattr(feature, "router", None)
+    if router is None:
+        return None
+    share = router.model.evidence.get("calibration_small_share")
+    return float(share) if isinstance(share, int | float) else None
 
 
 def summarise(
@@ -108,6 +123,8 @@ def summarise(
             "cache_hit_rate": sum(r.cached for r in ok) / len(ok) if ok else None,
             "fallbacks": sum(1 for r in ok if r.fallback > 0),
             "top_users": [{"user": u, "cost_usd": c} for u, c in top],
+            # A learned router's live share to the small route (None: nothing routed).
+            "small_share": _small_share(rows),
         }
         expected = _expected(policy_features or {}, name)
         drift: list[str] = []
@@ -151,6 +168,11 @@ def format_table(summary: Mapping[str, Mapping[str, Any]], window: str) -> str:
         if f["top_users"]:
             users = ", ".join(f"{u['user'] or '-'} ${u['cost_usd']:.4g}" for u in f["top_users"])
             lines.append(f"    top users by cost: {users}")
+        if f["small_share"] is not None or exp.get("small_share") is not None:
+            lines.append(
+                f"    router: {_fmt(f['small_share'], '.0%')} of calls to the small route "
+                f"(evals: {_fmt(exp.get('small_share'), '.0%')})"
+            )
         for flag in f["drift"]:
             lines.append(f"    DRIFT: {flag}")
     return "\n".join(lines) + "\n"

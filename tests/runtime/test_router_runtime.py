@@ -156,3 +156,29 @@ def test_hostile_router_sections_are_one_line_policy_errors(
         Policy.load(path, backend=backend)
     message = str(caught.value)
     assert f"features.qa.{key}" in message and "\n" not in message
+
+
+def test_usage_shows_the_live_small_share_beside_the_evaluated_one(
+    tmp_path, backend, fake_server, router
+) -> None:
+    from evalgate.runtime.usage import format_table, summarise
+
+    key = uuid.uuid4().hex[:8]
+    small, large = make_model(key=f"s{key}"), make_model(key=f"l{key}")
+    policy = load(
+        tmp_path,
+        backend,
+        {"qa": routed_feature(router.to_dict(), small, large, fake_server.base_url)},
+    )
+    with policy:
+        for i in range(3):
+            policy.completion(feature="qa", messages=messages(easy(i)))
+        policy.completion(feature="qa", messages=messages(hard(5)))
+        policy.ledger.flush()
+        summary = summarise(policy.ledger.read(), policy.features)
+    assert summary["qa"]["small_share"] == 0.75
+    evaluated = router.evidence["calibration_small_share"]
+    assert summary["qa"]["expected"]["small_share"] == evaluated
+    assert f"router: 75% of calls to the small route (evals: {evaluated:.0%})" in format_table(
+        summary, "all"
+    )

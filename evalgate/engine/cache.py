@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from evalgate.results import CallResult
+from evalgate.sqlite_setup import run_setup
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -48,9 +49,8 @@ class ResponseCache:
         self._db = sqlite3.connect(
             path, check_same_thread=False, timeout=30.0, isolation_level=None
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(SCHEMA)
+        # xdist workers open one cache file together: see evalgate.sqlite_setup.
+        run_setup(self._db, ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", SCHEMA))
 
     def get(self, key: str) -> CacheEntry | None:
         with self._lock:

@@ -15,6 +15,7 @@ from pathlib import Path
 from evalgate.runtime.backends.base import Backend
 from evalgate.runtime.backends.sqlite_connections import ThreadConnections
 from evalgate.runtime.errors import PolicyError
+from evalgate.sqlite_setup import run_setup
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL)",
@@ -125,8 +126,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
     )
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
-    for statement in SCHEMA:
-        db.execute(statement)
+    # Several processes may open one new file at once: see evalgate.sqlite_setup.
+    # WAL + NORMAL: durable across app crashes.
+    run_setup(db, ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", *SCHEMA))
     return db

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from evalgate.runtime.backends.sqlite_connections import ThreadConnections
 from evalgate.runtime.limits import Need, Refusal
+from evalgate.sqlite_setup import run_setup
 
 SCHEMA = (
     # Settled usage per counter (scope|subject|metric|window); dropped after `expires`.
@@ -114,8 +115,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
     )
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    for statement in SCHEMA:
-        db.execute(statement)
+    # Several processes may open one new file at once: see evalgate.sqlite_setup.
+    run_setup(db, ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", *SCHEMA))
     return db

@@ -33,6 +33,21 @@ def _interval(values: np.ndarray, seed: int = SEED) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def _auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Probability a case where small suffices scores above one where it does not."""
+    pos, neg = scores[positive], scores[~positive]
+    if not len(pos) or not len(neg):
+        return None
+    order = np.concatenate([pos, neg]).argsort().argsort().astype(float) + 1  # ranks
+    # Average ranks over ties (Mann-Whitney U).
+    values = np.concatenate([pos, neg])
+    for v in np.unique(values):
+        tie = values == v
+        order[tie] = order[tie].mean()
+    u = order[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u / (len(pos) * len(neg)))
+
+
 def _total(results: list[CaseResult], field: str) -> float | None:
     values = [getattr(r.call, field) for r in results]
     return None if any(v is None for v in values) else float(sum(values))
@@ -117,6 +132,8 @@ def derive(
             },
             "realised_loss": {"estimate": float(realised.mean()), "low": low, "high": high},
             "random_router_loss": share * float(losses.mean()),
+            "beats_random": bool(realised.mean() < share * float(losses.mean())),
+            "auc": _auc(crossed.scores, losses <= 0.0),
             "always_small_loss": float(losses.mean()),
             "cost_saved_pct": None
             if not cost_large or cost_routed is None
@@ -149,6 +166,14 @@ def describe(config_id: str, record: Mapping[str, Any]) -> str:
             f"; realised loss {loss['estimate']:.3f} [{loss['low']:.3f}, {loss['high']:.3f}] vs "
             f"{record['random_router_loss']:.3f} for a random router at the same share"
         )
+        if not record.get("beats_random", True) and cross.get("small_share"):
+            auc = record.get("auc")
+            shown = "-" if auc is None else f"{auc:.2f}"
+            line += (
+                f"; it does NOT beat a random router at this share (cross-fitted AUC {shown}: "
+                "the request's features barely predict where the small config suffices on "
+                "these cases)"
+            )
     if record.get("note"):
         line += f"; {record['note']}"
     return line

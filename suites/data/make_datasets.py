@@ -347,7 +347,55 @@ def quick_answers() -> list[dict]:
     return _stratified(rows + _fact_rows() + _arithmetic_rows(), QUICK_ANSWERS_CASES)
 
 
-def _stratified(rows: list[dict], k: int) -> list[dict]:
+ROUTING_DEMO_CASES = 220  # about 3.5 min of local model time for its two measured configs
+
+
+def routing_demo() -> list[dict]:
+    """A stratified sample of the whole pool (every capital, element, book, fact and sum):
+    questions whose difficulty for the small tier ranges from easy (capitals, science
+    facts) to beyond it (two- and three-digit arithmetic), for routing-demo.yaml's router."""
+    rows: list[dict] = []
+    for country, city in CAPITALS:
+        rows.append(
+            {
+                "id": f"geo-capital-{slug(country.removeprefix('the '))}",
+                "category": "geography",
+                "question": f"What is the capital of {country}?",
+                "answer": city,
+                "assert": CONTAINS,
+            }
+        )
+    rest = [r for r in quick_answers_pool() if r["category"] != "geography"]
+    return _stratified(rows + rest, ROUTING_DEMO_CASES, seed=220)
+
+
+def quick_answers_pool() -> list[dict]:
+    """The elements, books, facts and arithmetic rows (quick-answers adds a capitals sample)."""
+    rows: list[dict] = []
+    for symbol, name in ELEMENTS:
+        rows.append(
+            {
+                "id": f"chem-symbol-{symbol.lower()}",
+                "category": "chemistry",
+                "question": f"Which chemical element has the symbol {symbol}?",
+                "answer": name,
+                "assert": CONTAINS,
+            }
+        )
+    for title, author in BOOKS:
+        rows.append(
+            {
+                "id": f"lit-author-{slug(title)}",
+                "category": "literature",
+                "question": f"Who wrote {title}?",
+                "answer": author,
+                "assert": CONTAINS,
+            }
+        )
+    return rows + _fact_rows() + _arithmetic_rows()
+
+
+def _stratified(rows: list[dict], k: int, seed: int = 104) -> list[dict]:
     """``k`` rows, each category keeping its share (largest remainders), in the original order."""
     by_category: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
@@ -358,7 +406,7 @@ def _stratified(rows: list[dict], k: int) -> list[dict]:
         : k - sum(counts.values())
     ]:
         counts[c] += 1
-    rng = random.Random(104)
+    rng = random.Random(seed)
     keep = {i for c, ix in by_category.items() for i in rng.sample(ix, counts[c])}
     return [row for i, row in enumerate(rows) if i in keep]
 
@@ -630,3 +678,4 @@ def write(name: str, rows: list[dict]) -> None:
 if __name__ == "__main__":
     write("quick-answers.jsonl", quick_answers())
     write("context-qa.jsonl", context_qa())
+    write("routing-demo.jsonl", routing_demo())

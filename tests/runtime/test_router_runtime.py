@@ -182,3 +182,19 @@ def test_usage_shows_the_live_small_share_beside_the_evaluated_one(
     assert f"router: 75% of calls to the small route (evals: {evaluated:.0%})" in format_table(
         summary, "all"
     )
+
+
+def test_an_uncertified_router_exports_with_a_comment_saying_it_never_routes_small(
+    tmp_path, backend, fake_server, router
+) -> None:
+    uncertified = {**router.to_dict(), "threshold": None}
+    text = render_policy(
+        {"version": 1, "features": {"qa": routed_feature(uncertified, "a", "b", "http://x")}}
+    )
+    before, _, after = text.partition("'threshold': None,")
+    comment = " ".join(before.splitlines()[-4:])
+    assert after and "# this router sends every request to the large route" in comment
+    path = tmp_path / "policy.py"
+    path.write_text(text)
+    with Policy.load(path, backend=backend) as policy:
+        assert policy.feature("qa").router.model.threshold is None

@@ -96,7 +96,8 @@ class FeatureRecipe:
         if not isinstance(data, Mapping):
             raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
         version = data.get("version")
-        if version != RECIPE_VERSION:
+        # type(): True == 1 in Python, and a JSON ``true`` is no version number.
+        if type(version) is not int or version != RECIPE_VERSION:
             raise ValueError(
                 f"{where}.version: {version!r} is not a recipe version this evalgate reads "
                 f"({RECIPE_VERSION})"

@@ -141,6 +141,29 @@ def calibrate(
     return (float(thresholds[chosen]) if chosen is not None else None), result
 
 
+def _checked_inputs(
+    x: Any, q_small: Any, q_large: Any, recipe: FeatureRecipe, max_loss: float, alpha: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features and qualities as arrays, or a one-line ValueError naming what is wrong."""
+    x = np.asarray(x, dtype=np.float64)
+    small = np.asarray(q_small, dtype=np.float64)
+    large = np.asarray(q_large, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != recipe.width:
+        raise ValueError(f"features: expected (n, {recipe.width}) for the recipe, got {x.shape}")
+    if small.shape != (len(x),) or large.shape != (len(x),):
+        raise ValueError(
+            f"qualities: expected {len(x)} per config, got {small.shape} and {large.shape}"
+        )
+    for name, values in (("features", x), ("q_small", small), ("q_large", large)):
+        if not np.isfinite(values).all():
+            raise ValueError(f"{name}: every value must be finite")
+    if not (0.0 < max_loss < 1.0 and math.isfinite(max_loss)):
+        raise ValueError(f"max_loss: {max_loss!r} is not in (0, 1)")
+    if not (0.0 < alpha < 1.0 and math.isfinite(alpha)):
+        raise ValueError(f"alpha: {alpha!r} is not in (0, 1)")
+    return x, small, large
+
+
 def fit_router(
     x: Any,
     q_small: Any,
@@ -152,8 +175,14 @@ def fit_router(
     seed: int = 0,
     fit_share: float = 0.5,
 ) -> RouterModel:
-    """Fit on one part of the cases, certify the threshold on the other (disjoint)."""
-    x = np.asarray(x, dtype=np.float64)
+    """Fit on one part of the cases, certify the threshold on the other (disjoint).
+
+    The split is a seeded permutation drawn before any outcome is looked at, so which
+    cases calibrate does not depend on the labels.
+    """
+    x, q_small, q_large = _checked_inputs(x, q_small, q_large, recipe, max_loss, alpha)
+    if not 0.0 < fit_share < 1.0:
+        raise ValueError(f"fit_share: {fit_share!r} is not in (0, 1)")
     losses = small_loss(q_small, q_large)
     labels = (losses <= 0.0).astype(np.float64)  # the small answer is as good
     n = len(losses)
@@ -222,14 +251,14 @@ def cross_fit(
     seed: int = 0,
 ) -> CrossFit:
     """k-fold cross-fitting of :func:`fit_router` (see the module docstring)."""
-    x = np.asarray(x, dtype=np.float64)
+    x, q_small, q_large = _checked_inputs(x, q_small, q_large, recipe, max_loss, alpha)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"k: {k!r} folds; cross-fitting needs at least 2")
     n = len(x)
     route = np.zeros(n, dtype=bool)
     scores = np.zeros(n)
     fold = np.random.default_rng(seed).permutation(n) % k if n else np.zeros(0, dtype=int)
     thresholds: list[float | None] = []
-    q_small = np.asarray(q_small, dtype=np.float64)
-    q_large = np.asarray(q_large, dtype=np.float64)
     for f in range(k):
         held, train = fold == f, fold != f
         if not held.any() or train.sum() < 2:

@@ -16,10 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evalgate.routing.features import FeatureRecipe
+from evalgate.routing.features import EXTRA_FEATURES, FeatureRecipe
 from evalgate.routing.fit import cross_fit, fit_router
 
-SIM_RECIPE = FeatureRecipe(embedding_model="simulation", embedding=False, extra=())
+
+def synthetic_recipe(dim: int) -> FeatureRecipe:
+    """A recipe of width ``dim`` for synthetic features (the names only fix the width)."""
+    if not 1 <= dim <= len(EXTRA_FEATURES):
+        raise ValueError(f"dim: {dim} synthetic features; 1 to {len(EXTRA_FEATURES)} supported")
+    return FeatureRecipe("simulation", embedding=False, extra=tuple(EXTRA_FEATURES)[:dim])
+
+
+SIM_RECIPE = synthetic_recipe(4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +57,7 @@ def simulate(
     coef: tuple[float, float, float] = (1.5, 2.5, 1.0),
     fresh: int = 20000,
 ) -> RouterSimulation:
+    recipe = synthetic_recipe(dim)
     rng = np.random.default_rng(seed)
     xf = rng.standard_normal((fresh, dim))
     pf = _truth(xf, *coef)
@@ -62,16 +71,14 @@ def simulate(
         q_small = (rng.random(n) < _truth(x, *coef)).astype(float)
         q_large = np.ones(n)
         model = fit_router(
-            x, q_small, q_large, max_loss=max_loss, alpha=alpha, recipe=SIM_RECIPE, seed=t
+            x, q_small, q_large, max_loss=max_loss, alpha=alpha, recipe=recipe, seed=t
         )
         routed = model.route_small(xf)
         true_loss = float(np.mean((1.0 - pf) * routed))
         violations += true_loss > max_loss
         none += model.threshold is None
         shares.append(float(routed.mean()))
-        cf = cross_fit(
-            x, q_small, q_large, max_loss=max_loss, alpha=alpha, recipe=SIM_RECIPE, seed=t
-        )
+        cf = cross_fit(x, q_small, q_large, max_loss=max_loss, alpha=alpha, recipe=recipe, seed=t)
         losses = 1.0 - q_small
         cf_losses.append(float(np.mean(losses * cf.route_small)))
         random_losses.append(cf.small_share * float(np.mean(losses)))

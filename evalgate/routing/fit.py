@@ -2,19 +2,30 @@
 
 The guarantee (Learn-then-Test; Angelopoulos et al. 2021) and what keeps it true:
 
+* **I.i.d. cases.** The eval cases, and the requests the router later sees, are
+  independent draws from one distribution. Nothing here can check that; a suite that is
+  not representative of the traffic certifies a bound for the suite, not the traffic
+  (the runtime's live small-route share, beside the evaluated one, is the warning sign).
 * **Loss.** Routing case i to the small config instead of the large one loses
   ``clip(q_large_i - q_small_i, 0, 1)`` of quality (scores in [0, 1]); the routed config's
-  expected loss against always-large at threshold t is E[loss * 1{score >= t}].
-* **Disjoint fit and calibration.** :func:`fit_router` fits the score model on one part of
-  the cases and tests thresholds on the other, so the calibration losses are independent
-  of the model given the fit part. Thresholds are tested from the strictest (highest
-  score) down by fixed-sequence testing, so every certified threshold holds at once: with
+  expected loss against always-large at threshold t is R(t) = E[loss * 1{score >= t}].
+* **Disjoint fit and calibration.** :func:`fit_router` splits the cases by a seeded
+  permutation drawn before any outcome is read, fits the score model (and chooses its
+  penalty) on one part only and tests thresholds on the other, so the calibration losses
+  are i.i.d. given the model. Thresholds are tested from the strictest (highest score)
+  down by fixed-sequence testing, so every certified threshold holds at once: with
   probability >= 1 - alpha over the calibration draw, the exported threshold's expected
-  loss on cases like these (i.i.d. from the same distribution) is at most ``max_loss``.
+  loss is at most ``max_loss``.
+* **Candidates from the calibration scores.** R(t) and its empirical estimate both grow
+  as t falls, and the p-values grow with the empirical risk, so certifying any t whose
+  true risk exceeds the bound implies rejecting a fixed such t (the highest one) too:
+  using the calibration scores themselves as the grid keeps the guarantee (checked by
+  :mod:`evalgate.routing.simulate`).
 * **Honest evaluation.** :func:`cross_fit` runs that whole fit-then-calibrate pipeline k
   times, each on k-1 folds, and decides each held-out fold's cases with it: every case's
   routing decision, and so the routed config's reported quality, cost and latency, comes
-  from a pipeline that never saw the case.
+  from a pipeline that never saw the case. The exported model is a separate
+  :func:`fit_router` on all cases; its guarantee is its own calibration's.
 * With too few cases nothing can be certified (zero losses on n calibration cases certify
   ``max_loss`` only when (1 - max_loss)^n <= alpha): the router then sends everything to
   the large config, which is the honest outcome, and says so.

@@ -5,6 +5,11 @@ large one's; a request goes to the small config when its score reaches ``thresho
 The threshold is the one Learn-then-Test certified on calibration cases the model was not
 fit on (:mod:`evalgate.routing.fit`); ``None`` means nothing could be certified, and the
 router then sends everything to the large config. Numpy only: applications import this.
+
+The threshold's guarantee (expected loss against always-large at most ``max_loss`` with
+probability >= 1 - alpha, recorded in ``evidence``) holds for requests distributed like
+the calibration cases, scored with the same features: hence the recipe, with the
+embedding model's identity, travels with the weights.
 """
 
 from __future__ import annotations

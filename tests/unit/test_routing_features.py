@@ -80,3 +80,8 @@ def test_recipe_round_trips_and_refuses_unknown_versions() -> None:
             FeatureRecipe.from_dict({**recipe.to_dict(), "version": version})
     with pytest.raises(ValueError, match=r"^recipe\.extra: unknown feature\(s\) nope$"):
         FeatureRecipe.from_dict({**recipe.to_dict(), "extra": ["nope"]})
+
+
+def test_a_single_string_is_refused_not_read_letter_by_letter() -> None:
+    with pytest.raises(TypeError, match="sequence of texts"):
+        feature_matrix("user: hi", default_recipe())

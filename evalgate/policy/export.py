@@ -305,17 +305,24 @@ def build_features(
         if not chosen:
             skipped.append(f"{name}: skipped: {_skip_reason(section)}")
             continue
-        # Config ids may hold dots: no dotted lookup here.
-        derived = (_get(section, "settings.configs") or {}).get(chosen, {}).get("derived")
         feature = str(section.get("feature") or name)
         if feature in features:
             raise ExportError(
                 f"suites {features[feature]['evidence']['suite']!r} and {name!r} are both "
                 f"feature {feature!r}; export one with --suite"
             )
-        features[feature] = feature_entry(
-            document, name, chosen, fallbacks=fallbacks, cache=cache, cache_ttl_s=cache_ttl_s
-        )
+        try:
+            features[feature] = feature_entry(
+                document, name, chosen, fallbacks=fallbacks, cache=cache, cache_ttl_s=cache_ttl_s
+            )
+        except ExportError as exc:
+            # A recommended router or cascade the policy cannot carry (a check that needs
+            # the case, configs that differ beyond the tier) skips its suite, with why;
+            # one asked for with --config fails the export.
+            derived = (_get(section, "settings.configs") or {}).get(chosen, {}).get("derived")
+            if config is not None or not isinstance(derived, Mapping):
+                raise
+            skipped.append(f"{name}: skipped: {exc}; export a measured config with --config")
     return features, skipped
 
 

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from evalgate.runtime.backends import Backend, open_backend
-from evalgate.runtime.cascade import CascadeRouting
 from evalgate.runtime.cache import CachedAnswer, CacheRequest, ExactCache, Hit, ResponseCache
+from evalgate.runtime.cascade import CascadeRouting
 from evalgate.runtime.degraded import BackendFailures
 from evalgate.runtime.errors import PolicyError, UnknownFeatureError
 from evalgate.runtime.ledger import Ledger, UsageRecord
@@ -758,9 +758,7 @@ class Policy:
                 yield chunk
 
         def end(error: str | None) -> None:
-            final = replace(
-                record, stream=True, ttft_ms=shown[0] if shown else None, error=error
-            )
+            final = replace(record, stream=True, ttft_ms=shown[0] if shown else None, error=error)
             self._finish(call, admitted, final, answer if error is None else None)
 
         if not asynchronous:

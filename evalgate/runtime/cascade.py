@@ -82,8 +82,10 @@ def check_spec(spec: Any) -> tuple[str, str] | None:
     for name, value in params.items():
         wanted = definition.params.get(name)
         kinds = wanted if isinstance(wanted, tuple) else (wanted,)
-        if wanted is None or not isinstance(value, kinds) or (
-            isinstance(value, bool) and bool not in kinds
+        if (
+            wanted is None
+            or not isinstance(value, kinds)
+            or (isinstance(value, bool) and bool not in kinds)
         ):
             return name, f"not a parameter of {kind!r} of the right type: {value!r:.60}"
         if name in definition.templated and isinstance(value, str) and "{{" in value:

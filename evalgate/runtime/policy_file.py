@@ -504,8 +504,9 @@ def _cascade(check: _Checker, raw: dict[str, Any], key: str) -> Any:
     check.keys(raw, key, fields, fields[:4])
     evidence = raw.get("evidence") or {}
     check.keys(evidence, f"{key}.evidence", ("escalation_rate",), ())
-    rate = check.number(evidence.get("escalation_rate"), f"{key}.evidence.escalation_rate",
-                        optional=True)
+    rate = check.number(
+        evidence.get("escalation_rate"), f"{key}.evidence.escalation_rate", optional=True
+    )
     routes = {}
     for side in ("first", "then"):
         check.keys(raw[side], f"{key}.{side}", _ROUTE_KEYS, ("model",))

@@ -206,3 +206,44 @@ def test_hostile_cascade_sections_are_one_line_policy_errors(
         Policy.load(path, backend=backend)
     message = str(caught.value)
     assert "features.qa.router" in message and key in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("check", "named"),
+    [
+        ({"type": "regex", "pattern": "^{{ answer }}$"}, "cascade.accept[0].pattern"),
+        ({"type": "python", "path": "checks:ok"}, "cascade.accept[0].type"),
+        ({"type": "json-schema", "schema_file": "s.json"}, "cascade.accept[0].schema_file"),
+    ],
+)
+def test_export_refuses_a_check_the_application_cannot_run(check, named) -> None:
+    from evalgate.policy.export import ExportError, _cascade_section
+
+    config = {"model": "openai/m", "api_base": None, "price": None}
+    record = {"kind": "cascade", "accept": [check], "escalation_rate": 0.2}
+    with pytest.raises(ExportError) as caught:
+        _cascade_section("suite 's': config 'c'", "c", {}, record, config, config, {})
+    assert named in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_export_writes_the_checks_without_the_grade_time_limit() -> None:
+    from evalgate.policy.export import _cascade_section
+
+    config = {"model": "openai/m", "api_base": None, "price": None}
+    record = {
+        "accept": [{"type": "regex", "pattern": "^ok", "timeout_s": 5}],
+        "escalation_rate": 0.5,
+    }
+    section = _cascade_section("w", "c", {}, record, config, config, {})
+    assert section["accept"] == [{"type": "regex", "pattern": "^ok"}]
+    assert section["evidence"] == {"escalation_rate": 0.5}
+
+
+def test_ledger_records_written_before_routing_read_back() -> None:
+    from evalgate.runtime.ledger import UsageRecord
+
+    old = b'{"ts": 1.0, "feature": "qa", "model": "m", "cost_usd": 0.5, "v": 1}'
+    record = UsageRecord.from_bytes(old)
+    assert (record.route, record.route_score, record.first_cost_usd) == (None, None, None)
+    new = UsageRecord(ts=2.0, feature="qa", route="escalated", cost_usd=0.3, first_cost_usd=0.1)
+    assert UsageRecord.from_bytes(new.to_bytes()) == new

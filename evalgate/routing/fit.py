@@ -172,6 +172,10 @@ def calibrate(
 
     scores = np.asarray(scores, dtype=np.float64)
     losses = np.asarray(losses, dtype=np.float64)
+    if scores.ndim != 1 or losses.shape != scores.shape:
+        raise ValueError(f"scores: {scores.shape} do not match losses {losses.shape}")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores: every value must be finite")
     thresholds = candidate_thresholds(scores)
     matrix = losses[None, :] * (scores[None, :] >= thresholds[:, None])
     result = learn_then_test(matrix, bound=max_loss, alpha=alpha, method=method)

@@ -128,7 +128,9 @@ def request_text(messages: Sequence[Mapping[str, Any]]) -> str:
     Non-text content parts (images) contribute their text parts only.
     """
     lines = []
-    for message in messages:
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise TypeError(f"messages[{i}]: expected a mapping, got {type(message).__name__}")
         content = message.get("content")
         if isinstance(content, list):
             content = " ".join(

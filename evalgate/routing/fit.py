@@ -33,7 +33,10 @@ The guarantee (Learn-then-Test; Angelopoulos et al. 2021) and what keeps it true
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +54,23 @@ def small_loss(q_small: Any, q_large: Any) -> np.ndarray:
     small = np.asarray(q_small, dtype=np.float64)
     large = np.asarray(q_large, dtype=np.float64)
     return np.clip(large - small, 0.0, 1.0)
+
+
+@functools.cache
+def _blas_setters() -> tuple[Any, ...]:
+    from evalgate.embeddings import _openblas_thread_setters
+
+    return tuple(_openblas_thread_setters())
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """One BLAS thread for this thread's fits: the matrices are small (n x ~390), and
+    OpenBLAS's own threads stall on shared cores (measured 10-17x slower at load 10)."""
+    from evalgate.embeddings import _single_threaded_blas
+
+    with _single_threaded_blas(list(_blas_setters())):
+        yield
 
 
 def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,6 +119,13 @@ def fit_logistic(
         raise ValueError(f"features {x.shape} and labels {y.shape} do not match")
     if not np.isfinite(x).all():
         raise ValueError("features must be finite")
+    with _one_blas_thread():
+        return _fit_logistic(x, y, l2, seed)
+
+
+def _fit_logistic(
+    x: np.ndarray, y: np.ndarray, l2: float | None, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     mean, scale = _standardise(x)
     z = (x - mean) / scale
     share = float(y.mean()) if len(y) else 0.5
@@ -145,6 +172,10 @@ def calibrate(
 
     scores = np.asarray(scores, dtype=np.float64)
     losses = np.asarray(losses, dtype=np.float64)
+    if scores.ndim != 1 or losses.shape != scores.shape:
+        raise ValueError(f"scores: {scores.shape} do not match losses {losses.shape}")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores: every value must be finite")
     thresholds = candidate_thresholds(scores)
     matrix = losses[None, :] * (scores[None, :] >= thresholds[:, None])
     result = learn_then_test(matrix, bound=max_loss, alpha=alpha, method=method)

@@ -85,3 +85,8 @@ def test_recipe_round_trips_and_refuses_unknown_versions() -> None:
 def test_a_single_string_is_refused_not_read_letter_by_letter() -> None:
     with pytest.raises(TypeError, match="sequence of texts"):
         feature_matrix("user: hi", default_recipe())
+
+
+def test_a_message_that_is_not_a_mapping_is_named() -> None:
+    with pytest.raises(TypeError, match=r"^messages\[1\]: expected a mapping, got str$"):
+        request_text([{"role": "user", "content": "hi"}, "oops"])

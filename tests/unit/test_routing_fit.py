@@ -124,3 +124,12 @@ def test_too_few_cases_route_everything_large_in_every_fold() -> None:
     q_small = (x[:, 0] > 0).astype(float)
     cf = cross_fit(x, q_small, np.ones(40), max_loss=0.02, alpha=0.05, recipe=SIM_RECIPE)
     assert cf.certified_folds == 0 and not cf.route_small.any()
+
+
+def test_calibrate_refuses_mismatched_or_non_finite_inputs() -> None:
+    with pytest.raises(ValueError, match=r"^scores: \(1,\) do not match losses \(2,\)$"):
+        calibrate(np.array([0.5]), np.zeros(2), max_loss=0.05, alpha=0.1)
+    with pytest.raises(ValueError, match=r"^scores: every value must be finite$"):
+        calibrate(np.array([0.5, np.nan]), np.zeros(2), max_loss=0.05, alpha=0.1)
+    with pytest.raises(ValueError, match="losses must be finite"):
+        calibrate(np.array([0.5, 0.6]), np.array([0.0, 2.0]), max_loss=0.05, alpha=0.1)

@@ -248,7 +248,7 @@ def runtime_latency_section(requests: int) -> None:
 
     median = statistics.median(times)
     print(f"\nRuntime routing decision ({requests} requests, MiniLM embedding included)")
-    print(f"  encoder load, once per process (before the first routed request): {load_ms:.0f} ms")
+    print(f"  encoder load, once per process: {load_ms:.0f} ms (0: an earlier section loaded it)")
     print(
         f"  wall: median {median:.2f} ms, p95 {p95(times):.2f} ms (target: median <= 20 ms: "
         f"{'met' if median <= 20 else 'MISSED'}); {small / requests:.0%} routed small"

@@ -196,13 +196,11 @@ def _router_section(
     configs: Mapping[str, Any],
     tiers: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The policy's ``router`` entry for a routed config (refusing what it cannot carry)."""
+    """The policy's ``router`` entry for a routed or cascade config (refusing what it
+    cannot carry)."""
     where = f"suite {suite_name!r}: config {config_id!r}"
-    if derived.get("kind") != "router":
-        raise ExportError(
-            f"{where} is a {derived.get('kind')} config; the runtime policy cannot carry "
-            "cascades yet: export one of its measured configs with --config"
-        )
+    if derived.get("kind") not in ("router", "cascade"):
+        raise ExportError(f"{where} is a {derived.get('kind')!r} config, unknown to this export")
     small, large = configs.get(derived.get("small")), configs.get(derived.get("large"))
     if not isinstance(small, Mapping) or not isinstance(large, Mapping):
         raise ExportError(f"{where}: the report lacks the settings of its small or large config")
@@ -213,6 +211,8 @@ def _router_section(
             "policy applies to the whole feature; route between configs that differ in tier only"
         )
     record = (section.get("derivations") or {}).get(config_id)
+    if derived.get("kind") == "cascade":
+        return _cascade_section(where, config_id, derived, record, small, large, tiers)
     model = record.get("router") if isinstance(record, Mapping) else None
     if not isinstance(model, Mapping):
         raise ExportError(f"{where}: the report holds no fitted router (derivations.{config_id})")
@@ -221,6 +221,46 @@ def _router_section(
         "small": _route(small, tiers),
         "large": _route(large, tiers),
         "model": dict(model),
+    }
+
+
+def _cascade_section(
+    where: str,
+    config_id: str,
+    derived: Mapping[str, Any],
+    record: Any,
+    first: Mapping[str, Any],
+    then: Mapping[str, Any],
+    tiers: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A cascade's ``router`` entry: its routes and the accept checks the runtime runs."""
+    from evalgate.runtime.cascade import check_spec
+
+    accept = record.get("accept") if isinstance(record, Mapping) else None
+    if not isinstance(accept, list):
+        accept = derived.get("accept")
+    if not isinstance(accept, list) or not accept:
+        raise ExportError(f"{where}: the report holds no accept checks (derivations.{config_id})")
+    checks = []
+    for i, spec in enumerate(accept):
+        # The grade's time limit is the evals' business; the runtime check has its own.
+        spec = {k: v for k, v in dict(spec).items() if k != "timeout_s"}
+        problem = check_spec(spec)
+        if problem is not None:
+            name, why = problem
+            raise ExportError(
+                f"{where}: cascade.accept[{i}]{'.' + name if name else ''}: {why}; a runtime "
+                "cascade runs only checks of the answer alone"
+            )
+        checks.append(spec)
+    rate = record.get("escalation_rate") if isinstance(record, Mapping) else None
+    return {
+        "kind": "cascade",
+        "first": _route(first, tiers),
+        "then": _route(then, tiers),
+        "accept": checks,
+        # The evals' escalation share, shown beside the live one by `evalgate usage`.
+        "evidence": {"escalation_rate": rate if isinstance(rate, int | float) else None},
     }
 
 
@@ -265,24 +305,24 @@ def build_features(
         if not chosen:
             skipped.append(f"{name}: skipped: {_skip_reason(section)}")
             continue
-        # Config ids may hold dots: no dotted lookup here.
-        derived = (_get(section, "settings.configs") or {}).get(chosen, {}).get("derived")
-        if config is None and isinstance(derived, Mapping) and derived.get("kind") != "router":
-            skipped.append(
-                f"{name}: skipped: the recommended config {chosen!r} is a cascade, which the "
-                "runtime policy cannot carry yet; export a measured config with --suite and "
-                "--config"
-            )
-            continue
         feature = str(section.get("feature") or name)
         if feature in features:
             raise ExportError(
                 f"suites {features[feature]['evidence']['suite']!r} and {name!r} are both "
                 f"feature {feature!r}; export one with --suite"
             )
-        features[feature] = feature_entry(
-            document, name, chosen, fallbacks=fallbacks, cache=cache, cache_ttl_s=cache_ttl_s
-        )
+        try:
+            features[feature] = feature_entry(
+                document, name, chosen, fallbacks=fallbacks, cache=cache, cache_ttl_s=cache_ttl_s
+            )
+        except ExportError as exc:
+            # A recommended router or cascade the policy cannot carry (a check that needs
+            # the case, configs that differ beyond the tier) skips its suite, with why;
+            # one asked for with --config fails the export.
+            derived = (_get(section, "settings.configs") or {}).get(chosen, {}).get("derived")
+            if config is not None or not isinstance(derived, Mapping):
+                raise
+            skipped.append(f"{name}: skipped: {exc}; export a measured config with --config")
     return features, skipped
 
 

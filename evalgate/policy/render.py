@@ -30,13 +30,30 @@ trimmed), the `max_tokens` cap, `temperature`, the `stream` flag the evals measu
 with, the `cache` (exact, per tenant, with a TTL) and the `evidence` the choice rests
 on (suite hash, run, verdict, quality delta with its 95% CI, N, cost saving, and the
 cost per call and latencies the evals measured, which `evalgate usage` compares with
-live figures). Read by evalgate as data; it is never executed.
+live figures). A feature may carry a `router`: `learned` (a small and a large route and
+the fitted model; a request goes small when its score reaches the certified threshold)
+or `cascade` (ask `first`, check its answer with `accept`, escalate to `then` when a
+check fails). Read by evalgate as data; it is never executed.
 """
 '''
 
 
 def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, bool | int | float | str)
+
+
+UNCERTIFIED = (
+    "# No threshold was certified (too few cases, or the small route loses too much):\n"
+    "# this router sends every request to the large route. Re-run the evals with more\n"
+    "# cases, or a larger max_loss, and export again to route."
+)
+
+
+def _comment(mapping: Mapping[str, Any], key: str, pad: str) -> str:
+    """A comment line before a key that needs one (a router that never routes small)."""
+    if key == "threshold" and mapping[key] is None and "weights" in mapping:
+        return "".join(f"{pad}{line}\n" for line in UNCERTIFIED.splitlines())
+    return ""
 
 
 def _literal(value: Any, indent: int) -> str:
@@ -48,7 +65,10 @@ def _literal(value: Any, indent: int) -> str:
             inline = "{" + ", ".join(f"{k!r}: {v!r}" for k, v in value.items()) + "}"
             if indent + len(inline) <= INLINE_WIDTH:
                 return inline
-        items = "".join(f"{pad}    {k!r}: {_literal(v, indent + 4)},\n" for k, v in value.items())
+        items = "".join(
+            _comment(value, k, pad + "    ") + f"{pad}    {k!r}: {_literal(v, indent + 4)},\n"
+            for k, v in value.items()
+        )
         return "{\n" + items + pad + "}"
     if isinstance(value, list | tuple):
         if not value:

@@ -96,7 +96,8 @@ class FeatureRecipe:
         if not isinstance(data, Mapping):
             raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
         version = data.get("version")
-        if version != RECIPE_VERSION:
+        # type(): True == 1 in Python, and a JSON ``true`` is no version number.
+        if type(version) is not int or version != RECIPE_VERSION:
             raise ValueError(
                 f"{where}.version: {version!r} is not a recipe version this evalgate reads "
                 f"({RECIPE_VERSION})"
@@ -127,7 +128,9 @@ def request_text(messages: Sequence[Mapping[str, Any]]) -> str:
     Non-text content parts (images) contribute their text parts only.
     """
     lines = []
-    for message in messages:
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise TypeError(f"messages[{i}]: expected a mapping, got {type(message).__name__}")
         content = message.get("content")
         if isinstance(content, list):
             content = " ".join(
@@ -148,7 +151,13 @@ def extra_features(texts: Sequence[str], names: Sequence[str]) -> np.ndarray:
 
 
 def feature_matrix(texts: Sequence[str], recipe: FeatureRecipe, encoder: Any = None) -> np.ndarray:
-    """(n, recipe.width) float64: the embedding (unit length), then the extra features."""
+    """(n, recipe.width) float64: the embedding (unit length), then the extra features.
+
+    One request at runtime costs one encoder call (the encoder's LRU makes a repeated
+    text nearly free); the extra features are pure Python on the string.
+    """
+    if isinstance(texts, str):
+        raise TypeError("feature_matrix() takes a sequence of texts, not a single string")
     parts = []
     if recipe.embedding:
         if encoder is None:

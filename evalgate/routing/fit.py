@@ -2,19 +2,30 @@
 
 The guarantee (Learn-then-Test; Angelopoulos et al. 2021) and what keeps it true:
 
+* **I.i.d. cases.** The eval cases, and the requests the router later sees, are
+  independent draws from one distribution. Nothing here can check that; a suite that is
+  not representative of the traffic certifies a bound for the suite, not the traffic
+  (the runtime's live small-route share, beside the evaluated one, is the warning sign).
 * **Loss.** Routing case i to the small config instead of the large one loses
   ``clip(q_large_i - q_small_i, 0, 1)`` of quality (scores in [0, 1]); the routed config's
-  expected loss against always-large at threshold t is E[loss * 1{score >= t}].
-* **Disjoint fit and calibration.** :func:`fit_router` fits the score model on one part of
-  the cases and tests thresholds on the other, so the calibration losses are independent
-  of the model given the fit part. Thresholds are tested from the strictest (highest
-  score) down by fixed-sequence testing, so every certified threshold holds at once: with
+  expected loss against always-large at threshold t is R(t) = E[loss * 1{score >= t}].
+* **Disjoint fit and calibration.** :func:`fit_router` splits the cases by a seeded
+  permutation drawn before any outcome is read, fits the score model (and chooses its
+  penalty) on one part only and tests thresholds on the other, so the calibration losses
+  are i.i.d. given the model. Thresholds are tested from the strictest (highest score)
+  down by fixed-sequence testing, so every certified threshold holds at once: with
   probability >= 1 - alpha over the calibration draw, the exported threshold's expected
-  loss on cases like these (i.i.d. from the same distribution) is at most ``max_loss``.
+  loss is at most ``max_loss``.
+* **Candidates from the calibration scores.** R(t) and its empirical estimate both grow
+  as t falls, and the p-values grow with the empirical risk, so certifying any t whose
+  true risk exceeds the bound implies rejecting a fixed such t (the highest one) too:
+  using the calibration scores themselves as the grid keeps the guarantee (checked by
+  :mod:`evalgate.routing.simulate`).
 * **Honest evaluation.** :func:`cross_fit` runs that whole fit-then-calibrate pipeline k
   times, each on k-1 folds, and decides each held-out fold's cases with it: every case's
   routing decision, and so the routed config's reported quality, cost and latency, comes
-  from a pipeline that never saw the case.
+  from a pipeline that never saw the case. The exported model is a separate
+  :func:`fit_router` on all cases; its guarantee is its own calibration's.
 * With too few cases nothing can be certified (zero losses on n calibration cases certify
   ``max_loss`` only when (1 - max_loss)^n <= alpha): the router then sends everything to
   the large config, which is the honest outcome, and says so.
@@ -22,7 +33,10 @@ The guarantee (Learn-then-Test; Angelopoulos et al. 2021) and what keeps it true
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +54,23 @@ def small_loss(q_small: Any, q_large: Any) -> np.ndarray:
     small = np.asarray(q_small, dtype=np.float64)
     large = np.asarray(q_large, dtype=np.float64)
     return np.clip(large - small, 0.0, 1.0)
+
+
+@functools.cache
+def _blas_setters() -> tuple[Any, ...]:
+    from evalgate.embeddings import _openblas_thread_setters
+
+    return tuple(_openblas_thread_setters())
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """One BLAS thread for this thread's fits: the matrices are small (n x ~390), and
+    OpenBLAS's own threads stall on shared cores (measured 10-17x slower at load 10)."""
+    from evalgate.embeddings import _single_threaded_blas
+
+    with _single_threaded_blas(list(_blas_setters())):
+        yield
 
 
 def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,6 +119,13 @@ def fit_logistic(
         raise ValueError(f"features {x.shape} and labels {y.shape} do not match")
     if not np.isfinite(x).all():
         raise ValueError("features must be finite")
+    with _one_blas_thread():
+        return _fit_logistic(x, y, l2, seed)
+
+
+def _fit_logistic(
+    x: np.ndarray, y: np.ndarray, l2: float | None, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     mean, scale = _standardise(x)
     z = (x - mean) / scale
     share = float(y.mean()) if len(y) else 0.5
@@ -134,11 +172,38 @@ def calibrate(
 
     scores = np.asarray(scores, dtype=np.float64)
     losses = np.asarray(losses, dtype=np.float64)
+    if scores.ndim != 1 or losses.shape != scores.shape:
+        raise ValueError(f"scores: {scores.shape} do not match losses {losses.shape}")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores: every value must be finite")
     thresholds = candidate_thresholds(scores)
     matrix = losses[None, :] * (scores[None, :] >= thresholds[:, None])
     result = learn_then_test(matrix, bound=max_loss, alpha=alpha, method=method)
     chosen = result.chosen
     return (float(thresholds[chosen]) if chosen is not None else None), result
+
+
+def _checked_inputs(
+    x: Any, q_small: Any, q_large: Any, recipe: FeatureRecipe, max_loss: float, alpha: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features and qualities as arrays, or a one-line ValueError naming what is wrong."""
+    x = np.asarray(x, dtype=np.float64)
+    small = np.asarray(q_small, dtype=np.float64)
+    large = np.asarray(q_large, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != recipe.width:
+        raise ValueError(f"features: expected (n, {recipe.width}) for the recipe, got {x.shape}")
+    if small.shape != (len(x),) or large.shape != (len(x),):
+        raise ValueError(
+            f"qualities: expected {len(x)} per config, got {small.shape} and {large.shape}"
+        )
+    for name, values in (("features", x), ("q_small", small), ("q_large", large)):
+        if not np.isfinite(values).all():
+            raise ValueError(f"{name}: every value must be finite")
+    if not (0.0 < max_loss < 1.0 and math.isfinite(max_loss)):
+        raise ValueError(f"max_loss: {max_loss!r} is not in (0, 1)")
+    if not (0.0 < alpha < 1.0 and math.isfinite(alpha)):
+        raise ValueError(f"alpha: {alpha!r} is not in (0, 1)")
+    return x, small, large
 
 
 def fit_router(
@@ -152,8 +217,14 @@ def fit_router(
     seed: int = 0,
     fit_share: float = 0.5,
 ) -> RouterModel:
-    """Fit on one part of the cases, certify the threshold on the other (disjoint)."""
-    x = np.asarray(x, dtype=np.float64)
+    """Fit on one part of the cases, certify the threshold on the other (disjoint).
+
+    The split is a seeded permutation drawn before any outcome is looked at, so which
+    cases calibrate does not depend on the labels.
+    """
+    x, q_small, q_large = _checked_inputs(x, q_small, q_large, recipe, max_loss, alpha)
+    if not 0.0 < fit_share < 1.0:
+        raise ValueError(f"fit_share: {fit_share!r} is not in (0, 1)")
     losses = small_loss(q_small, q_large)
     labels = (losses <= 0.0).astype(np.float64)  # the small answer is as good
     n = len(losses)
@@ -222,14 +293,14 @@ def cross_fit(
     seed: int = 0,
 ) -> CrossFit:
     """k-fold cross-fitting of :func:`fit_router` (see the module docstring)."""
-    x = np.asarray(x, dtype=np.float64)
+    x, q_small, q_large = _checked_inputs(x, q_small, q_large, recipe, max_loss, alpha)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"k: {k!r} folds; cross-fitting needs at least 2")
     n = len(x)
     route = np.zeros(n, dtype=bool)
     scores = np.zeros(n)
     fold = np.random.default_rng(seed).permutation(n) % k if n else np.zeros(0, dtype=int)
     thresholds: list[float | None] = []
-    q_small = np.asarray(q_small, dtype=np.float64)
-    q_large = np.asarray(q_large, dtype=np.float64)
     for f in range(k):
         held, train = fold == f, fold != f
         if not held.any() or train.sum() < 2:

@@ -5,6 +5,11 @@ large one's; a request goes to the small config when its score reaches ``thresho
 The threshold is the one Learn-then-Test certified on calibration cases the model was not
 fit on (:mod:`evalgate.routing.fit`); ``None`` means nothing could be certified, and the
 router then sends everything to the large config. Numpy only: applications import this.
+
+The threshold's guarantee (expected loss against always-large at most ``max_loss`` with
+probability >= 1 - alpha, recorded in ``evidence``) holds for requests distributed like
+the calibration cases, scored with the same features: hence the recipe, with the
+embedding model's identity, travels with the weights.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ MODEL_VERSION = 1
 def _floats(data: Mapping[str, Any], key: str, width: int | None) -> tuple[float, ...]:
     values = data.get(key)
     if not isinstance(values, list | tuple):
+        raise ValueError(f"router.{key}: expected a list of numbers")
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
         raise ValueError(f"router.{key}: expected a list of numbers")
     try:
         out = tuple(float(v) for v in values)
@@ -53,6 +60,10 @@ class RouterModel:
     def score(self, features: np.ndarray) -> np.ndarray:
         """P(small is as good as large) per row of ``features`` (n, recipe.width)."""
         x = np.atleast_2d(np.asarray(features, dtype=np.float64))
+        if x.ndim != 2 or x.shape[1] != len(self.weights):
+            raise ValueError(
+                f"router: features have {x.shape[-1]} columns, the recipe has {len(self.weights)}"
+            )
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         logits = z @ np.asarray(self.weights) + self.bias
         return 1.0 / (1.0 + np.exp(-np.clip(logits, -50.0, 50.0)))
@@ -82,7 +93,8 @@ class RouterModel:
         """A model from :meth:`to_dict`'s output; anything else is a one-line ValueError."""
         if not isinstance(data, Mapping):
             raise ValueError(f"router: expected a mapping, got {type(data).__name__}")
-        if data.get("version") != MODEL_VERSION:
+        version = data.get("version")
+        if type(version) is not int or version != MODEL_VERSION:
             raise ValueError(
                 f"router.version: {data.get('version')!r} is not a router version this "
                 f"evalgate reads ({MODEL_VERSION})"

@@ -25,12 +25,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from evalgate.runtime.backends import Backend, open_backend
 from evalgate.runtime.cache import CachedAnswer, CacheRequest, ExactCache, Hit, ResponseCache
+from evalgate.runtime.cascade import CascadeRouting
 from evalgate.runtime.degraded import BackendFailures
 from evalgate.runtime.errors import PolicyError, UnknownFeatureError
 from evalgate.runtime.ledger import Ledger, UsageRecord
@@ -66,8 +67,9 @@ class PreparedCall:
     routes: tuple[Route, ...] = ()
     trimmed_tokens: tuple[int, int] | None = None
     cache_request: CacheRequest | None = None
-    route: str | None = None  # a learned router's decision: "small" or "large"
-    route_score: float | None = None  # its score (P(the small answer is as good))
+    route: str | None = None  # a router's decision: "small"/"large", "first"/"escalated"
+    route_score: float | None = None  # a learned router's score (P(small is as good))
+    first_cost_usd: float | None = None  # an escalated cascade's first (rejected) call
     ts: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
 
@@ -99,6 +101,9 @@ class FeatureRouter(StaticRouter):
         routing = call.feature.router
         if routing is None:
             return call.feature.routes
+        if isinstance(routing, CascadeRouting):
+            # The policy asks ``first``, then ``then`` when a check rejects the answer.
+            return (routing.first, routing.then)
         from evalgate.routing.features import feature_matrix, request_text
 
         model = routing.model
@@ -106,6 +111,9 @@ class FeatureRouter(StaticRouter):
         small = model.threshold is not None and score >= model.threshold
         call.route, call.route_score = ("small" if small else "large"), score
         return (routing.small, routing.large) if small else (routing.large, routing.small)
+
+
+LearnedRouter = FeatureRouter  # the name issue 13 and the README use
 
 
 class Admission(Protocol):
@@ -385,6 +393,11 @@ class Policy:
 
     def _record(self, call: PreparedCall, **fields: Any) -> UsageRecord:
         fields.setdefault("latency_ms", (time.perf_counter() - call.started) * 1000)
+        if call.route == "escalated":
+            # The record of an escalated cascade pays for both calls (as the evals did).
+            first, cost = call.first_cost_usd, fields.get("cost_usd", 0.0)
+            fields["first_cost_usd"] = first
+            fields["cost_usd"] = None if first is None or cost is None else first + cost
         return UsageRecord(
             ts=call.ts,
             feature=call.feature.name,
@@ -590,6 +603,8 @@ class Policy:
             response = response_from_answer(hit.answer, self._info(call, None, 0, True))
             self._finish(call, admitted, self._hit_record(call, hit, None))
             return response
+        if isinstance(call.feature.router, CascadeRouting):
+            return self._cascade(call, admitted)
         litellm = litellm_module()
         tried: list[str] = []
         for index, route in enumerate(call.routes):
@@ -617,6 +632,156 @@ class Policy:
             self._finish(call, admitted, record, answer)
             return response
         raise AssertionError("unreachable: the last route returns or raises")
+
+    def _cascade(self, call: PreparedCall, admitted: list[Admission]) -> Any:
+        """A cascade feature's call: ``first`` (buffered, checked), ``then`` on a rejection."""
+        cascade, streamed, first_ep, then_ep = self._cascade_start(call, admitted)
+        litellm = litellm_module()
+        tried: list[str] = []
+        try:
+            response = litellm.completion(**self._request(call, cascade.first, first_ep))
+        except Exception as exc:  # an error rejects the first answer: escalate
+            tried.append(f"{cascade.first.model}: {_describe(exc)}")
+            response = None
+        kept = self._cascade_check(call, cascade, first_ep, response)
+        if kept is not None:
+            return self._cascade_keep(call, admitted, kept, response, streamed)
+        call.stream = streamed
+        try:
+            response = litellm.completion(**self._request(call, cascade.then, then_ep))
+            if streamed:
+                chunks = iter(response)
+                first = next(chunks, None)
+        except Exception as exc:
+            tried.append(f"{cascade.then.model}: {_describe(exc)}")
+            self._cascade_failed(call, admitted, tried, exc)
+            raise
+        if streamed:
+            return self._relay(call, admitted, cascade.then, then_ep, 1, 2, first, chunks)
+        record, answer = self._answered(call, cascade.then, then_ep, 1, 2, response)
+        self._finish(call, admitted, record, answer)
+        return response
+
+    async def _acascade(self, call: PreparedCall, admitted: list[Admission]) -> Any:
+        """:meth:`_cascade` on the async path."""
+        cascade, streamed, first_ep, then_ep = self._cascade_start(call, admitted)
+        litellm = litellm_module()
+        tried: list[str] = []
+        try:
+            response = await litellm.acompletion(**self._request(call, cascade.first, first_ep))
+        except Exception as exc:
+            tried.append(f"{cascade.first.model}: {_describe(exc)}")
+            response = None
+        kept = self._cascade_check(call, cascade, first_ep, response)
+        if kept is not None:
+            return self._cascade_keep(call, admitted, kept, response, streamed, asynchronous=True)
+        call.stream = streamed
+        try:
+            response = await litellm.acompletion(**self._request(call, cascade.then, then_ep))
+            if streamed:
+                chunks = aiter(response)
+                first = await anext(chunks, None)
+        except Exception as exc:
+            tried.append(f"{cascade.then.model}: {_describe(exc)}")
+            self._cascade_failed(call, admitted, tried, exc)
+            raise
+        if streamed:
+            return self._arelay(call, admitted, cascade.then, then_ep, 1, 2, first, chunks)
+        record, answer = self._answered(call, cascade.then, then_ep, 1, 2, response)
+        self._finish(call, admitted, record, answer)
+        return response
+
+    def _cascade_start(
+        self, call: PreparedCall, admitted: list[Admission]
+    ) -> tuple[CascadeRouting, bool, Endpoint, Endpoint]:
+        cascade = call.feature.router
+        assert isinstance(cascade, CascadeRouting)
+        try:
+            first_ep = self._endpoint(call.feature, cascade.first)
+            then_ep = self._endpoint(call.feature, cascade.then)
+        except PolicyError:
+            self._settle_unused(admitted)
+            raise
+        streamed, call.stream = call.stream, False  # the first answer is checked whole
+        return cascade, streamed, first_ep, then_ep
+
+    def _cascade_check(
+        self, call: PreparedCall, cascade: CascadeRouting, endpoint: Endpoint, response: Any
+    ) -> tuple[UsageRecord, CachedAnswer | None] | None:
+        """The first answer's record when every check accepts it, else None (escalate)."""
+        if response is None:  # the first call failed: nothing was billed for it
+            call.route, call.first_cost_usd = "escalated", 0.0
+            return None
+        call.route = "first"
+        record, answer = self._answered(call, cascade.first, endpoint, 0, 1, response)
+        choice = response.choices[0] if response.choices else None
+        content = getattr(getattr(choice, "message", None), "content", None)
+        if cascade.rejection(content) is None:
+            return record, answer
+        call.route, call.first_cost_usd = "escalated", record.cost_usd
+        return None
+
+    def _cascade_keep(
+        self,
+        call: PreparedCall,
+        admitted: list[Admission],
+        kept: tuple[UsageRecord, CachedAnswer | None],
+        response: Any,
+        streamed: bool,
+        *,
+        asynchronous: bool = False,
+    ) -> Any:
+        """Returns the accepted first answer; a streaming caller gets it replayed."""
+        record, answer = kept
+        if not streamed:
+            self._finish(call, admitted, record, answer)
+            return response
+        call.stream = True
+        if answer is None:  # not replayable (no finish reason): an unfinished answer
+            answer = CachedAnswer(
+                content=str(response.choices[0].message.content),
+                model=record.model,
+                finish_reason="stop",
+                tokens_in=record.tokens_in,
+                tokens_out=record.tokens_out,
+                cost_usd=record.cost_usd,
+                latency_ms=record.latency_ms,
+                created=time.time(),
+            )
+        shown: list[float] = []
+        info = self._info(call, call.routes[0] if call.routes else None, 0, False)
+
+        def replayed() -> Iterator[Any]:
+            for chunk in replay_chunks(answer, info):
+                if not shown:
+                    shown.append((time.perf_counter() - call.started) * 1000)
+                yield chunk
+
+        def end(error: str | None) -> None:
+            final = replace(record, stream=True, ttft_ms=shown[0] if shown else None, error=error)
+            self._finish(call, admitted, final, answer if error is None else None)
+
+        if not asynchronous:
+            return PolicyStream(replayed(), StreamEnd(end))
+
+        async def areplayed() -> AsyncIterator[Any]:
+            for chunk in replayed():
+                yield chunk
+
+        return AsyncPolicyStream(areplayed(), StreamEnd(end))
+
+    def _cascade_failed(
+        self, call: PreparedCall, admitted: list[Admission], tried: list[str], exc: BaseException
+    ) -> None:
+        record = self._record(
+            call,
+            model=call.feature.router.then.model,
+            fallback=1,
+            attempts=2,
+            error="; ".join(tried),
+        )
+        self._finish(call, admitted, record)
+        exc.add_note("evalgate: the cascade escalated and its second route failed: " + tried[-1])
 
     def _settle_unused(self, admitted: list[Admission]) -> None:
         for admission in admitted:
@@ -696,6 +861,8 @@ class Policy:
             response = response_from_answer(hit.answer, self._info(call, None, 0, True))
             self._finish(call, admitted, self._hit_record(call, hit, None))
             return response
+        if isinstance(call.feature.router, CascadeRouting):
+            return await self._acascade(call, admitted)
         litellm = litellm_module()
         tried: list[str] = []
         for index, route in enumerate(call.routes):

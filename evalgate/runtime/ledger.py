@@ -41,7 +41,9 @@ class UsageRecord:
         error: None, or the error's type and message (one line).
         trimmed_tokens: (before, after) token counts of a trimmed context, else None.
         policy_hash: suite hash of the feature's evidence (ties a record to its policy).
-        route, route_score: a learned router's decision ("small"/"large") and its score.
+        route, route_score: a learned router's decision ("small"/"large") and its score;
+            a cascade's ("first": its answer was accepted, "escalated": it was not).
+        first_cost_usd: an escalated cascade's first call (included in ``cost_usd``).
     """
 
     ts: float
@@ -64,6 +66,7 @@ class UsageRecord:
     policy_hash: str | None = None
     route: str | None = None
     route_score: float | None = None
+    first_cost_usd: float | None = None
 
     def to_bytes(self) -> bytes:
         data = asdict(self)

@@ -130,7 +130,7 @@ class FeaturePolicy:
     stream: bool
     cache: CacheSpec
     evidence: Mapping[str, Any]
-    router: LearnedRouting | None = None
+    router: Any = None  # LearnedRouting, evalgate.runtime.cascade.CascadeRouting or None
 
     @property
     def primary(self) -> Route:
@@ -461,13 +461,18 @@ def _feature(check: _Checker, name: str, raw: Any) -> FeaturePolicy:
     )
 
 
-def _router(check: _Checker, raw: Any, key: str) -> LearnedRouting | None:
-    """The feature's learned router, checked down to its weights; None when it has none."""
+def _router(check: _Checker, raw: Any, key: str) -> Any:
+    """The feature's learned router (checked down to its weights) or cascade (checked down
+    to its accept specs); None when it has none."""
     if raw is None:
         return None
+    if isinstance(raw, dict) and raw.get("kind") == "cascade":
+        return _cascade(check, raw, key)
+    if isinstance(raw, dict) and "kind" in raw and raw["kind"] != "learned":
+        raise check.fail(
+            f"{key}.kind", f"expected 'learned' or 'cascade', found {_shown(raw['kind'])}"
+        )
     check.keys(raw, key, ("kind", "small", "large", "model"), ("kind", "small", "large", "model"))
-    if raw["kind"] != "learned":
-        raise check.fail(f"{key}.kind", f"expected 'learned', found {_shown(raw['kind'])}")
     routes = {}
     for side in ("small", "large"):
         check.keys(raw[side], f"{key}.{side}", _ROUTE_KEYS, ("model",))
@@ -489,6 +494,37 @@ def _router(check: _Checker, raw: Any, key: str) -> LearnedRouting | None:
             "or export the router again",
         )
     return LearnedRouting(routes["small"], routes["large"], model)
+
+
+def _cascade(check: _Checker, raw: dict[str, Any], key: str) -> Any:
+    """A cascade: first and then routes, and accept checks that can run in the application."""
+    from evalgate.runtime.cascade import AcceptCheck, CascadeRouting, check_spec
+
+    fields = ("kind", "first", "then", "accept", "evidence")
+    check.keys(raw, key, fields, fields[:4])
+    evidence = raw.get("evidence") or {}
+    check.keys(evidence, f"{key}.evidence", ("escalation_rate",), ())
+    rate = check.number(
+        evidence.get("escalation_rate"), f"{key}.evidence.escalation_rate", optional=True
+    )
+    routes = {}
+    for side in ("first", "then"):
+        check.keys(raw[side], f"{key}.{side}", _ROUTE_KEYS, ("model",))
+        routes[side] = _route(check, raw[side], f"{key}.{side}")
+    accept = raw["accept"]
+    if not isinstance(accept, list) or not accept:
+        raise check.fail(f"{key}.accept", f"expected a non-empty list, found {_shown(accept)}")
+    checks = []
+    for i, spec in enumerate(accept):
+        problem = check_spec(spec)
+        if problem is not None:
+            name, why = problem
+            raise check.fail(f"{key}.accept[{i}]" + (f".{name}" if name else ""), why)
+        params = {k: v for k, v in spec.items() if k != "type"}
+        checks.append(AcceptCheck(spec["type"], params))
+    return CascadeRouting(
+        routes["first"], routes["then"], tuple(checks), None if rate is None else float(rate)
+    )
 
 
 def _evidence(check: _Checker, evidence: Mapping[str, Any], key: str) -> None:

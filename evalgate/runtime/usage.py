@@ -66,18 +66,24 @@ def _expected(policy_features: Mapping[str, Any], name: str) -> dict[str, Any]:
         "ttft_p95_ms": expected.get("ttft_p95_ms"),
         "suite_hash": evidence.get("suite_hash"),
         "small_share": _evaluated_share(feature),
+        "escalation_share": getattr(getattr(feature, "router", None), "escalation_rate", None),
     }
 
 
 def _small_share(rows: list[UsageRecord]) -> float | None:
-    routed = [r.route for r in rows if r.route is not None]
+    routed = [r.route for r in rows if r.route in ("small", "large")]
     return sum(r == "small" for r in routed) / len(routed) if routed else None
+
+
+def _escalation_share(rows: list[UsageRecord]) -> float | None:
+    routed = [r.route for r in rows if r.route in ("first", "escalated")]
+    return sum(r == "escalated" for r in routed) / len(routed) if routed else None
 
 
 def _evaluated_share(feature: Any) -> float | None:
     """The share the router sent small on its calibration cases (the evals' figure)."""
     router = getattr(feature, "router", None)
-    if router is None:
+    if getattr(router, "model", None) is None:  # no router, or a cascade
         return None
     share = router.model.evidence.get("calibration_small_share")
     return float(share) if isinstance(share, int | float) else None
@@ -125,6 +131,8 @@ def summarise(
             "top_users": [{"user": u, "cost_usd": c} for u, c in top],
             # A learned router's live share to the small route (None: nothing routed).
             "small_share": _small_share(rows),
+            # A cascade's live share of escalated calls.
+            "escalation_share": _escalation_share(rows),
         }
         expected = _expected(policy_features or {}, name)
         drift: list[str] = []
@@ -172,6 +180,11 @@ def format_table(summary: Mapping[str, Mapping[str, Any]], window: str) -> str:
             lines.append(
                 f"    router: {_fmt(f['small_share'], '.0%')} of calls to the small route "
                 f"(evals: {_fmt(exp.get('small_share'), '.0%')})"
+            )
+        if f["escalation_share"] is not None or exp.get("escalation_share") is not None:
+            lines.append(
+                f"    cascade: {_fmt(f['escalation_share'], '.0%')} of calls escalated "
+                f"(evals: {_fmt(exp.get('escalation_share'), '.0%')})"
             )
         for flag in f["drift"]:
             lines.append(f"    DRIFT: {flag}")

@@ -250,5 +250,17 @@ def test_export_carries_a_routed_config_into_the_policy(tmp_path: Path, fake_ser
         assert routing.small.model == cheap and routing.large.model.endswith(key)
         # Both tiers answer every case right: the certified router sends all to the cheap one.
         assert routing.model.threshold is not None
-    refused = export("-o", "policy2.py", "--config", "cascade")
-    assert refused.returncode == 2 and "cannot carry cascades" in refused.stderr
+    # The cascade's regex check travels into the policy and decides there as it did in the
+    # evals: the cheap tier's echo of a short question passes, a long one's does not.
+    done = export("-o", "policy2.py", "--config", "cascade")
+    assert done.returncode == 0, done.stdout + done.stderr
+    with Policy.load(tmp_path / "policy2.py", backend=f"sqlite:///{tmp_path / 'rt.sqlite3'}") as p:
+        cascade = p.feature("routed").router  # the suite names the feature
+        assert cascade.first.model == cheap and [c.type for c in cascade.accept] == ["regex"]
+        assert 0 < cascade.escalation_rate < 1
+        for text in (question(0), question(1)):
+            p.completion(feature="routed", messages=[{"role": "user", "content": text}])
+        p.ledger.flush()
+        records = sorted(p.ledger.read(), key=lambda r: r.ts)
+    assert [r.route for r in records] == ["first", "escalated"]
+    assert records[1].cost_usd > records[1].first_cost_usd > 0

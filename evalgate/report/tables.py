@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
-from evalgate.results import CaseResult, _row, to_rows
+from evalgate.results import CaseResult, _row
 
 # Integer columns of a case row: where any row holds None (or a float) in a column, the
 # report's table has always shown that column's numbers as floats (a pandas frame's
@@ -26,10 +26,20 @@ _ROW_DROPPED = ("suite", "feature")  # the same for every row of a suite: said o
 
 
 def suite_table(results: Iterable[CaseResult], columns: Collection[str]) -> Any:
-    """One suite's results as a pandas frame of ``columns`` (one row per item)."""
+    """One suite's results as a pandas frame of ``columns`` (one row per item).
+
+    Built column by column: a list of per-item dicts first (pandas' other way in) would
+    cost more than the frame itself, at the peak of a big run's report.
+    """
     import pandas as pd
 
-    return pd.DataFrame(to_rows(results, columns), columns=list(columns))
+    names = list(columns)
+    values: dict[str, list[Any]] = {name: [] for name in names}
+    for result in results:
+        row = _row(result)
+        for name in names:
+            values[name].append(row[name])
+    return pd.DataFrame(values, columns=names)
 
 
 def float_columns(results: Iterable[CaseResult]) -> frozenset[str]:

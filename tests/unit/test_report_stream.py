@@ -124,3 +124,16 @@ def test_case_rows_read_like_a_list() -> None:
 
     assert pickle.loads(pickle.dumps(rows)) == plain
     assert copy.deepcopy(rows) == plain
+
+
+def test_suite_table_is_the_frame_of_its_rows() -> None:
+    """Built column by column, the table has the values and types of the rows' frame."""
+    from evalgate.report.summary import _summary_columns
+    from evalgate.report.tables import suite_table
+    from evalgate.stats.analysis import INPUT_COLUMNS
+
+    results = _results()
+    for columns in (INPUT_COLUMNS, _summary_columns()):
+        pd.testing.assert_frame_equal(
+            suite_table(results, columns), pd.DataFrame(to_rows(results, columns))
+        )

@@ -122,6 +122,7 @@ def build_report(
     baselines: Mapping[str, str],
     config_orders: Mapping[str, Sequence[str]] | None = None,
     extra: Mapping[str, Mapping[str, Any]] | None = None,
+    stream_cases: bool = False,
 ) -> dict[str, Any]:
     """The evalgate.json document.
 
@@ -131,6 +132,9 @@ def build_report(
         baselines: suite name -> baseline config id.
         config_orders: suite name -> config ids in the suite's order (tables follow it).
         extra: suite name -> further sections (statistics) merged into that suite.
+        stream_cases: each suite's ``cases`` is a :class:`~evalgate.report.tables.CaseRows`
+            (rows made as iterated, for ``write_json`` and the HTML page: the run's report
+            writer) instead of a plain list (for any other use, ``json.dumps`` included).
     """
     from evalgate.report.tables import CaseRows, float_columns, suite_table
     from evalgate.stats._common import json_safe
@@ -173,7 +177,7 @@ def build_report(
         }
     )
     for suite_name, rows in cases.items():
-        document["suites"][suite_name]["cases"] = rows
+        document["suites"][suite_name]["cases"] = rows if stream_cases else rows.materialize()
     return document
 
 

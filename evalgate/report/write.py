@@ -81,6 +81,7 @@ def write_run_report(
         baselines=baselines,
         config_orders=orders,
         extra={name: {"stats": section} for name, section in gate.sections.items()},
+        stream_cases=True,
     )
     # The document's case rows are made from these results as they are written (see
     # report.tables.CaseRows); no other copy of the results is held.

@@ -91,7 +91,11 @@ def test_streamed_report_equals_the_in_memory_one(tmp_path: Path) -> None:
     results = _results()
     orders = {"a": ["cand", "base"], "b": ["base"]}  # "zeta" is not in b's order
     document = build_report(
-        results, run_id="r", baselines={"a": "base", "b": "base"}, config_orders=orders
+        results,
+        run_id="r",
+        baselines={"a": "base", "b": "base"},
+        config_orders=orders,
+        stream_cases=True,
     )
     expected = _in_memory_report(results, orders)
     assert list(document["suites"]) == ["a", "b"]
@@ -114,7 +118,9 @@ def test_streamed_report_equals_the_in_memory_one(tmp_path: Path) -> None:
 
 def test_case_rows_read_like_a_list() -> None:
     results = _results()[:6]
-    rows = build_report(results, run_id="r", baselines={})["suites"]["b"]["cases"]
+    rows = build_report(results, run_id="r", baselines={}, stream_cases=True)["suites"]["b"][
+        "cases"
+    ]
     plain = rows.materialize()
     assert len(rows) == 6 and bool(rows) and rows[0] == plain[0] and rows[1:3] == plain[1:3]
     assert rows == plain and list(rows) == plain
@@ -137,3 +143,11 @@ def test_suite_table_is_the_frame_of_its_rows() -> None:
         pd.testing.assert_frame_equal(
             suite_table(results, columns), pd.DataFrame(to_rows(results, columns))
         )
+
+
+def test_a_document_built_for_other_uses_holds_plain_lists() -> None:
+    """Outside the run's writer the rows are a list (json.dumps' C encoder reads a
+    list's storage, which a CaseRows does not fill)."""
+    document = build_report(_results()[:6], run_id="r", baselines={})
+    rows = document["suites"]["b"]["cases"]
+    assert type(rows) is list and len(json.loads(json.dumps(document))["suites"]["b"]["cases"]) == 6

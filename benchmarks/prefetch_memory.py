@@ -10,15 +10,17 @@ comes from ``wait4`` (the kernel's ``ru_maxrss`` for that process and what it wa
 The runner keeps a bounded window of calls submitted (``PREFETCH_PER_SLOT`` x concurrency),
 so calls, tasks and results in flight do not grow with the suite. What does: pytest's own
 per-item cost (collected items, reports), each item's plan, and the end-of-run report,
-which holds every result and the evalgate.json document (one row per item) at once; the
-peak comes there. ``--tree`` runs another checkout of evalgate (for example main, before
-a change) for comparison.
+which holds the run's current results (one small object per item) and the statistics'
+columns; evalgate.json's per-item rows are made one at a time as the file is written
+(``report.tables.CaseRows``). ``--tree`` runs another checkout of evalgate (for example
+main, before a change) for comparison.
 
 Beside each evalgate run, the same number of trivial parametrized tests run under bare
-pytest (evalgate installed, not enabled): pytest's own per-item cost (collected items,
-the three reports per item its terminal reporter keeps), a floor no plugin can go under.
-The closing lines give each one's growth per item between the smallest and the largest
-size, and what evalgate adds above pytest's own.
+pytest (evalgate installed, not enabled), once with ``--collect-only`` (the items alone)
+and once run: pytest's own per-item cost (collected items, the three reports per item its
+terminal reporter keeps), a floor no plugin can go under. The closing lines give each
+one's growth per item between the smallest and the largest size, and evalgate's own
+share: its growth per item above bare pytest's.
 """
 
 from __future__ import annotations
@@ -77,9 +79,9 @@ def run(directory: Path, concurrency: int, tree: Path) -> tuple[float, float, in
     return measure(directory, tree, cmd)
 
 
-def run_bare(directory: Path, tree: Path) -> tuple[float, float, int]:
+def run_bare(directory: Path, tree: Path, *extra: str) -> tuple[float, float, int]:
     """(peak RSS in MiB, wall seconds, exit status) of the bare pytest run."""
-    return measure(directory, tree, ["test_bare.py"])
+    return measure(directory, tree, ["test_bare.py", *extra])
 
 
 def measure(directory: Path, tree: Path, args: list[str]) -> tuple[float, float, int]:
@@ -108,33 +110,39 @@ def main() -> None:
     args = parser.parse_args()
     print(f"evalgate from {args.tree}, concurrency {args.concurrency}")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'items':>8} {'run':>9} {'peak RSS MiB':>13} {'KiB/item':>9} {'wall s':>8} {'exit':>5}")
-    evalgate_rows: list[tuple[int, float]] = []
-    bare_rows: list[tuple[int, float]] = []
+    heading = f"{'items':>8} {'run':>12} {'peak RSS MiB':>13} {'KiB/item':>9} {'wall s':>8}"
+    print(f"{heading} {'exit':>5}")
+    rows: dict[str, list[tuple[int, float]]] = {"evalgate": [], "bare": [], "bare-collect": []}
     with FakeOpenAIServer(mode="process") as server:
         for items in args.items:
             with tempfile.TemporaryDirectory() as tmp:
                 directory = Path(tmp)
                 write_suite(directory, server.base_url, items)
                 write_bare(directory, items)
-                for name, rows, result in (
-                    ("evalgate", evalgate_rows, run(directory, args.concurrency, args.tree)),
-                    ("bare", bare_rows, run_bare(directory, args.tree)),
-                ):
-                    rss, wall, status = result
-                    rows.append((items, rss))
+                for name in rows:
+                    if name == "evalgate":
+                        rss, wall, status = run(directory, args.concurrency, args.tree)
+                    elif name == "bare":
+                        rss, wall, status = run_bare(directory, args.tree)
+                    else:
+                        rss, wall, status = run_bare(directory, args.tree, "--collect-only")
+                    rows[name].append((items, rss))
                     print(
-                        f"{items:>8} {name:>9} {rss:>13.1f} {rss * 1024 / items:>9.1f} "
+                        f"{items:>8} {name:>12} {rss:>13.1f} {rss * 1024 / items:>9.1f} "
                         f"{wall:>8.1f} {status:>5}"
                     )
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if len(set(args.items)) < 2:
         return
-    (small, low), (large, high) = min(evalgate_rows), max(evalgate_rows)
-    ours, pytest_own = per_item_kib(evalgate_rows), per_item_kib(bare_rows)
+    (small, low), (large, high) = min(rows["evalgate"]), max(rows["evalgate"])
+    ours, floor = per_item_kib(rows["evalgate"]), per_item_kib(rows["bare"])
+    collect = per_item_kib(rows["bare-collect"])
     print(f"evalgate peak RSS {large} items / {small} items: {high / low:.2f}x")
-    print(f"growth per item, {small} -> {large} items: bare pytest {pytest_own:.1f} KiB/item,")
-    print(f"  evalgate {ours:.1f} KiB/item: {ours - pytest_own:.1f} KiB/item above pytest's own")
+    print(f"growth of peak RSS per item, {small} -> {large} items (KiB/item):")
+    print(f"  bare pytest, collect only:     {collect:6.2f}  (collected items)")
+    print(f"  bare pytest, run:              {floor:6.2f}  (pytest's own floor)")
+    print(f"  evalgate run, total:           {ours:6.2f}")
+    print(f"  evalgate's own, above pytest:  {ours - floor:6.2f}")
 
 
 if __name__ == "__main__":

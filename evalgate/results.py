@@ -295,7 +295,17 @@ def read_results(path: Path, stats: ReadStats | None = None) -> Iterator[CaseRes
                 stats.unreadable += 1
 
 
-_SHARED_FIELDS = ("run_id", "suite", "feature", "suite_hash", "config_id", "tier", "model")
+_SHARED_FIELDS = (
+    "run_id",
+    "suite",
+    "feature",
+    "suite_hash",
+    "config_id",
+    "tier",
+    "model",
+    "worker",
+    "expected",
+)
 """Fields that repeat across a run's lines (json.loads makes a new string for each)."""
 
 
@@ -306,6 +316,12 @@ def _share_strings(data: dict[str, Any], shared: dict[str, str]) -> None:
         value = data.get(name)
         if isinstance(value, str):
             data[name] = shared.setdefault(value, value)
+    call = data.get("call")
+    if isinstance(call, dict) and isinstance(call.get("finish_reason"), str):
+        call["finish_reason"] = shared.setdefault(call["finish_reason"], call["finish_reason"])
+    for grade in data.get("grades") or ():
+        if isinstance(grade, dict) and isinstance(grade.get("grader"), str):
+            grade["grader"] = shared.setdefault(grade["grader"], grade["grader"])
 
 
 def latest_by_item(results: Iterable[CaseResult]) -> dict[ItemKey, CaseResult]:

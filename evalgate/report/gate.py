@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from evalgate.results import CaseResult, to_rows
+from evalgate.results import CaseResult
 from evalgate.suite.model import Suite
 
 
@@ -80,11 +80,10 @@ def gated_configs(suite: Suite, mode: str) -> list[str]:
 def _frame(results: Iterable[CaseResult]) -> Any:
     """The statistics' input: only the columns they read (outputs and grades stay out of
     the frame, which would otherwise be a large part of a big run's peak memory)."""
-    import pandas as pd
-
+    from evalgate.report.tables import suite_table
     from evalgate.stats.analysis import INPUT_COLUMNS
 
-    return pd.DataFrame(to_rows(results, INPUT_COLUMNS))
+    return suite_table(results, INPUT_COLUMNS)
 
 
 def analyze_run(

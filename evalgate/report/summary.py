@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evalgate.results import CaseResult, to_rows
+from evalgate.results import CaseResult
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -107,6 +107,14 @@ def _figures(rows: pd.DataFrame, config_id: str, stats: Mapping[str, Any] | None
         }
 
 
+def _summary_columns() -> tuple[str, ...]:
+    from evalgate.stats.analysis import INPUT_COLUMNS
+
+    own = ("tier", "model", "repeat", "input_tokens", "output_tokens")
+    own += ("grading_cost_usd", "grading_calls")
+    return tuple(dict.fromkeys((*INPUT_COLUMNS, *own)))
+
+
 def build_report(
     results: Iterable[CaseResult],
     *,
@@ -114,6 +122,7 @@ def build_report(
     baselines: Mapping[str, str],
     config_orders: Mapping[str, Sequence[str]] | None = None,
     extra: Mapping[str, Mapping[str, Any]] | None = None,
+    stream_cases: bool = False,
 ) -> dict[str, Any]:
     """The evalgate.json document.
 
@@ -123,38 +132,43 @@ def build_report(
         baselines: suite name -> baseline config id.
         config_orders: suite name -> config ids in the suite's order (tables follow it).
         extra: suite name -> further sections (statistics) merged into that suite.
+        stream_cases: each suite's ``cases`` is a :class:`~evalgate.report.tables.CaseRows`
+            (rows made as iterated, for ``write_json`` and the HTML page: the run's report
+            writer) instead of a plain list (for any other use, ``json.dumps`` included).
     """
-    import pandas as pd
-
+    from evalgate.report.tables import CaseRows, float_columns, suite_table
     from evalgate.stats._common import json_safe
 
     results = list(results)
-    frame = pd.DataFrame(to_rows(results))
-    hashes = {r.suite: r.suite_hash for r in results}
-    features = {r.suite: r.feature for r in results}
+    by_suite: dict[str, list[CaseResult]] = {}
+    for result in results:
+        by_suite.setdefault(result.suite, []).append(result)
+    as_float = float_columns(results)
     suites: dict[str, Any] = {}
-    if not frame.empty:
-        for suite_name, suite_rows in frame.groupby("suite", sort=True):
-            order = list((config_orders or {}).get(str(suite_name), ()))
-            by_config = dict(iter(suite_rows.groupby("config_id", sort=False)))
-            ids = [c for c in order if c in by_config] + sorted(
-                str(c) for c in by_config if c not in order
-            )
-            stats = (extra or {}).get(str(suite_name), {}).get("stats")
-            configs = {
-                cid: config_summary(by_config[cid], _figures(by_config[cid], cid, stats))
-                for cid in ids
-            }
-            cases = suite_rows.drop(columns=["suite", "feature"]).to_dict(orient="records")
-            suites[str(suite_name)] = {
-                "feature": features[str(suite_name)],
-                "suite_hash": hashes[str(suite_name)],
-                "baseline": baselines.get(str(suite_name)),
-                "configs": configs,
-                **dict((extra or {}).get(str(suite_name), {})),
-                "cases": cases,
-            }
-    return json_safe(
+    cases: dict[str, CaseRows] = {}
+    for suite_name, suite_results in sorted(by_suite.items()):
+        # Only the columns the figures read: a suite's outputs and grades stay out.
+        suite_rows = suite_table(suite_results, _summary_columns())
+        order = list((config_orders or {}).get(suite_name, ()))
+        by_config = dict(iter(suite_rows.groupby("config_id", sort=False)))
+        ids = [c for c in order if c in by_config] + sorted(
+            str(c) for c in by_config if c not in order
+        )
+        stats = (extra or {}).get(suite_name, {}).get("stats")
+        configs = {
+            cid: config_summary(by_config[cid], _figures(by_config[cid], cid, stats)) for cid in ids
+        }
+        del suite_rows, by_config
+        suites[suite_name] = {
+            "feature": suite_results[-1].feature,
+            "suite_hash": suite_results[-1].suite_hash,
+            "baseline": baselines.get(suite_name),
+            "configs": configs,
+            **dict((extra or {}).get(suite_name, {})),
+        }
+        # Made row by row when written (see CaseRows): no dict per item held.
+        cases[suite_name] = CaseRows(suite_results, as_float)
+    document = json_safe(
         {
             "version": REPORT_VERSION,
             "run_id": run_id,
@@ -162,6 +176,9 @@ def build_report(
             "suites": suites,
         }
     )
+    for suite_name, rows in cases.items():
+        document["suites"][suite_name]["cases"] = rows if stream_cases else rows.materialize()
+    return document
 
 
 def write_json(document: Mapping[str, Any], path: Path) -> None:

@@ -81,9 +81,10 @@ def write_run_report(
         baselines=baselines,
         config_orders=orders,
         extra={name: {"stats": section} for name, section in gate.sections.items()},
+        stream_cases=True,
     )
-    # The document holds what the rest needs; the results go before the HTML page is
-    # rendered, which is the last peak of a big run's memory.
+    # The document's case rows are made from these results as they are written (see
+    # report.tables.CaseRows); no other copy of the results is held.
     del current
     from evalgate.report.inputs import suite_inputs
     from evalgate.report.settings import suite_settings

@@ -42,6 +42,7 @@ class UsageRecord:
         trimmed_tokens: (before, after) token counts of a trimmed context, else None.
         policy_hash: suite hash of the feature's evidence (ties a record to its policy).
         route, route_score: a learned router's decision ("small"/"large") and its score.
+        similarity: a semantic cache hit's similarity to the entry it served.
     """
 
     ts: float
@@ -64,6 +65,7 @@ class UsageRecord:
     policy_hash: str | None = None
     route: str | None = None
     route_score: float | None = None
+    similarity: float | None = None
 
     def to_bytes(self) -> bytes:
         data = asdict(self)

@@ -114,14 +114,42 @@ def decode_entry(raw: bytes, dim: int) -> tuple[np.ndarray, str, CachedAnswer, f
 
 @dataclass(slots=True)
 class _Scope:
-    """One scope's entries as this process has read them."""
+    """One scope's entries as this process has read them.
+
+    Vectors and expiries live in buffers that double when full, so reading a tail of k
+    new entries costs O(k), not a copy of the whole matrix (a busy scope gains an entry
+    per miss, from every instance).
+    """
 
     position: int = 0
-    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    count: int = 0
+    buffer: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    expires_buffer: np.ndarray = field(default_factory=lambda: np.zeros(0))
     signatures: list[str] = field(default_factory=list)
     answers: list[CachedAnswer] = field(default_factory=list)
-    expires: np.ndarray = field(default_factory=lambda: np.zeros(0))
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self.buffer[: self.count]
+
+    @property
+    def expires(self) -> np.ndarray:
+        return self.expires_buffer[: self.count]
+
+    def append(self, vectors: np.ndarray, expires: np.ndarray) -> None:
+        need = self.count + len(vectors)
+        if need > len(self.buffer):
+            capacity = max(need, 2 * len(self.buffer), 64)
+            grown = np.zeros((capacity, vectors.shape[1]), dtype=np.float32)
+            if self.count:
+                grown[: self.count] = self.vectors
+            grown_exp = np.zeros(capacity)
+            grown_exp[: self.count] = self.expires
+            self.buffer, self.expires_buffer = grown, grown_exp
+        self.buffer[self.count : need] = vectors
+        self.expires_buffer[self.count : need] = expires
+        self.count = need
 
 
 class SemanticCache:
@@ -191,12 +219,10 @@ class SemanticCache:
             return
         decoded = [e for e in (decode_entry(raw, dim) for raw in raws) if e is not None]
         if decoded:
-            new = np.stack([e[0] for e in decoded]).astype(np.float32)
-            state.vectors = new if state.vectors.size == 0 else np.vstack([state.vectors, new])
+            exp = np.array([np.inf if e[3] is None else e[3] for e in decoded])
+            state.append(np.stack([e[0] for e in decoded]), exp)
             state.signatures.extend(e[1] for e in decoded)
             state.answers.extend(e[2] for e in decoded)
-            exp = np.array([np.inf if e[3] is None else e[3] for e in decoded])
-            state.expires = np.concatenate([state.expires, exp])
         state.position = position
 
     def lookup(self, request: CacheRequest) -> Hit | None:
@@ -248,4 +274,3 @@ class SemanticCache:
             self.failures.failed("semantic cache write", exc)
             return
         self.failures.succeeded()
-

@@ -155,3 +155,37 @@ def test_split_request_and_hostile_entries():
     assert split_request(request) is None  # not plain text: no semantic lookup
     assert decode_entry(b"\x00", 384) is None
     assert decode_entry(b"\xff\xff\xff\xff{}", 384) is None
+
+
+class _OneHot:
+    """Text i -> basis vector i (exact search is what is tested here, not MiniLM)."""
+
+    dim = 512
+
+    def encode(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            out[row, int(text.split()[-1]) % self.dim] = 1.0
+        return out
+
+
+def test_entries_appended_in_many_tails_are_all_searchable(tmp_path):
+    with open_backend(f"sqlite:///{tmp_path / 's.sqlite3'}") as backend:
+        writer = SemanticCache(backend, threshold=0.99, encoder=_OneHot())
+        reader = SemanticCache(backend, threshold=0.99, encoder=_OneHot())
+        for i in range(300):
+            request = CacheRequest(model="m", messages=ask(f"item {i}"), params={})
+            writer.store(request, CachedAnswer(content=str(i), model="m"), ttl_s=None)
+            if i % 37 == 0:  # the reader catches up in uneven tails
+                reader.lookup(CacheRequest(model="m", messages=ask("item 999"), params={}))
+        for i in (0, 63, 64, 127, 128, 299):
+            hit = reader.lookup(CacheRequest(model="m", messages=ask(f"item {i}"), params={}))
+            assert hit is not None and hit.answer.content == str(i) and hit.similarity == 1.0
+        expired = CacheRequest(model="m", messages=ask("item 400"), params={})
+        writer.store(expired, CachedAnswer(content="old", model="m"), ttl_s=0.001)
+        import time
+
+        time.sleep(0.01)
+        assert reader.lookup(expired) is None

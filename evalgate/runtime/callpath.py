@@ -278,6 +278,7 @@ class Policy:
                 guard=spec.guard,
                 embedding_model=spec.embedding_model,
                 failures=self.failures,
+                writer=self.ledger.submit,
             )
         return cache
 

@@ -42,7 +42,7 @@ import json
 import struct
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +127,8 @@ class _Scope:
     expires_buffer: np.ndarray = field(default_factory=lambda: np.zeros(0))
     signatures: list[str] = field(default_factory=list)
     answers: list[CachedAnswer] = field(default_factory=list)
+    # Entries this process stored and already holds: skipped when read back from the store.
+    own: set[bytes] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -163,6 +165,8 @@ class SemanticCache:
             installed model's (``evalgate.routing.features.embedding_model_identity``).
         encoder: texts -> unit rows (default: :func:`evalgate.embeddings.get_encoder`).
         failures: where backend failures are reported (a failure is a miss).
+        writer: runs a function on a background thread (the ledger's), so storing an
+            entry never adds to a call's latency; None: written inline.
     """
 
     def __init__(
@@ -174,6 +178,7 @@ class SemanticCache:
         embedding_model: str | None = None,
         encoder: Any = None,
         failures: BackendFailures | None = None,
+        writer: Callable[[Callable[[], None]], None] | None = None,
     ):
         if not 0.0 < threshold <= 1.0:
             raise PolicyError(f"semantic cache threshold must be in (0, 1] (got {threshold!r})")
@@ -186,6 +191,7 @@ class SemanticCache:
         self.failures = failures or BackendFailures(backend.url)
         self._scopes: dict[str, _Scope] = {}
         self._scopes_lock = threading.Lock()
+        self._writer = writer
 
     def _encode(self, text: str) -> np.ndarray:
         if not self._encoder_checked:
@@ -217,7 +223,13 @@ class SemanticCache:
         position, raws = self.backend.semantic_read(scope, state.position)
         if not raws:
             return
-        decoded = [e for e in (decode_entry(raw, dim) for raw in raws) if e is not None]
+        fresh = []
+        for raw in raws:
+            if raw in state.own:
+                state.own.discard(raw)
+            else:
+                fresh.append(raw)
+        decoded = [e for e in (decode_entry(raw, dim) for raw in fresh) if e is not None]
         if decoded:
             exp = np.array([np.inf if e[3] is None else e[3] for e in decoded])
             state.append(np.stack([e[0] for e in decoded]), exp)
@@ -264,7 +276,20 @@ class SemanticCache:
             return
         scope, text = split
         expires = None if ttl_s is None else time.time() + ttl_s
-        entry = encode_entry(self._encode(text), self._signature(text), answer, expires)
+        vector, sig = self._encode(text), self._signature(text)
+        entry = encode_entry(vector, sig, answer, expires)
+        state = self._scope(scope)
+        with state.lock:  # this process serves it at once, before the write lands
+            state.append(vector[None, :], np.array([np.inf if expires is None else expires]))
+            state.signatures.append(sig)
+            state.answers.append(answer)
+            state.own.add(entry)
+        if self._writer is None:
+            self._write(scope, entry)
+        else:
+            self._writer(lambda: self._write(scope, entry))
+
+    def _write(self, scope: str, entry: bytes) -> None:
         if not self.failures.available():
             self.failures.skipped("semantic cache write")
             return

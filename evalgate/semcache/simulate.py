@@ -83,7 +83,7 @@ def simulate(
     max_wrong_hit: float = 0.05,
     alpha: float = 0.1,
     trials: int = 100,
-    fresh: int = 20,
+    fresh: int = 200,
     seed: int = 0,
 ) -> CacheSimulation:
     rng = np.random.default_rng(seed)

@@ -189,3 +189,18 @@ def test_entries_appended_in_many_tails_are_all_searchable(tmp_path):
 
         time.sleep(0.01)
         assert reader.lookup(expired) is None
+
+
+def test_own_entries_are_served_at_once_and_not_read_back_twice(tmp_path):
+    jobs: list[Any] = []
+    with open_backend(f"sqlite:///{tmp_path / 's.sqlite3'}") as backend:
+        cache = SemanticCache(backend, threshold=0.99, encoder=_OneHot(), writer=jobs.append)
+        request = CacheRequest(model="m", messages=ask("item 7"), params={})
+        cache.store(request, CachedAnswer(content="seven", model="m"), ttl_s=None)
+        hit = cache.lookup(request)  # the write is still queued: served from memory
+        assert hit is not None and hit.answer.content == "seven"
+        for job in jobs:
+            job()
+        assert cache.lookup(request) is not None
+        scope = split_request(request)[0]  # type: ignore[index]
+        assert cache._scope(scope).count == 1

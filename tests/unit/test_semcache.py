@@ -176,3 +176,9 @@ def test_seeded_simulation_is_reproducible_and_beats_a_fixed_080():
     assert first == simulate(trials=6, n=200, fresh=6, seed=3)
     assert first.none_certified < 6
     assert first.mean_true_risk < first.fixed_080_risk
+
+
+def test_empty_traffic_reports_nothing_and_certifies_nothing():
+    replay = Replay([], [], np.zeros((0, 384)), [], lambda i, j: True)
+    result = certify(replay, max_wrong_hit=0.05, alpha=0.1)
+    assert not result.certified and result.figures.requests == 0 and result.figures.hits == 0

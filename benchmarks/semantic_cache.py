@@ -6,7 +6,10 @@ Run: .venv/bin/python benchmarks/semantic_cache.py [--trials 100] [--quick] [--e
    intents with near-miss siblings; per seed, the share of trials whose certified
    threshold's true wrong-hit rate exceeds the bound (target <= alpha), the mean certified
    threshold, its true risk and hit rate, and a fixed 0.80 threshold's true risk.
-2. Runtime lookup (``evalgate.runtime.semantic_cache``): median and p95 latency of one
+2. Near-misses (real MiniLM): similarity of a paraphrase and of near-misses (a number
+   changed, a negation added, an entity swapped) to the original question; the share that
+   fixed thresholds would serve, and the share the guard blocks.
+3. Runtime lookup (``evalgate.runtime.semantic_cache``): median and p95 latency of one
    lookup (MiniLM embedding of the user turn included) with N entries in one tenant, on
    the SQLite backend; the embedding alone is measured in the same run as the baseline.
 """
@@ -39,6 +42,98 @@ def guarantee_section(trials: int, n: int) -> None:
             f"{seed:>5} {s.trials:>7} {s.violation_rate:>15.3f} {s.none_certified:>5} "
             f"{s.mean_threshold:>10.3f} {s.mean_true_risk:>10.4f} {s.mean_hit_rate:>9.3f} "
             f"{s.fixed_080_risk:>16.4f} {time.perf_counter() - start:>6.1f}"
+        )
+
+
+# (question, paraphrase, near-misses: number changed, negation added, entity swapped).
+# Written for this benchmark (not tuned on): what embeddings confuse, per kind.
+NEAR_MISS_SET = (
+    (
+        "How long is the refund window for orders?",
+        "How many days do I have to return an order?",
+        "How long is the refund window for orders over 500 dollars?",
+        "Is there no refund window for orders?",
+        "How long is the exchange window for orders?",
+    ),
+    (
+        "What is 17 times 23?",
+        "Compute 17 multiplied by 23.",
+        "What is 17 times 24?",
+        "What is not 17 times 23?",
+        "What is 17 plus 23?",
+    ),
+    (
+        "What is the capital of Australia?",
+        "Which city is Australia's capital?",
+        "What was the capital of Australia in 1900?",
+        "Which city is not the capital of Australia?",
+        "What is the capital of Austria?",
+    ),
+    (
+        "Reset the password for user 'alice'",
+        "Please reset alice's password",
+        "Reset the password for user 'alice2'",
+        "Do not reset the password for user 'alice'",
+        "Reset the password for user 'bob'",
+    ),
+    (
+        "Is it safe to take ibuprofen with coffee?",
+        "Can I drink coffee while taking ibuprofen?",
+        "Is it safe to take 800 mg of ibuprofen with coffee?",
+        "Is it unsafe to not take ibuprofen with coffee?",
+        "Is it safe to take ibuprofen with alcohol?",
+    ),
+    (
+        "Convert 5 miles to kilometres",
+        "How many km is 5 miles?",
+        "Convert 50 miles to kilometres",
+        "Don't convert 5 miles to kilometres",
+        "Convert 5 miles to metres",
+    ),
+    (
+        "When does the store open on Sunday?",
+        "What time does the shop open Sundays?",
+        "When does the store open on Sunday 24 December?",
+        "Does the store not open on Sunday?",
+        "When does the store close on Sunday?",
+    ),
+    (
+        "Translate 'good morning' into French",
+        "How do you say good morning in French?",
+        "Translate 'good night' into French",
+        "Translate 'good morning' into anything but French",
+        "Translate 'good morning' into Spanish",
+    ),
+)
+
+
+def near_miss_section() -> None:
+    import numpy as np
+
+    from evalgate.embeddings import get_encoder
+    from evalgate.semcache.guard import may_share
+
+    encoder = get_encoder()
+    kinds = ("paraphrase", "number", "negation", "entity")
+    sims: dict[str, list[float]] = {k: [] for k in kinds}
+    blocked: dict[str, list[bool]] = {k: [] for k in kinds}
+    for base, *others in NEAR_MISS_SET:
+        vectors = np.asarray(encoder.encode([base, *others]), dtype=np.float64)
+        for kind, text, vector in zip(kinds, others, vectors[1:], strict=True):
+            sims[kind].append(float(vector @ vectors[0]))
+            blocked[kind].append(not may_share(base, text))
+    print(f"\nMiniLM similarity to the original question ({len(NEAR_MISS_SET)} sets)")
+    print(
+        f"{'kind':>11} {'median':>7} {'min':>6} {'max':>6}"
+        + "".join(f"{'hit@' + str(t):>9}" for t in (0.8, 0.85, 0.9, 0.95))
+        + f"{'guard blocks':>13}"
+    )
+    for kind in kinds:
+        values = np.array(sims[kind])
+        hits = "".join(f"{np.mean(values >= t):>9.2f}" for t in (0.8, 0.85, 0.9, 0.95))
+        print(
+            f"{kind:>11} {np.median(values):>7.3f} {values.min():>6.3f} {values.max():>6.3f}"
+            f"{hits}{np.mean(blocked[kind]):>13.2f}"
         )
 
 
@@ -125,6 +220,7 @@ def main() -> None:
     trials = 20 if args.quick else args.trials
     if not args.skip_simulation:
         guarantee_section(trials, args.n)
+    near_miss_section()
     lookup_section(args.entries)
 
 

@@ -18,7 +18,11 @@ GUARD_VERSION = 1
 evaluated with; entries stored under another version never match)."""
 
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
-_QUOTED = re.compile(r"\"([^\"]{1,200})\"|'([^']{1,200})'|`([^`]{1,200})`|“([^”]{1,200})”")
+# A single quote opens only after a non-word character and closes before one, so the
+# apostrophes of "don't ... isn't" or "alice's" are not read as a quoted string.
+_QUOTED = re.compile(
+    r"\"([^\"]{1,200})\"|(?<!\w)'([^']{1,200})'(?!\w)|`([^`]{1,200})`|“([^”]{1,200})”"
+)
 _NEGATION = re.compile(
     r"\b(?:not|no|never|none|nobody|nothing|neither|nor|without|cannot|isn't|aren't|"
     r"wasn't|weren't|don't|doesn't|didn't|won't|wouldn't|shouldn't|can't|couldn't|"

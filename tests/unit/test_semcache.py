@@ -75,6 +75,9 @@ def test_guard_signature_numbers_quotes_negation():
     assert not may_share("it works", "it doesn't work")
     assert may_share("what is the capital of France", "France's capital city?")
     assert signature("") == signature("hello")
+    # Apostrophes are not quotes.
+    assert may_share("don't stop, it isn't over", "do not stop, it is not over")
+    assert may_share("reset alice's password", "reset the password of alice's account")
 
 
 def test_guard_blocks_near_miss_hits_in_the_replay():

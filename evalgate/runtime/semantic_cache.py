@@ -105,7 +105,8 @@ def decode_entry(raw: bytes, dim: int) -> tuple[np.ndarray, str, CachedAnswer, f
         head = json.loads(raw[_HEADER.size : _HEADER.size + length])
         vector = np.frombuffer(raw[_HEADER.size + length :], dtype="<f4")
         answer = CachedAnswer.from_bytes(head["a"].encode("utf-8"))
-        if head.get("v") != ENTRY_VERSION or vector.shape != (dim,) or answer is None:
+        bad = vector.shape != (dim,) or not np.isfinite(vector).all()
+        if head.get("v") != ENTRY_VERSION or bad or answer is None:
             return None
         return vector, str(head["sig"]), answer, head.get("exp")
     except (struct.error, ValueError, KeyError, TypeError, AttributeError):
@@ -134,6 +135,12 @@ class _Scope:
     @property
     def vectors(self) -> np.ndarray:
         return self.buffer[: self.count]
+
+    def reset(self) -> None:
+        self.position = self.count = 0
+        self.signatures.clear()
+        self.answers.clear()
+        self.own.clear()
 
     @property
     def expires(self) -> np.ndarray:
@@ -221,6 +228,9 @@ class SemanticCache:
     def _refresh(self, scope: str, state: _Scope, dim: int) -> None:
         """Reads the entries appended since this process last looked (the version check)."""
         position, raws = self.backend.semantic_read(scope, state.position)
+        if position < state.position:  # cleared: start over
+            state.reset()
+            position, raws = self.backend.semantic_read(scope, position)
         if not raws:
             return
         fresh = []

@@ -204,3 +204,35 @@ def test_own_entries_are_served_at_once_and_not_read_back_twice(tmp_path):
         assert cache.lookup(request) is not None
         scope = split_request(request)[0]  # type: ignore[index]
         assert cache._scope(scope).count == 1
+
+
+def test_a_cleared_scope_is_reloaded_and_nan_entries_are_skipped(backend_spec, tmp_path):
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as one, open_backend(url, prefix=prefix) as two:
+        a = SemanticCache(one, threshold=0.99, encoder=_OneHot())
+        b = SemanticCache(two, threshold=0.99, encoder=_OneHot())
+        old = CacheRequest(model="m", messages=ask("item 1"), params={})
+        new = CacheRequest(model="m", messages=ask("item 2"), params={})
+        a.store(old, CachedAnswer(content="old", model="m"), ttl_s=None)
+        a.store(
+            CacheRequest(model="m", messages=ask("item 3"), params={}),
+            CachedAnswer(content="three", model="m"),
+            ttl_s=None,
+        )
+        assert b.lookup(old) is not None
+        one.cache_clear()
+        a2 = SemanticCache(one, threshold=0.99, encoder=_OneHot())
+        a2.store(new, CachedAnswer(content="new", model="m"), ttl_s=None)
+        if url.startswith("redis"):  # the list shrank: b starts over
+            assert b.lookup(old) is None
+        hit = b.lookup(new)
+        assert hit is not None and hit.answer.content == "new"
+        import numpy as np
+
+        from evalgate.runtime.semantic_cache import encode_entry
+
+        scope = split_request(new)[0]  # type: ignore[index]
+        nan = encode_entry(np.full(512, np.nan), "", CachedAnswer(content="x", model="m"), None)
+        one.semantic_add(scope, nan)
+        hit = b.lookup(new)
+        assert hit is not None and hit.answer.content == "new"

@@ -45,7 +45,9 @@ class Backend(abc.ABC):
     def semantic_read(self, scope: str, after: int) -> tuple[int, list[bytes]]:
         """The entries of ``scope`` appended after position ``after`` (0: all), and the
         position to pass next time: a reader that has seen everything pays one cheap
-        round trip to learn that nothing changed (the version check)."""
+        round trip to learn that nothing changed (the version check). A position below
+        ``after`` means the scope was cleared: the reader drops what it holds and reads
+        again from that position."""
         raise NotImplementedError(f"{type(self).__name__} has no semantic cache")
 
     # -- ledger --------------------------------------------------------------------------

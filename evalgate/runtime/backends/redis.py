@@ -71,7 +71,14 @@ class RedisBackend(Backend):
         self._r.rpush(self._semantic + scope, entry)
 
     def semantic_read(self, scope: str, after: int) -> tuple[int, list[bytes]]:
-        entries = self._r.lrange(self._semantic + scope, after, -1)
+        # LRANGE and LLEN in one round trip: a list shorter than ``after`` was cleared (and
+        # perhaps refilled), so the reader starts over (position 0 < after says so).
+        pipe = self._r.pipeline(transaction=True)
+        pipe.lrange(self._semantic + scope, after, -1)
+        pipe.llen(self._semantic + scope)
+        entries, length = pipe.execute()
+        if length < after:
+            return 0, []
         return after + len(entries), [bytes(e) for e in entries]
 
     def ledger_append(self, ts: float, record: bytes) -> None:

@@ -9,7 +9,7 @@ Every call runs the same steps, in order:
 2. **admit**: each :class:`Guard` (per-user limits) reserves what the call may use, or
    refuses it before anything else happens;
 3. **lookup**: the feature's cache (:class:`~evalgate.runtime.cache.ResponseCache`:
-   exact now; a semantic cache plugs in with the same interface);
+   exact, or semantic per tenant (:mod:`evalgate.runtime.semantic_cache`), one interface);
 4. **call**: the routes in order, the next one after an error or timeout (before the
    first streamed chunk: once content has reached the caller, a failure is the caller's);
 5. **finish**: store a complete answer in the cache, settle the guards with the real
@@ -225,6 +225,7 @@ class Policy:
         if self.limiter is not None:
             self.guards.insert(0, self.limiter)
         self._endpoints: dict[tuple[str, str], Endpoint] = {}
+        self._semantic: dict[str, ResponseCache] = {}
 
     @classmethod
     def load(cls, path: str | Path, **options: Any) -> Policy:
@@ -269,7 +270,25 @@ class Policy:
     # -- steps shared by the sync and async paths -----------------------------------------
 
     def _cache(self, feature: FeaturePolicy) -> ResponseCache | None:
+        if feature.cache.mode == "semantic":
+            return self._semantic_cache(feature)
         return self._exact if feature.cache.mode == "exact" else None
+
+    def _semantic_cache(self, feature: FeaturePolicy) -> ResponseCache:
+        cache = self._semantic.get(feature.name)
+        if cache is None:
+            from evalgate.runtime.semantic_cache import SemanticCache
+
+            spec = feature.cache
+            cache = self._semantic[feature.name] = SemanticCache(
+                self.backend,
+                threshold=spec.threshold or 1.0,
+                guard=spec.guard,
+                embedding_model=spec.embedding_model,
+                failures=self.failures,
+                writer=self.ledger.submit,
+            )
+        return cache
 
     def _prepare(
         self,
@@ -439,6 +458,7 @@ class Policy:
             ttft_ms=ttft_ms,
             cached=True,
             error=error,
+            similarity=hit.similarity,
         )
 
     def _info(self, call: PreparedCall, route: Route | None, index: int, cached: bool) -> dict:

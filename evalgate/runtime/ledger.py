@@ -44,6 +44,7 @@ class UsageRecord:
         route, route_score: a learned router's decision ("small"/"large") and its score;
             a cascade's ("first": its answer was accepted, "escalated": it was not).
         first_cost_usd: an escalated cascade's first call (included in ``cost_usd``).
+        similarity: a semantic cache hit's similarity to the entry it served.
     """
 
     ts: float
@@ -67,6 +68,7 @@ class UsageRecord:
     route: str | None = None
     route_score: float | None = None
     first_cost_usd: float | None = None
+    similarity: float | None = None
 
     def to_bytes(self) -> bytes:
         data = asdict(self)

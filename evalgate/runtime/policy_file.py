@@ -40,7 +40,7 @@ from evalgate.runtime.limits import LimitRules
 
 POLICY_VERSION = 1
 POLICY_NAME = "POLICY"
-CACHE_MODES = ("exact", "off")
+CACHE_MODES = ("exact", "semantic", "off")
 
 _ROUTE_KEYS = ("model", "api_base", "api_key_env", "price", "timeout_s")
 FEATURE_KEYS = (
@@ -100,8 +100,14 @@ class TrimSpec:
 
 @dataclass(frozen=True, slots=True)
 class CacheSpec:
+    """A feature's cache; ``semantic`` adds the certified threshold, the embedding model
+    it was certified with and whether the near-miss guard is on (evalgate.semcache)."""
+
     mode: str
     ttl_s: float | None
+    threshold: float | None = None
+    embedding_model: str | None = None
+    guard: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -436,13 +442,23 @@ def _feature(check: _Checker, name: str, raw: Any) -> FeaturePolicy:
 
     raw_cache = raw.get("cache", {"mode": "off"})
     ck = f"{key}.cache"
-    check.keys(raw_cache, ck, ("mode", "ttl_s"), ("mode",))
+    semantic_keys = ("threshold", "embedding_model", "guard")
+    semantic = raw_cache.get("mode") == "semantic" if isinstance(raw_cache, dict) else False
+    check.keys(
+        raw_cache,
+        ck,
+        ("mode", "ttl_s", *(semantic_keys if semantic else ())),
+        ("mode", *(("threshold", "embedding_model") if semantic else ())),
+    )
     if raw_cache["mode"] not in CACHE_MODES:
         raise check.fail(
             f"{ck}.mode",
             f"expected one of {', '.join(CACHE_MODES)}, found {_shown(raw_cache['mode'])}",
         )
     ttl = check.number(raw_cache.get("ttl_s"), f"{ck}.ttl_s", optional=True, low=0.001)
+    cache = CacheSpec(raw_cache["mode"], None if ttl is None else float(ttl))
+    if semantic:
+        cache = _semantic_cache(check, raw_cache, ck, cache)
     evidence = raw.get("evidence", {})
     if not isinstance(evidence, dict):
         raise check.fail(f"{key}.evidence", f"expected a dict, found {_shown(evidence)}")
@@ -455,10 +471,29 @@ def _feature(check: _Checker, name: str, raw: Any) -> FeaturePolicy:
         max_tokens=max_tokens,
         temperature=None if temperature is None else float(temperature),
         stream=stream,
-        cache=CacheSpec(raw_cache["mode"], None if ttl is None else float(ttl)),
+        cache=cache,
         evidence=evidence,
         router=router,
     )
+
+
+def _semantic_cache(check: _Checker, raw: dict, key: str, cache: CacheSpec) -> CacheSpec:
+    threshold = raw["threshold"]
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, int | float)
+        or not 0 < threshold <= 1
+    ):
+        raise check.fail(
+            f"{key}.threshold", f"expected a number in (0, 1], found {_shown(threshold)}"
+        )
+    model = raw["embedding_model"]
+    if not isinstance(model, str) or not model:
+        raise check.fail(f"{key}.embedding_model", f"expected a string, found {_shown(model)}")
+    guard = raw.get("guard", False)
+    if not isinstance(guard, bool):
+        raise check.fail(f"{key}.guard", f"expected True or False, found {_shown(guard)}")
+    return CacheSpec(cache.mode, cache.ttl_s, float(threshold), model, guard)
 
 
 def _router(check: _Checker, raw: Any, key: str) -> Any:

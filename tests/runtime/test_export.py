@@ -158,8 +158,9 @@ def test_unknown_config_and_broken_existing_policy_are_one_line(work: Path) -> N
         ("POLICY = {\n 'version': 1,\n 'features': __import__('os')}\n", r"plain literal data"),
         (
             "POLICY = {\n 'version': 1,\n 'features': {\n  'f': {\n   'model': 'm',\n"
-            "   'cache': {'mode': 'semantic'}}}}\n",
-            r"p\.py:6: features\.f\.cache\.mode: expected one of exact, off, found 'semantic'",
+            "   'cache': {'mode': 'fuzzy'}}}}\n",
+            r"p\.py:6: features\.f\.cache\.mode: "
+            r"expected one of exact, semantic, off, found 'fuzzy'",
         ),
         (
             "POLICY = {'version': 1, 'features': {'f': {'model': 'm', 'max_tokens': 0}}}\n",

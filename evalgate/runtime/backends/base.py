@@ -36,6 +36,20 @@ class Backend(abc.ABC):
     def cache_clear(self) -> None:
         """Removes every cache entry (not the ledger)."""
 
+    # -- semantic cache (append-only entries per scope) ---------------------------------
+
+    def semantic_add(self, scope: str, entry: bytes) -> None:
+        """Appends one semantic-cache entry to ``scope`` (a tenant's exact key part)."""
+        raise NotImplementedError(f"{type(self).__name__} has no semantic cache")
+
+    def semantic_read(self, scope: str, after: int) -> tuple[int, list[bytes]]:
+        """The entries of ``scope`` appended after position ``after`` (0: all), and the
+        position to pass next time: a reader that has seen everything pays one cheap
+        round trip to learn that nothing changed (the version check). A position below
+        ``after`` means the scope was cleared: the reader drops what it holds and reads
+        again from that position."""
+        raise NotImplementedError(f"{type(self).__name__} has no semantic cache")
+
     # -- ledger --------------------------------------------------------------------------
 
     @abc.abstractmethod

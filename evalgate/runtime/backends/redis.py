@@ -32,6 +32,7 @@ class RedisBackend(Backend):
         self.prefix = prefix
         self._ledger = f"{prefix}ledger"
         self._cache = f"{prefix}cache:"
+        self._semantic = f"{prefix}cache:sem:"  # under the cache prefix: cleared with it
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "evalgate:") -> RedisBackend:
@@ -64,6 +65,21 @@ class RedisBackend(Backend):
                 batch.clear()
         if batch:
             self._r.delete(*batch)
+
+    def semantic_add(self, scope: str, entry: bytes) -> None:
+        # One list per scope, appended by RPUSH (atomic); the list length is its version.
+        self._r.rpush(self._semantic + scope, entry)
+
+    def semantic_read(self, scope: str, after: int) -> tuple[int, list[bytes]]:
+        # LRANGE and LLEN in one round trip: a list shorter than ``after`` was cleared (and
+        # perhaps refilled), so the reader starts over (position 0 < after says so).
+        pipe = self._r.pipeline(transaction=True)
+        pipe.lrange(self._semantic + scope, after, -1)
+        pipe.llen(self._semantic + scope)
+        entries, length = pipe.execute()
+        if length < after:
+            return 0, []
+        return after + len(entries), [bytes(e) for e in entries]
 
     def ledger_append(self, ts: float, record: bytes) -> None:
         # The server assigns the id (its own clock, strictly increasing); the record keeps

@@ -22,6 +22,11 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS ledger (id INTEGER PRIMARY KEY AUTOINCREMENT, "
     "ts REAL NOT NULL, record BLOB NOT NULL)",
     "CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts)",
+    # Semantic cache: entries (answer, guard signature, unit vector as a float32 blob)
+    # appended per scope; the id orders them and is each reader's resume position.
+    "CREATE TABLE IF NOT EXISTS semantic (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "scope TEXT NOT NULL, entry BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS semantic_scope ON semantic (scope, id)",
 )
 BUSY_TIMEOUT_S = 30.0
 PURGE_EVERY = 1000  # writes between sweeps of expired cache entries
@@ -104,6 +109,21 @@ class SQLiteBackend(Backend):
     def cache_clear(self) -> None:
         with self._connections.use() as db:
             db.execute("DELETE FROM cache")
+            db.execute("DELETE FROM semantic")
+
+    def semantic_add(self, scope: str, entry: bytes) -> None:
+        with self._connections.use() as db:
+            db.execute("INSERT INTO semantic (scope, entry) VALUES (?, ?)", (scope, entry))
+
+    def semantic_read(self, scope: str, after: int) -> tuple[int, list[bytes]]:
+        with self._connections.use() as db:
+            rows = db.execute(
+                "SELECT id, entry FROM semantic WHERE scope = ? AND id > ? ORDER BY id",
+                (scope, after),
+            ).fetchall()
+        if not rows:
+            return after, []
+        return int(rows[-1][0]), [bytes(entry) for _, entry in rows]
 
     def ledger_append(self, ts: float, record: bytes) -> None:
         with self._connections.use() as db:

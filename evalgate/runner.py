@@ -166,7 +166,7 @@ class Runner:
         needs its requests together (the engine groups them), and a call waiting for its
         batch holds no connection, only a future.
         """
-        with self._lock:
+        with self._lock, self.engine.batches_held():
             for plan in plans:
                 if plan.config.batch:
                     if plan.key not in self._submitted and self._reusable(plan) is None:

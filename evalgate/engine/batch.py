@@ -342,6 +342,18 @@ class BatchQueue:
                     self._stored[key] = batch
         self._tasks: set[asyncio.Task[None]] = set()
         self.submitted = 0  # batches this process created
+        # While held (the runner is submitting a run's batch calls), groups wait: a pause
+        # in the submitting thread must not cut a batch in two.
+        self._holds = 0
+
+    def hold(self) -> None:
+        self._holds += 1
+
+    def release(self) -> None:
+        self._holds = max(0, self._holds - 1)
+        if not self._holds:
+            for group_key, group in list(self._groups.items()):
+                self._arm(group_key, group)
 
     async def call(self, spec: CallSpec, target: NativeTarget) -> CallResult:
         """The call's result, once the batch that carries it is collected; never raises."""
@@ -372,11 +384,13 @@ class BatchQueue:
         loop = asyncio.get_running_loop()
         if len(group.waiting) >= self.settings.max_requests:
             group.timer = None
-            self._flush(group_key)
+            self._flush(group_key, full=True)
         else:
             group.timer = loop.call_later(self.settings.send_delay_s, self._flush, group_key)
 
-    def _flush(self, group_key: tuple[str, str]) -> None:
+    def _flush(self, group_key: tuple[str, str], *, full: bool = False) -> None:
+        if self._holds and not full:
+            return  # armed again on release
         group = self._groups.pop(group_key, None)
         if group is None or not group.waiting:
             return

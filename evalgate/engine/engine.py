@@ -27,7 +27,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -319,6 +319,19 @@ class Engine:
     ) -> concurrent.futures.Future[CallResult]:
         """Schedules a call; the future never raises, failures are error results."""
         return asyncio.run_coroutine_threadsafe(self.run(spec, priority), self._loop)
+
+    @contextlib.contextmanager
+    def batches_held(self) -> Iterator[None]:
+        """No batch is sent while inside (calls submitted meanwhile wait to be grouped).
+
+        Scheduled on the loop in order with the calls submitted inside, so every one of
+        them reaches the batch queue while it is held.
+        """
+        self._loop.call_soon_threadsafe(self._batches.hold)
+        try:
+            yield
+        finally:
+            self._loop.call_soon_threadsafe(self._batches.release)
 
     def submit_coroutine(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Runs a coroutine (which may await :meth:`run`) on the engine's loop."""

@@ -23,7 +23,9 @@ def batch_suite(
     base_url: str, model: str, *, cases: int, online_twin: bool = False, cache: bool = False
 ) -> str:
     rows = "\n".join(f'  - {{id: q{i}, vars: {{q: "n{i}", a: "n{i}"}}}}' for i in range(cases))
-    twin = f"  - {{id: online, tier: t, max_tokens: 8, cache: {str(cache).lower()}}}\n"
+    flag = str(cache).lower()
+    twin = f"  - {{id: online, tier: t, max_tokens: 8, cache: {flag}}}\n" if online_twin else ""
+    batched = f"  - {{id: batched, tier: t, max_tokens: 8, batch: true, cache: {flag}}}"
     return f"""\
 suite: batch-demo
 tiers:
@@ -34,7 +36,7 @@ prompt:
 assert:
   - {{type: contains, value: "{{{{ a }}}}"}}
 configs:
-{twin if online_twin else ""}  - {{id: batched, tier: t, max_tokens: 8, batch: true, cache: {str(cache).lower()}}}
+{twin}{batched}
 cases:
 {rows}
 """
@@ -80,6 +82,9 @@ def test_batch_config_matches_its_online_twin_at_half_the_cost(tmp_path, fake_se
         assert batched.cost_usd == pytest.approx(online.cost_usd / 2)
         assert batched.ttft_ms is None  # a batch has no time to first token
     assert fake_server.batch_submissions(key) == 1  # every request in one batch
+    # Offline: its turnaround is reported apart, never as a per-call latency.
+    assert "batched is a batch config (offline): batch turnaround p50" in proc.stdout
+    assert "online price x 0.5 (documented batch discount)" in proc.stdout
     assert fake_server.request_count(key) == 2 * cases  # cases online + cases in the batch
 
 
@@ -186,3 +191,20 @@ cases:
     assert proc.returncode != 0
     assert "s.yaml:7: configs[0].batch: batch not supported for anthropic/" in proc.stdout
     assert "Traceback" not in proc.stdout
+
+
+def test_ctrl_c_cancels_the_runs_batches(tmp_path, key) -> None:
+    with FakeOpenAIServer() as server:
+        model = make_model("fake", key=key, batch_ms=600000)
+        (tmp_path / "s.yaml").write_text(batch_suite(server.base_url, model, cases=5))
+        cmd = evalgate_command("--evalgate-cache-dir", str(tmp_path / ".cache"))
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 60
+        while not batch_files(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert server.batches()["cancelled"] == 1
+        assert "cancelled batch batch_fake" in err

@@ -4,9 +4,10 @@ Why a queue: a pytest item waits on one call, but a batch needs all of its reque
 submitted together. So a batch call is not made when its item asks for it: the engine
 hands it to :class:`BatchQueue`, which holds it with a future, groups the queued calls
 per endpoint and model (one model per batch file, as OpenAI requires), and submits a
-group once no call has joined it for :attr:`BatchSettings.send_delay_s` (the runner
-submits every batch item of the run at once, so one quiet moment ends the group) or it
-reaches a provider limit. Each call's future resolves when its batch is collected. This is
+group once no call has joined it for :attr:`BatchSettings.send_delay_s` or it reaches a
+provider limit. The runner submits every batch item of the run at once, inside
+:meth:`Engine.batches_held <evalgate.engine.engine.Engine.batches_held>`, so no group is
+sent before the last of them has joined it. Each call's future resolves when its batch is collected. This is
 Inspect AI's design (queue + background worker, grouped by count, bytes and delay).
 
 Nothing paid twice: before it polls, each batch's id and its requests' keys are written
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -115,8 +117,8 @@ class BatchSettings:
                 value = kind(raw)
             except ValueError:
                 raise ValueError(f"{env} must be a number, got {raw!r}") from None
-            if not value > 0:
-                raise ValueError(f"{env} must be > 0, got {raw!r}")
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{env} must be a finite number > 0, got {raw!r}")
             values[name] = value
         return cls(**values)
 

@@ -100,9 +100,9 @@ def test_which_models_can_batch() -> None:
 def test_settings_from_env_reject_nonsense(monkeypatch) -> None:
     monkeypatch.setenv("EVALGATE_BATCH_MAX_REQUESTS", "7")
     assert BatchSettings.from_env().max_requests == 7
-    for bad in ("0", "-1", "nan", "x"):
-        monkeypatch.setenv("EVALGATE_BATCH_MAX_REQUESTS", bad)
-        with pytest.raises(ValueError, match="EVALGATE_BATCH_MAX_REQUESTS"):
+    for bad in ("0", "-1", "nan", "x", "inf"):
+        monkeypatch.setenv("EVALGATE_BATCH_POLL_S", bad)
+        with pytest.raises(ValueError, match="EVALGATE_BATCH_POLL_S"):
             BatchSettings.from_env()
 
 

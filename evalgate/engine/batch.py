@@ -7,8 +7,9 @@ per endpoint and model (one model per batch file, as OpenAI requires), and submi
 group once no call has joined it for :attr:`BatchSettings.send_delay_s` or it reaches a
 provider limit. The runner submits every batch item of the run at once, inside
 :meth:`Engine.batches_held <evalgate.engine.engine.Engine.batches_held>`, so no group is
-sent before the last of them has joined it. Each call's future resolves when its batch is collected. This is
-Inspect AI's design (queue + background worker, grouped by count, bytes and delay).
+sent before the last of them has joined it. Each call's future resolves when its batch is
+collected. This is Inspect AI's design (queue + background worker, grouped by count,
+bytes and delay).
 
 Nothing paid twice: before it polls, each batch's id and its requests' keys are written
 to ``<run dir>/batches/<id>.json`` (atomically, fsync'd). A resumed run reads those files:
@@ -201,7 +202,11 @@ def _safe(batch_id: str) -> str:
 
 
 class BatchProtocolError(RuntimeError):
-    """The endpoint answered the Files/Batches protocol with an error."""
+    """The endpoint answered the Files/Batches protocol with an error (``status``: HTTP)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _Client:
@@ -216,7 +221,8 @@ class _Client:
             raw = await reply.read()
             if reply.status >= 400:
                 raise BatchProtocolError(
-                    f"{method} {path}: HTTP {reply.status}: {raw[:300].decode(errors='replace')}"
+                    f"{method} {path}: HTTP {reply.status}: {raw[:300].decode(errors='replace')}",
+                    reply.status,
                 )
         try:
             obj = json.loads(raw)
@@ -254,7 +260,9 @@ class _Client:
         async with self._session.get(f"{self.base_url}/files/{file_id}/content") as reply:
             raw = await reply.read()
             if reply.status >= 400:
-                raise BatchProtocolError(f"GET /files/{file_id}/content: HTTP {reply.status}")
+                raise BatchProtocolError(
+                    f"GET /files/{file_id}/content: HTTP {reply.status}", reply.status
+                )
             return raw
 
 
@@ -472,6 +480,9 @@ class BatchQueue:
             batch = await self._poll(client, stored.batch_id)
         except Exception as exc:
             self._live.pop(stored.batch_id, None)
+            if isinstance(exc, BatchProtocolError) and exc.status == 404:
+                # The endpoint does not know it (deleted, another server): never poll again.
+                await self._mark_collected(stored)
             self._retry_or_fail(chunk, f"batch {stored.batch_id}: {_describe(exc)}")
             return
         self._live.pop(stored.batch_id, None)
@@ -494,22 +505,19 @@ class BatchQueue:
                 missing[key] = item
             else:
                 _resolve(item, result)
-        if self._store is not None:
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(
-                    self._store.record,
-                    StoredBatch(
-                        stored.batch_id,
-                        stored.base_url,
-                        stored.model,
-                        stored.keys,
-                        stored.submitted_at,
-                        collected=True,
-                    ),
-                )
+        await self._mark_collected(stored)
         if missing:
             reason = f"batch {stored.batch_id} ended {batch.get('status')} without an answer"
             self._retry_or_fail(missing, reason)
+
+    async def _mark_collected(self, stored: StoredBatch) -> None:
+        if self._store is None:
+            return
+        done = StoredBatch(
+            stored.batch_id, stored.base_url, stored.model, stored.keys, stored.submitted_at, True
+        )
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self._store.record, done)
 
     def _retry_or_fail(self, chunk: dict[str, _Waiting], reason: str) -> None:
         """Submits again (alone) the requests still without a result, up to a limit."""

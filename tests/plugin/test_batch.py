@@ -208,3 +208,38 @@ def test_ctrl_c_cancels_the_runs_batches(tmp_path, key) -> None:
         _, err = proc.communicate(timeout=60)
         assert server.batches()["cancelled"] == 1
         assert "cancelled batch batch_fake" in err
+
+
+def test_with_xdist_each_worker_sends_its_own_batch(tmp_path, fake_server, key) -> None:
+    model = make_model("fake", key=key)
+    (tmp_path / "s.yaml").write_text(batch_suite(fake_server.base_url, model, cases=40))
+    proc = run_evalgate(tmp_path, "-n", "2", env=env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = results(tmp_path)
+    assert [got[f"q{i}/batched"].call.output for i in range(40)] == [
+        f"echo: n{i}" for i in range(40)
+    ]
+    assert fake_server.batch_submissions(key) == 2  # one per worker, each request once
+    assert fake_server.request_count(key) == 40
+
+
+def test_a_stored_batch_the_server_no_longer_knows_is_submitted_again(tmp_path, key) -> None:
+    with FakeOpenAIServer() as server:
+        model = make_model("fake", key=key, batch_ms=4000)
+        (tmp_path / "s.yaml").write_text(batch_suite(server.base_url, model, cases=4))
+        cmd = evalgate_command("--evalgate-cache-dir", str(tmp_path / ".cache"))
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 60
+        while not batch_files(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        port = server.port
+    # A restarted server on the same address: the stored batch id is unknown (HTTP 404).
+    with FakeOpenAIServer(port=port) as fresh:
+        resumed = run_evalgate(tmp_path, "--evalgate-resume", env=env())
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert len(results(tmp_path)) == 4
+        assert fresh.batch_submissions(key) == 1

@@ -376,15 +376,15 @@ class BatchQueue:
             waiting = recovering.setdefault(key, _Waiting(spec, target, b"", submissions=1))
             waiting.futures.append(future)
             if first:
-                self._spawn(self._recover(stored, target))
+                self._spawn(self._recover(stored, target), recovering)
             return await future
         group_key = (_base_url(target), target.model)
         group = self._groups.setdefault(group_key, _Group())
-        waiting = group.waiting.get(key)
-        if waiting is None:
-            waiting = _Waiting(spec, target, _request_line(key, spec, target))
-            group.waiting[key] = waiting
-        waiting.futures.append(future)  # identical requests: one line, every caller answered
+        queued = group.waiting.get(key)
+        if queued is None:
+            queued = _Waiting(spec, target, _request_line(key, spec, target))
+            group.waiting[key] = queued
+        queued.futures.append(future)  # identical requests: one line, every caller answered
         self._arm(group_key, group)
         return await future
 
@@ -407,7 +407,7 @@ class BatchQueue:
         if group.timer is not None:
             group.timer.cancel()
         for chunk in self._split(group.waiting):
-            self._spawn(self._submit_and_collect(chunk))
+            self._spawn(self._submit_and_collect(chunk), chunk)
 
     def _split(self, waiting: dict[str, _Waiting]) -> Iterator[dict[str, _Waiting]]:
         """Chunks within the request and byte limits (bytes: 95% of the cap, for safety)."""
@@ -424,10 +424,21 @@ class BatchQueue:
         if chunk:
             yield chunk
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any, chunk: dict[str, _Waiting] | None = None) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if chunk is not None:
+            task.add_done_callback(lambda t: self._fail_if_crashed(t, chunk))
+
+    @staticmethod
+    def _fail_if_crashed(task: asyncio.Task[None], chunk: dict[str, _Waiting]) -> None:
+        """A defect in collecting a batch ends its calls with an error, never in a hang."""
+        if task.cancelled() or task.exception() is None:
+            return
+        reason = f"BatchError: {_describe(task.exception())}"  # type: ignore[arg-type]
+        for item in chunk.values():
+            _resolve(item, CallResult(error=reason, attempts=item.submissions))
 
     def _client(self, target: NativeTarget, base_url: str | None = None) -> _Client:
         import aiohttp
@@ -500,7 +511,12 @@ class BatchQueue:
             return
         missing: dict[str, _Waiting] = {}
         for key, item in chunk.items():
-            result = _result_of(lines.get(key), item, turnaround_ms)
+            try:
+                result = _result_of(lines.get(key), item, turnaround_ms)
+            except Exception:  # a line of an unexpected shape: that call's error, not a hang
+                result = CallResult(
+                    error="APIError: malformed batch output line", attempts=item.submissions
+                )
             if result is None:
                 missing[key] = item
             else:
@@ -530,7 +546,7 @@ class BatchQueue:
                     item.line = _request_line(key, item.spec, item.target)
                 again[key] = item
         for part in self._split(again) if again else ():
-            self._spawn(self._submit_and_collect(part))
+            self._spawn(self._submit_and_collect(part), part)
 
     async def _poll(self, client: _Client, batch_id: str) -> dict[str, Any]:
         wait = self.settings.poll_s
@@ -585,13 +601,14 @@ def _result_of(
     response = line.get("response")
     if not isinstance(response, dict):
         if isinstance(error, dict) and error.get("code") not in (None, "batch_expired"):
-            message = f"{error.get('code')}: {error.get('message')}"
-            return CallResult(error=f"BatchError: {message}", attempts=item.submissions)
+            text = f"{error.get('code')}: {error.get('message')}"
+            return CallResult(error=f"BatchError: {text}"[:400], attempts=item.submissions)
         return None  # expired (or no response at all): submit again
     status = response.get("status_code")
-    body = response.get("body")
+    body: Any = response.get("body")
     if status != 200:
-        message = body.get("error", {}).get("message") if isinstance(body, dict) else None
+        problem = body.get("error") if isinstance(body, dict) else None
+        message = problem.get("message") if isinstance(problem, dict) else problem
         return CallResult(
             error=f"APIError: HTTP {status} in batch: {message or body!r}"[:400],
             attempts=item.submissions,

@@ -114,3 +114,36 @@ def test_store_survives_a_torn_file_and_forgets_collected_batches(tmp_path) -> N
     (tmp_path / "batches" / "torn.json").write_text('{"batch_id": "b')
     assert [b.batch_id for b in store.pending()] == ["batch_1"]
     assert store.pending()[0].keys == ("k1", "k2")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        {"custom_id": "k", "response": {"status_code": 500, "body": {"error": "a string"}}},
+        {"custom_id": "k", "response": {"status_code": 500, "body": "not json"}},
+        {"custom_id": "k", "response": {"status_code": 200, "body": {"choices": []}}},
+        {"custom_id": "k", "response": {"status_code": 200, "body": None}},
+        {"custom_id": "k", "response": None, "error": {"code": "invalid", "message": "x" * 9000}},
+    ],
+)
+def test_hostile_output_lines_become_error_results(line) -> None:
+    from evalgate.engine.batch import _result_of, _Waiting
+
+    spec = CallSpec(
+        model="openai/x", messages=(), max_tokens=8, temperature=0, stream=False, repeat=0, tier="t"
+    )
+    item = _Waiting(spec, NativeTarget("http://h/v1/chat/completions", "x", "openai/x"), b"")
+    result = _result_of(line, item, 1.0)
+    assert result is not None and result.error is not None and len(result.error) <= 400
+
+
+def test_expired_and_unanswered_lines_are_submitted_again() -> None:
+    from evalgate.engine.batch import _result_of, _Waiting
+
+    spec = CallSpec(
+        model="openai/x", messages=(), max_tokens=8, temperature=0, stream=False, repeat=0, tier="t"
+    )
+    item = _Waiting(spec, NativeTarget("http://h/v1/chat/completions", "x", "openai/x"), b"")
+    expired = {"custom_id": "k", "response": None, "error": {"code": "batch_expired"}}
+    assert _result_of(expired, item, 1.0) is None
+    assert _result_of(None, item, 1.0) is None

@@ -150,6 +150,7 @@ def plan_items(suite: Suite) -> Iterator[ItemPlan]:
             api_key_env=tier.api_key_env,
             timeout_s=tier.timeout_s,
             transport=tier.transport,
+            batch=config.batch,
         )
         messages = rendered[i, j]
         yield ItemPlan(

@@ -151,6 +151,8 @@ class Runner:
         self._queue: deque[ItemPlan] = deque()
         self._submitted: set[ItemKey] = set()
         self._running = 0
+        # Keys of submitted batch items: they count in neither the window nor the lead.
+        self._batched: set[ItemKey] = set()
         self.window = PREFETCH_PER_SLOT * engine.concurrency
         self._ahead = AHEAD_PER_WINDOW * self.window
         self._stopped = False
@@ -158,9 +160,19 @@ class Runner:
         self._lock = threading.RLock()
 
     def prefetch(self, plans: Iterable[ItemPlan]) -> None:
-        """Queues items to run ahead of pytest (in this order) and fills the window."""
-        with self._lock:
-            self._queue.extend(plans)
+        """Queues items to run ahead of pytest (in this order) and fills the window.
+
+        Items of batch configs are all submitted now, outside the window: a provider batch
+        needs its requests together (the engine groups them), and a call waiting for its
+        batch holds no connection, only a future.
+        """
+        with self._lock, self.engine.batches_held():
+            for plan in plans:
+                if plan.config.batch:
+                    if plan.key not in self._submitted and self._reusable(plan) is None:
+                        self._submit(plan)
+                else:
+                    self._queue.append(plan)
         self._fill()
 
     def _fill(self) -> None:
@@ -168,7 +180,7 @@ class Runner:
             while (
                 self._queue
                 and self._running < self.window
-                and len(self._futures) < self._ahead
+                and len(self._futures) - len(self._batched) < self._ahead
                 and not self._stopped
             ):
                 if self._should_stop():
@@ -182,12 +194,17 @@ class Runner:
     def _submit(self, plan: ItemPlan) -> None:
         with self._lock:
             self._submitted.add(plan.key)
-            self._running += 1
+            if plan.config.batch:
+                self._batched.add(plan.key)
+            else:
+                self._running += 1
             # A resumed item whose grading alone changed is graded again, without a call.
             stored = self._done.get(plan.key)
             call = stored.call if decide(plan, stored) is Action.REGRADE and stored else None
             future = self.engine.submit_coroutine(self._execute(plan, call))
             self._futures[plan.key] = future
+        if plan.config.batch:
+            return
         future.add_done_callback(self._finished)
 
     def _finished(self, _future: concurrent.futures.Future[CaseResult]) -> None:
@@ -281,6 +298,7 @@ class Runner:
         finally:
             with self._lock:
                 del self._futures[plan.key]
+                self._batched.discard(plan.key)
             self._fill()
 
     def close(self) -> None:

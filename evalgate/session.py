@@ -246,6 +246,7 @@ class EvalgateSession:
         """This process's runner (made on first use); it stops submitting once ``session``
         is stopping (``-x``, ``--maxfail``)."""
         if self._runner is None:
+            from evalgate.engine.batch import BatchSettings
             from evalgate.engine.cache import ResponseCache
             from evalgate.engine.engine import Engine
             from evalgate.engine.retry import RetryPolicy
@@ -267,6 +268,8 @@ class EvalgateSession:
                 limits=self._tier_limits(),
                 limits_dir=self.paths.run_dir / "limits",
                 local_concurrency=_local_concurrency(),
+                batch_dir=self.paths.run_dir / "batches",
+                batch_settings=BatchSettings.from_env(),
             )
             done = latest_by_item(read_results(self.paths.results)) if self.resuming else {}
             self._runner = Runner(

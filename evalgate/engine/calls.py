@@ -38,6 +38,8 @@ class CallSpec:
             ``stop``, ``seed``, ``response_format``, ``tools``...), as sorted
             ``(name, value)`` pairs so the spec stays immutable and picklable. Each one is
             part of the response cache key.
+        batch: send as part of a provider batch (:mod:`evalgate.engine.batch`); not part
+            of the answer's identity (a batch and an online call share cache entries).
     """
 
     model: str
@@ -54,6 +56,7 @@ class CallSpec:
     timeout_s: float = 120.0
     transport: str = "auto"
     params: tuple[tuple[str, Any], ...] = ()
+    batch: bool = False
 
     def generation_params(self) -> dict[str, Any]:
         """Every parameter that decides the answer: what is sent, and what the cache keys on.

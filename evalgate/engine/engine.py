@@ -27,12 +27,13 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from evalgate.engine.batch import BatchQueue, BatchSettings, BatchStore, batch_unsupported
 from evalgate.engine.cache import ResponseCache
 from evalgate.engine.calls import CallSpec, Endpoint, attempt, litellm_module, new_event_loop
 from evalgate.engine.limits import RateLimit, limit_key, limiters
@@ -173,6 +174,10 @@ class Engine:
             when the first call that uses the litellm transport arrives, not before.
         processes: worker processes to run litellm attempts in; None chooses
             automatically (:func:`auto_processes`), 0 runs them in this process.
+        batch_dir: where submitted batches are recorded (the run directory's
+            ``batches/``), so a resumed run polls them instead of submitting again; None
+            records nothing.
+        batch_settings: batch limits and polling (:class:`~evalgate.engine.batch.BatchSettings`).
     """
 
     def __init__(
@@ -188,6 +193,8 @@ class Engine:
         warm_up: bool = True,
         processes: int | None = None,
         local_concurrency: int | None = None,
+        batch_dir: Path | None = None,
+        batch_settings: BatchSettings | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -199,6 +206,11 @@ class Engine:
         # OpenAI-protocol endpoints are called directly (evalgate.engine.native); litellm
         # (in this process or in the worker pool) makes every other call.
         self._native = NativeClients()
+        # Calls of batch configs: queued, grouped and sent as provider batches; the
+        # batches submitted are recorded in batch_dir (a resumed run polls them again).
+        self._batches = BatchQueue(
+            BatchStore(batch_dir) if batch_dir is not None else None, batch_settings
+        )
         # Cache key -> the result of the identical cached call now in flight (single flight).
         self._in_flight: dict[str, asyncio.Future[CallResult]] = {}
         # Validated now (EVALGATE_PROCESSES), used when the litellm transport starts.
@@ -308,6 +320,19 @@ class Engine:
         """Schedules a call; the future never raises, failures are error results."""
         return asyncio.run_coroutine_threadsafe(self.run(spec, priority), self._loop)
 
+    @contextlib.contextmanager
+    def batches_held(self) -> Iterator[None]:
+        """No batch is sent while inside (calls submitted meanwhile wait to be grouped).
+
+        Scheduled on the loop in order with the calls submitted inside, so every one of
+        them reaches the batch queue while it is held.
+        """
+        self._loop.call_soon_threadsafe(self._batches.hold)
+        try:
+            yield
+        finally:
+            self._loop.call_soon_threadsafe(self._batches.release)
+
     def submit_coroutine(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Runs a coroutine (which may await :meth:`run`) on the engine's loop."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -323,36 +348,63 @@ class Engine:
         # queue for slots in submission order (pytest's item order), and a lookup
         # that awaited a thread before queueing would send its call to the back of the
         # line, leaving its item waiting until the end of the run.
+        if spec.batch:
+            # No concurrency slot: a batch call waits for its batch, not for the endpoint.
+            return await self._cached(spec, self._batch_call)
         async with self._slots.slot(priority):
-            cache = self._cache if spec.use_cache else None
-            if cache is None:
-                return await self._call_with_retries(spec, priority)
-            key = spec.cache_key()
-            started = time.perf_counter()
-            while (leader := self._in_flight.get(key)) is not None:
-                # The same request is being made right now: its answer is ours. An error
-                # is not shared (errors are never cached): then this call makes its own.
-                shared = await asyncio.shield(leader)
-                if shared.error is None:
-                    return _as_hit(shared, started)
-            # Registered before the first await, so an identical call arriving during the
-            # lookup waits for this one instead of making its own.
-            mine: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
-            self._in_flight[key] = mine
-            original = CallResult(error="CancelledError: the call was cancelled", attempts=0)
-            try:
-                lookup_started = time.perf_counter()
-                entry = await asyncio.to_thread(cache.get, key)
-                if entry is not None:
-                    original = entry.result
-                    return _as_hit(original, lookup_started)
-                original = await self._call_with_retries(spec, priority)
-                if original.error is None:
-                    await asyncio.to_thread(cache.put, key, spec.model, original)
-                return original
-            finally:
-                del self._in_flight[key]
-                mine.set_result(original)
+            return await self._cached(spec, lambda s: self._call_with_retries(s, priority))
+
+    async def _cached(
+        self, spec: CallSpec, call: Callable[[CallSpec], Awaitable[CallResult]]
+    ) -> CallResult:
+        """``call(spec)`` behind the response cache (when the spec uses it), single flight."""
+        cache = self._cache if spec.use_cache else None
+        if cache is None:
+            return await call(spec)
+        key = spec.cache_key()
+        started = time.perf_counter()
+        while (leader := self._in_flight.get(key)) is not None:
+            # The same request is being made right now: its answer is ours. An error
+            # is not shared (errors are never cached): then this call makes its own.
+            shared = await asyncio.shield(leader)
+            if shared.error is None:
+                return _as_hit(shared, started)
+        # Registered before the first await, so an identical call arriving during the
+        # lookup waits for this one instead of making its own.
+        mine: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = mine
+        original = CallResult(error="CancelledError: the call was cancelled", attempts=0)
+        try:
+            lookup_started = time.perf_counter()
+            entry = await asyncio.to_thread(cache.get, key)
+            if entry is not None:
+                original = entry.result
+                return _as_hit(original, lookup_started)
+            original = await call(spec)
+            if original.error is None:
+                await asyncio.to_thread(cache.put, key, spec.model, original)
+            return original
+        finally:
+            del self._in_flight[key]
+            mine.set_result(original)
+
+    async def _batch_call(self, spec: CallSpec) -> CallResult:
+        """A ``batch: true`` call, through the batch queue (:mod:`evalgate.engine.batch`)."""
+        try:
+            resolved = self._resolve(spec)
+            endpoint = await resolved if inspect.isawaitable(resolved) else resolved
+            unsupported = batch_unsupported(endpoint.model, endpoint.api_base, spec.transport)
+            native = None if unsupported else self._native.target(spec, endpoint)
+            if native is None:
+                raise ValueError(unsupported or f"batch not supported for {spec.model}")
+        except Exception as exc:  # missing API key, no OpenAI-protocol endpoint
+            return CallResult(error=describe(exc), attempts=0)
+        if spec.price is None and (
+            self._litellm_imported is None or not self._litellm_imported.done()
+        ):
+            with contextlib.suppress(Exception):  # litellm's price map prices the answers
+                await self._import_litellm()
+        return await self._batches.call(spec, native)
 
     async def _call_with_retries(self, spec: CallSpec, priority: int) -> CallResult:
         try:
@@ -409,6 +461,7 @@ class Engine:
         raise AssertionError("unreachable")  # the loop always returns
 
     async def _aclose_transports(self) -> None:
+        await self._batches.aclose()
         await self._native.aclose()
         if self._litellm_started is not None and not self._litellm_started.done():
             self._litellm_started.cancel()

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from evalgate.report.batch_notes import batch_notes
 from evalgate.results import CaseResult
 from evalgate.suite.model import Suite
 
@@ -132,7 +133,9 @@ def analyze_run(
                 force_gate=settings.force or suite.gate.force,
                 slo=slo or None,
                 seed=settings.seed,
+                offline=[c.id for c in suite.configs if c.batch],
             )
+            gate.notes.extend(batch_notes(name, suite, frame))
         except ValueError as exc:  # input the statistics cannot use: said, not a crash
             gate.notes.append(f"{name}: statistics skipped: {exc}")
             continue

@@ -655,6 +655,7 @@ def analyze_suite(
     seed: int = 0,
     n_boot: int = 10_000,
     n_frontier_boot: int = FRONTIER_RESAMPLES,
+    offline: Collection[str] = (),
 ) -> SuiteAnalysis:
     """Analyse one suite's per-item rows against its baseline config.
 
@@ -670,6 +671,9 @@ def analyze_suite(
             ``cost_per_case``.
         seed: seeds every resampling.  n_boot: bootstrap resamples for intervals.
         n_frontier_boot: joint resamples for the frontier probability.
+        offline: batch configs: their latency is a batch's turnaround, not a per-call
+            figure, so it is left out of every latency statistic (no p50/p95, not placed
+            on the latency-aware frontier, never preferred for it); quality and cost count.
 
     Raises:
         ValueError: on a missing column, a score outside [0, 1], an absent baseline, or
@@ -687,6 +691,10 @@ def analyze_suite(
         raise ValueError(f"slo keys must be among {list(SLO_KEYS)} (got {unknown})")
 
     rows = _normalise(df)
+    if offline:
+        batch_rows = rows["config_id"].isin(list(offline))
+        rows = rows.copy()  # the caller's frame keeps the turnaround (reported apart)
+        rows.loc[batch_rows, ["latency_ms", "ttft_ms"]] = np.nan
     present = list(dict.fromkeys(rows["config_id"]))
     if baseline not in present:
         raise ValueError(

@@ -77,6 +77,7 @@ CONFIG_KEYS = (
     "stream",
     "repeats",
     "gate",
+    "batch",
 )
 DERIVED_KEYS = ("id", "router", "cascade", "gate")
 ROUTER_KEYS = ("small", "large", "max_loss", "alpha", "folds")
@@ -500,7 +501,16 @@ _CONFIG_FIELDS: dict[str, Callable[[_Checker, Any, Path_], Any]] = {
     "stream": lambda c, v, p: c.boolean(v, p),
     "repeats": lambda c, v, p: c.integer(v, p, low=1),
     "gate": lambda c, v, p: c.boolean(v, p),
+    "batch": lambda c, v, p: c.boolean(v, p),
 }
+
+
+def _check_batch(check: _Checker, tier: Tier, where: Path_) -> None:
+    from evalgate.engine.batch import batch_unsupported
+
+    reason = batch_unsupported(tier.model, tier.api_base, tier.transport)
+    if reason is not None:
+        raise check.fail(where, reason)
 
 
 def _configs(
@@ -533,6 +543,12 @@ def _configs(
                 f"{values['tier']!r}" + did_you_mean(values["tier"], tiers),
             )
         config_id = check.string(entry["id"], (*path, "id"), _ID, ID_RULE)
+        if values.get("batch"):
+            _check_batch(
+                check,
+                tiers[values["tier"]],
+                (*path, "batch") if "batch" in entry else ("defaults", "batch"),
+            )
         configs.append(Config(id=config_id, **values))
     if not configs:
         raise check.fail(("configs",), "no measured config: routed and cascade configs need two")

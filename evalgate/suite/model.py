@@ -132,6 +132,8 @@ class Config:
         stream: stream the response (needed to measure time to first token).
         repeats: independent calls per case.
         gate: whether the PR gate checks this config.
+        batch: send the calls as provider batches (half price, results within 24 h);
+            latency is then the batch's turnaround, not a per-call figure.
         derived: set for a routed or cascade config, whose results are composed from two
             measured configs after the run (it has no items and makes no calls); its
             other fields are the large config's.
@@ -147,6 +149,7 @@ class Config:
     repeats: int = 1
     gate: bool = False
     derived: Derivation | None = None
+    batch: bool = False
 
 
 @dataclass(frozen=True, slots=True)

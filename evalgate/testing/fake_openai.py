@@ -69,12 +69,19 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
+if __package__:
+    from evalgate.testing.fake_batches import BatchError, BatchService
+else:  # run as a script (process mode): the sibling module, without the evalgate package
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from fake_batches import BatchError, BatchService  # type: ignore[no-redef]
+
 __all__ = ["Behaviour", "FakeOpenAIServer", "main", "make_model", "parse_model"]
 
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 64 * 1024 * 1024
 _WORD_RE = re.compile(r"\S+\s*")
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+_BATCH_DIRECTIVES = frozenset({"batch_ms", "batch_expire", "expire_keep", "batch_fail"})
 
 
 # --------------------------------------------------------------------------- behaviour
@@ -159,6 +166,8 @@ def parse_model(model: str) -> Behaviour:
                 raise ValueError(f"directive 'fail' needs a 4xx/5xx status, got {code}")
             fields["fail_status"] = code
             fields["fail_times"] = _nonneg_int("fail", times) if times else None
+        elif k in _BATCH_DIRECTIVES:
+            pass  # read by the batch endpoints (fake_batches.batch_faults)
         elif k == "echo_headers":
             fields["echo_headers"] = v not in ("", "0", "false")
         elif k == "retry_after":
@@ -192,6 +201,27 @@ class _State:
         self.connections_opened = 0
         self.protocols: set[_HTTPProtocol] = set()
         self.ids = itertools.count(1)
+        self.batches = BatchService(self.complete)
+
+    def complete(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The non-streamed answer to ``payload`` (faults counted, no waits): batch lines."""
+        model = payload.get("model")
+        if not isinstance(model, str) or not model:
+            return 400, json.loads(_error_body(400, "'model' is required"))
+        try:
+            beh = parse_model(model)
+        except ValueError as exc:
+            return 400, json.loads(_error_body(400, str(exc)))
+        messages = payload.get("messages")
+        if not isinstance(messages, list):
+            return 400, json.loads(_error_body(400, "'messages' must be a list"))
+        ordinal = self.hit(beh.key)
+        if beh.fails(ordinal):
+            assert beh.fail_status is not None
+            msg = f"injected failure {beh.fail_status} (request {ordinal} of key {beh.key!r})"
+            return beh.fail_status, json.loads(_error_body(beh.fail_status, msg))
+        reply, finish, usage = _reply(beh, payload, messages)
+        return 200, _completion(f"chatcmpl-fake{next(self.ids):08d}", beh, reply, finish, usage)
 
     def hit(self, key: str) -> int:
         with self.lock:
@@ -218,6 +248,7 @@ class _State:
             self.counts.clear()
             self.times.clear()
             self.total = 0
+        self.batches.reset()
 
     def stats(self) -> dict[str, Any]:
         t = os.times()
@@ -312,6 +343,57 @@ def _sse(obj: Any) -> bytes:
 
 _SSE_DONE = b"%x\r\ndata: [DONE]\n\n\r\n" % len(b"data: [DONE]\n\n")
 _CHUNKED_END = b"0\r\n\r\n"
+
+
+def _reply(
+    beh: Behaviour, payload: dict[str, Any], messages: list[Any]
+) -> tuple[str, str, dict[str, int]]:
+    """The answer's text, finish reason and usage: one function for online and batch calls."""
+    prompt_tokens = 0
+    last_user = ""
+    for m in messages:
+        if isinstance(m, dict):
+            text = _text_of(m.get("content"))
+            prompt_tokens += len(text.split())
+            if m.get("role") == "user":
+                last_user = text
+    reply = beh.reply if beh.reply is not None else "echo: " + last_user
+    pieces = _split_chunks(reply, None)
+    finish = "stop"
+    limit = payload.get("max_tokens", payload.get("max_completion_tokens"))
+    if isinstance(limit, int) and not isinstance(limit, bool) and len(pieces) > limit >= 0:
+        pieces = pieces[:limit]
+        if pieces:
+            pieces[-1] = pieces[-1].rstrip()
+        reply = "".join(pieces)
+        finish = "length"
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": len(pieces),
+        "total_tokens": prompt_tokens + len(pieces),
+    }
+    return reply, finish, usage
+
+
+def _completion(
+    cid: str, beh: Behaviour, reply: str, finish: str, usage: dict[str, int]
+) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": beh.name,
+        "system_fingerprint": "fp_fake",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        ],
+        "usage": usage,
+    }
 
 
 # --------------------------------------------------------------------------- HTTP protocol
@@ -527,6 +609,8 @@ class _HTTPProtocol(asyncio.Protocol):
             if method != "POST":
                 raise _BadRequest(405, "use POST")
             await self._chat(req)
+        elif path.startswith(("/v1/files", "/v1/batches")):
+            self._batch_route(req, path, method)
         elif path in ("/v1/models", "/models") and method == "GET":
             models = {
                 "object": "list",
@@ -542,10 +626,36 @@ class _HTTPProtocol(asyncio.Protocol):
         elif path == "/_control/reset" and method in ("POST", "GET"):
             self.state.reset()
             self._json(200, {"ok": True}, req)
+        elif path == "/_control/batches" and method == "GET":
+            self._json(200, self.state.batches.snapshot(), req)
         elif path == "/_control/stats" and method == "GET":
             self._json(200, self.state.stats(), req)
         else:
             raise _BadRequest(404, f"no route for {method} {req.path}")
+
+    def _batch_route(self, req: _Request, path: str, method: str) -> None:
+        service = self.state.batches
+        parts = path.split("/")[2:]  # ["files", id, "content"] or ["batches", id, "cancel"]
+        try:
+            if parts == ["files"] and method == "POST":
+                obj = service.upload(req.headers.get("content-type", ""), req.body)
+            elif len(parts) == 3 and parts[0] == "files" and parts[2] == "content":
+                if method != "GET":
+                    raise BatchError(405, "use GET")
+                content = service.content(parts[1])
+                self._write_now(200, content, close=req.close, content_type="application/jsonl")
+                return
+            elif parts == ["batches"] and method == "POST":
+                obj = service.create(req.body)
+            elif len(parts) == 2 and parts[0] == "batches" and method == "GET":
+                obj = service.retrieve(parts[1])
+            elif len(parts) == 3 and parts[0] == "batches" and parts[2] == "cancel":
+                obj = service.cancel(parts[1])
+            else:
+                raise BatchError(404, f"no route for {method} {req.path}")
+        except BatchError as exc:
+            raise _BadRequest(exc.status, str(exc)) from None
+        self._json(200, obj, req)
 
     def _json(self, status: int, obj: Any, req: _Request) -> None:
         self._write_now(status, _DUMPS(obj).encode(), close=req.close)
@@ -585,50 +695,13 @@ class _HTTPProtocol(asyncio.Protocol):
             )
             return
 
-        prompt_tokens = 0
-        last_user = ""
-        for m in messages:
-            if isinstance(m, dict):
-                text = _text_of(m.get("content"))
-                prompt_tokens += len(text.split())
-                if m.get("role") == "user":
-                    last_user = text
-        reply = beh.reply if beh.reply is not None else "echo: " + last_user
+        reply, finish, usage = _reply(beh, payload, messages)
         pieces = _split_chunks(reply, None)
-        finish = "stop"
-        limit = payload.get("max_tokens", payload.get("max_completion_tokens"))
-        if isinstance(limit, int) and not isinstance(limit, bool) and len(pieces) > limit >= 0:
-            pieces = pieces[:limit]
-            if pieces:
-                pieces[-1] = pieces[-1].rstrip()
-            reply = "".join(pieces)
-            finish = "length"
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(pieces),
-            "total_tokens": prompt_tokens + len(pieces),
-        }
         cid = f"chatcmpl-fake{next(self.state.ids):08d}"
         created = int(time.time())
 
         if not payload.get("stream"):
-            body = {
-                "id": cid,
-                "object": "chat.completion",
-                "created": created,
-                "model": beh.name,
-                "system_fingerprint": "fp_fake",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": reply, "refusal": None},
-                        "logprobs": None,
-                        "finish_reason": finish,
-                    }
-                ],
-                "usage": usage,
-            }
-            self._json(200, body, req)
+            self._json(200, _completion(cid, beh, reply, finish, usage), req)
             return
 
         opts = payload.get("stream_options")
@@ -943,6 +1016,19 @@ class FakeOpenAIServer:
             self._control("POST", "/_control/reset")
         else:
             raise RuntimeError("server is not running")
+
+    def batch_submissions(self, key: str | None = None) -> int:
+        """Batches created (``POST /v1/batches``) with behaviour ``key`` (all when None)."""
+        if self._core is not None:
+            return self._core.state.batches.submission_count(key)
+        snap = self._control("GET", "/_control/batches")
+        return int(snap["submissions"] if key is None else snap["per_key"].get(key, 0))
+
+    def batches(self) -> dict[str, Any]:
+        """Every batch's status and size, submissions per key and the cancelled count."""
+        if self._core is not None:
+            return self._core.state.batches.snapshot()
+        return dict(self._control("GET", "/_control/batches"))
 
     def stats(self) -> dict[str, Any]:
         """Server process CPU (``os.times()``), serving-thread CPU and connection counters."""

@@ -1,0 +1,674 @@
+"""Calls of ``batch: true`` configs, sent as OpenAI-protocol batches (Files + Batches APIs).
+
+Why a queue: a pytest item waits on one call, but a batch needs all of its requests
+submitted together. So a batch call is not made when its item asks for it: the engine
+hands it to :class:`BatchQueue`, which holds it with a future, groups the queued calls
+per endpoint and model (one model per batch file, as OpenAI requires), and submits a
+group once no call has joined it for :attr:`BatchSettings.send_delay_s` or it reaches a
+provider limit. The runner submits every batch item of the run at once, inside
+:meth:`Engine.batches_held <evalgate.engine.engine.Engine.batches_held>`, so no group is
+sent before the last of them has joined it. Each call's future resolves when its batch is
+collected. This is Inspect AI's design (queue + background worker, grouped by count,
+bytes and delay).
+
+Nothing paid twice: before it polls, each batch's id and its requests' keys are written
+to ``<run dir>/batches/<id>.json`` (atomically, fsync'd). A resumed run reads those files:
+a call whose key is in a stored, uncollected batch waits on that batch (polled again)
+instead of being submitted. Requests a batch did not answer (expired, failed, cancelled,
+or missing from its output) are submitted again, alone. Per-request errors (an HTTP error
+status in the error file) become error results, like any other error.
+
+The custom_id is the request's cache key (:meth:`CallSpec.cache_key`), not the item key:
+the engine sees requests, not items; the key names the request exactly (model, endpoint,
+messages, parameters, repeat), so identical requests share one line, and it survives a
+resume unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from evalgate.engine.calls import CallSpec, Endpoint
+from evalgate.results import CallResult
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from evalgate.engine.native import NativeTarget
+
+OPENAI_MAX_REQUESTS = 50_000
+"""OpenAI's documented limit of requests per batch."""
+OPENAI_MAX_BYTES = 200 * 1024 * 1024
+"""OpenAI's documented limit of a batch input file (200 MB)."""
+BATCH_DISCOUNT = 0.5
+"""OpenAI's and Anthropic's documented batch discount: half the online price."""
+MAX_SUBMISSIONS = 3
+"""Times one request is submitted before its error stands (expired, failed batches)."""
+ENDPOINT = "/v1/chat/completions"
+_TERMINAL = frozenset({"completed", "expired", "failed", "cancelled"})
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def batch_unsupported(model: str, api_base: str | None, transport: str) -> str | None:
+    """Why ``model`` cannot run as batches (None: it can), in one phrase.
+
+    Batches go over the native OpenAI-protocol transport: an ``openai/``-style model with
+    an endpoint (its api_base, or OpenAI's API), or ``transport: native`` with an api_base.
+    """
+    from evalgate.engine.native import OPENAI_PROTOCOL_PREFIXES
+
+    prefix, slash, _ = model.partition("/")
+    if transport == "litellm":
+        return f"batch not supported for {model} with transport: litellm"
+    if slash and prefix in OPENAI_PROTOCOL_PREFIXES and (api_base or prefix == "openai"):
+        return None
+    if transport == "native" and api_base:
+        return None
+    return (
+        f"batch not supported for {model}: batches need an OpenAI-protocol endpoint "
+        "(an openai/ model, or a tier with api_base)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettings:
+    """How batches are made.
+
+    Attributes:
+        max_requests: requests per batch at most (a larger group is split).
+        max_bytes: input file size at most, in bytes (a larger group is split).
+        send_delay_s: a group is submitted once no call has joined it for this long.
+        poll_s: first wait between polls; it grows by half each poll up to ``max_poll_s``.
+        max_poll_s: longest wait between polls.
+    """
+
+    max_requests: int = OPENAI_MAX_REQUESTS
+    max_bytes: int = OPENAI_MAX_BYTES
+    send_delay_s: float = 0.5
+    poll_s: float = 1.0
+    max_poll_s: float = 60.0
+
+    @classmethod
+    def from_env(cls) -> BatchSettings:
+        """Defaults, overridden by ``EVALGATE_BATCH_MAX_REQUESTS``, ``..._MAX_BYTES``,
+        ``..._SEND_DELAY_S``, ``..._POLL_S`` and ``..._MAX_POLL_S``."""
+        values: dict[str, Any] = {}
+        for name, kind in (
+            ("max_requests", int),
+            ("max_bytes", int),
+            ("send_delay_s", float),
+            ("poll_s", float),
+            ("max_poll_s", float),
+        ):
+            env = f"EVALGATE_BATCH_{name.upper()}"
+            raw = os.environ.get(env, "").strip()
+            if not raw:
+                continue
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ValueError(f"{env} must be a number, got {raw!r}") from None
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{env} must be a finite number > 0, got {raw!r}")
+            values[name] = value
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------- storage
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    """A submitted batch as the run directory records it."""
+
+    batch_id: str
+    base_url: str
+    model: str
+    keys: tuple[str, ...]
+    submitted_at: float
+    collected: bool = False
+
+
+class BatchStore:
+    """One JSON file per submitted batch under the run directory's ``batches/``.
+
+    Written atomically (temporary file, fsync, rename, directory fsync): a kill at any
+    point leaves the previous state or the new one, never half a file. One file per batch
+    means several processes (xdist workers) never write the same file.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def record(self, batch: StoredBatch) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{_safe(batch.batch_id)}.json"
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        data = {
+            "batch_id": batch.batch_id,
+            "base_url": batch.base_url,
+            "model": batch.model,
+            "keys": list(batch.keys),
+            "submitted_at": batch.submitted_at,
+            "collected": batch.collected,
+        }
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def pending(self) -> list[StoredBatch]:
+        """Stored batches not collected yet (unreadable files are skipped)."""
+        found: list[StoredBatch] = []
+        for path in sorted(self.directory.glob("*.json")) if self.directory.is_dir() else ():
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+                batch = StoredBatch(
+                    batch_id=str(raw["batch_id"]),
+                    base_url=str(raw["base_url"]),
+                    model=str(raw["model"]),
+                    keys=tuple(str(k) for k in raw["keys"]),
+                    submitted_at=float(raw["submitted_at"]),
+                    collected=bool(raw["collected"]),
+                )
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if not batch.collected:
+                found.append(batch)
+        return found
+
+
+def _safe(batch_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in batch_id)[:200]
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+class BatchProtocolError(RuntimeError):
+    """The endpoint answered the Files/Batches protocol with an error (``status``: HTTP)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Client:
+    """The Files and Batches endpoints of one OpenAI-protocol server."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self._session = session
+        self.base_url = base_url.rstrip("/")
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        async with self._session.request(method, self.base_url + path, **kwargs) as reply:
+            raw = await reply.read()
+            if reply.status >= 400:
+                raise BatchProtocolError(
+                    f"{method} {path}: HTTP {reply.status}: {raw[:300].decode(errors='replace')}",
+                    reply.status,
+                )
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            raise BatchProtocolError(f"{method} {path}: reply is not JSON") from None
+        if not isinstance(obj, dict):
+            raise BatchProtocolError(f"{method} {path}: reply is not a JSON object")
+        return obj
+
+    async def submit(self, content: bytes) -> str:
+        import aiohttp
+
+        form = aiohttp.FormData()
+        form.add_field("purpose", "batch")
+        form.add_field("file", content, filename="batch.jsonl", content_type="application/jsonl")
+        uploaded = await self._json("POST", "/files", data=form)
+        created = await self._json(
+            "POST",
+            "/batches",
+            json={
+                "input_file_id": uploaded["id"],
+                "endpoint": ENDPOINT,
+                "completion_window": "24h",
+            },
+        )
+        return str(created["id"])
+
+    async def retrieve(self, batch_id: str) -> dict[str, Any]:
+        return await self._json("GET", f"/batches/{batch_id}")
+
+    async def cancel(self, batch_id: str) -> dict[str, Any]:
+        return await self._json("POST", f"/batches/{batch_id}/cancel")
+
+    async def content(self, file_id: str) -> bytes:
+        async with self._session.get(f"{self.base_url}/files/{file_id}/content") as reply:
+            raw = await reply.read()
+            if reply.status >= 400:
+                raise BatchProtocolError(
+                    f"GET /files/{file_id}/content: HTTP {reply.status}", reply.status
+                )
+            return raw
+
+
+# --------------------------------------------------------------------------- pricing
+
+
+def batch_rates(price_model: str) -> tuple[float, float] | None:
+    """litellm's batch prices per token for a model ((input, output)), when it has them."""
+    try:
+        from evalgate.litellm_import import litellm_module
+
+        entry = litellm_module().model_cost.get(price_model.partition("/")[2] or price_model)
+        entry = entry or litellm_module().model_cost.get(price_model)
+    except Exception:
+        return None
+    if not isinstance(entry, dict):
+        return None
+    inp, out = entry.get("input_cost_per_token_batches"), entry.get("output_cost_per_token_batches")
+    if isinstance(inp, int | float) and isinstance(out, int | float):
+        return float(inp), float(out)
+    return None
+
+
+def batch_cost(
+    spec: CallSpec, target: NativeTarget, input_tokens: int | None, output_tokens: int | None
+) -> float | None:
+    """A batch call's USD cost: litellm's batch price for the model where it has one (and
+    the tier sets no price), else the online price with the documented 50% discount."""
+    from evalgate.engine.native import native_cost
+
+    if input_tokens is None or output_tokens is None:
+        return None
+    if spec.price is None and (rates := batch_rates(target.price_model)) is not None:
+        return input_tokens * rates[0] + output_tokens * rates[1]
+    online = native_cost(spec, target, input_tokens, output_tokens)
+    return None if online is None else online * BATCH_DISCOUNT
+
+
+def price_source(model: str, has_tier_price: bool) -> str:
+    """How a batch config is priced, for the report: litellm's batch price or the discount."""
+    if not has_tier_price and batch_rates(model) is not None:
+        return "litellm batch price"
+    return "online price x 0.5 (documented batch discount)"
+
+
+# --------------------------------------------------------------------------- the queue
+
+
+@dataclass
+class _Waiting:
+    """One distinct request in the queue and every call waiting for its answer."""
+
+    spec: CallSpec
+    target: NativeTarget
+    line: bytes
+    futures: list[asyncio.Future[CallResult]] = field(default_factory=list)
+    submissions: int = 0
+
+
+@dataclass
+class _Group:
+    waiting: dict[str, _Waiting] = field(default_factory=dict)
+    timer: asyncio.TimerHandle | None = None
+
+
+class BatchQueue:
+    """Queues batch calls, submits them in groups, polls, and resolves each call's future.
+
+    Lives on the engine's event loop, with its own HTTP sessions (per endpoint and key): the
+    chat transport's sessions send ``Content-Type: application/json`` on every request,
+    which a multipart upload must not carry.
+    """
+
+    def __init__(self, store: BatchStore | None, settings: BatchSettings | None = None) -> None:
+        self._sessions: dict[tuple[str, str | None], aiohttp.ClientSession] = {}
+        self._store = store
+        self.settings = settings or BatchSettings()
+        self._groups: dict[tuple[str, str], _Group] = {}
+        # Batches in flight: id -> (client, stored record); what close() cancels.
+        self._live: dict[str, tuple[_Client, StoredBatch]] = {}
+        # A resumed run's stored batches, by request key; their pollers start on demand.
+        self._stored: dict[str, StoredBatch] = {}
+        self._recovering: dict[str, dict[str, _Waiting]] = {}
+        if store is not None:
+            for batch in store.pending():
+                for key in batch.keys:
+                    self._stored[key] = batch
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.submitted = 0  # batches this process created
+        # While held (the runner is submitting a run's batch calls), groups wait: a pause
+        # in the submitting thread must not cut a batch in two.
+        self._holds = 0
+
+    def hold(self) -> None:
+        self._holds += 1
+
+    def release(self) -> None:
+        self._holds = max(0, self._holds - 1)
+        if not self._holds:
+            for group_key, group in list(self._groups.items()):
+                self._arm(group_key, group)
+
+    async def call(self, spec: CallSpec, target: NativeTarget) -> CallResult:
+        """The call's result, once the batch that carries it is collected; never raises."""
+        key = spec.cache_key()
+        future: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
+        stored = self._stored.get(key)
+        if stored is not None:
+            recovering = self._recovering.setdefault(stored.batch_id, {})
+            first = not recovering
+            waiting = recovering.setdefault(key, _Waiting(spec, target, b"", submissions=1))
+            waiting.futures.append(future)
+            if first:
+                self._spawn(self._recover(stored, target), recovering)
+            return await future
+        group_key = (_base_url(target), target.model)
+        group = self._groups.setdefault(group_key, _Group())
+        queued = group.waiting.get(key)
+        if queued is None:
+            queued = _Waiting(spec, target, _request_line(key, spec, target))
+            group.waiting[key] = queued
+        queued.futures.append(future)  # identical requests: one line, every caller answered
+        self._arm(group_key, group)
+        return await future
+
+    def _arm(self, group_key: tuple[str, str], group: _Group) -> None:
+        if group.timer is not None:
+            group.timer.cancel()
+        loop = asyncio.get_running_loop()
+        if len(group.waiting) >= self.settings.max_requests:
+            group.timer = None
+            self._flush(group_key, full=True)
+        else:
+            group.timer = loop.call_later(self.settings.send_delay_s, self._flush, group_key)
+
+    def _flush(self, group_key: tuple[str, str], *, full: bool = False) -> None:
+        if self._holds and not full:
+            return  # armed again on release
+        group = self._groups.pop(group_key, None)
+        if group is None or not group.waiting:
+            return
+        if group.timer is not None:
+            group.timer.cancel()
+        for chunk in self._split(group.waiting):
+            self._spawn(self._submit_and_collect(chunk), chunk)
+
+    def _split(self, waiting: dict[str, _Waiting]) -> Iterator[dict[str, _Waiting]]:
+        """Chunks within the request and byte limits (bytes: 95% of the cap, for safety)."""
+        max_bytes = int(self.settings.max_bytes * 0.95)
+        chunk: dict[str, _Waiting] = {}
+        size = 0
+        for key, item in waiting.items():
+            line = len(item.line)
+            if chunk and (len(chunk) >= self.settings.max_requests or size + line > max_bytes):
+                yield chunk
+                chunk, size = {}, 0
+            chunk[key] = item
+            size += line
+        if chunk:
+            yield chunk
+
+    def _spawn(self, coro: Any, chunk: dict[str, _Waiting] | None = None) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if chunk is not None:
+            task.add_done_callback(lambda t: self._fail_if_crashed(t, chunk))
+
+    @staticmethod
+    def _fail_if_crashed(task: asyncio.Task[None], chunk: dict[str, _Waiting]) -> None:
+        """A defect in collecting a batch ends its calls with an error, never in a hang."""
+        if task.cancelled() or task.exception() is None:
+            return
+        reason = f"BatchError: {_describe(task.exception())}"  # type: ignore[arg-type]
+        for item in chunk.values():
+            _resolve(item, CallResult(error=reason, attempts=item.submissions))
+
+    def _client(self, target: NativeTarget, base_url: str | None = None) -> _Client:
+        import aiohttp
+
+        base = base_url or _base_url(target)
+        session = self._sessions.get((base, target.api_key))
+        if session is None or session.closed:
+            headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
+            session = aiohttp.ClientSession(headers=headers, trust_env=True)
+            self._sessions[base, target.api_key] = session
+        return _Client(session, base)
+
+    async def _submit_and_collect(self, chunk: dict[str, _Waiting]) -> None:
+        target = next(iter(chunk.values())).target
+        client = self._client(target)
+        for item in chunk.values():
+            item.submissions += 1
+        try:
+            content = b"".join(item.line for item in chunk.values())
+            batch_id = await client.submit(content)
+        except Exception as exc:
+            self._retry_or_fail(chunk, f"batch submission failed: {_describe(exc)}")
+            return
+        self.submitted += 1
+        stored = StoredBatch(batch_id, client.base_url, target.model, tuple(chunk), time.time())
+        try:
+            if self._store is not None:
+                # Before the first poll: a run killed from here on finds it on resume.
+                await asyncio.to_thread(self._store.record, stored)
+        except OSError as exc:
+            _warn(f"could not record batch {batch_id} in the run directory: {exc}")
+        await self._collect(client, stored, chunk)
+
+    async def _recover(self, stored: StoredBatch, target: NativeTarget) -> None:
+        # Give the resumed run's other calls of this batch time to join before collecting.
+        await asyncio.sleep(self.settings.send_delay_s)
+        chunk = self._recovering.get(stored.batch_id, {})
+        client = self._client(target, stored.base_url)
+        await self._collect(client, stored, chunk)
+        # Calls that arrive after collection are no longer served by this batch.
+        for key in stored.keys:
+            self._stored.pop(key, None)
+        self._recovering.pop(stored.batch_id, None)
+
+    async def _collect(
+        self, client: _Client, stored: StoredBatch, chunk: dict[str, _Waiting]
+    ) -> None:
+        self._live[stored.batch_id] = (client, stored)
+        try:
+            batch = await self._poll(client, stored.batch_id)
+        except Exception as exc:
+            self._live.pop(stored.batch_id, None)
+            if isinstance(exc, BatchProtocolError) and exc.status == 404:
+                # The endpoint does not know it (deleted, another server): never poll again.
+                await self._mark_collected(stored)
+            self._retry_or_fail(chunk, f"batch {stored.batch_id}: {_describe(exc)}")
+            return
+        self._live.pop(stored.batch_id, None)
+        turnaround_ms = (time.time() - stored.submitted_at) * 1000
+        lines: dict[str, dict[str, Any]] = {}
+        try:
+            for file_key in ("output_file_id", "error_file_id"):
+                if batch.get(file_key):
+                    for raw in (await client.content(str(batch[file_key]))).splitlines():
+                        with contextlib.suppress(ValueError, TypeError, AttributeError):
+                            obj = json.loads(raw)
+                            lines.setdefault(str(obj["custom_id"]), obj)
+        except Exception as exc:
+            self._retry_or_fail(chunk, f"batch {stored.batch_id}: {_describe(exc)}")
+            return
+        missing: dict[str, _Waiting] = {}
+        for key, item in chunk.items():
+            try:
+                result = _result_of(lines.get(key), item, turnaround_ms)
+            except Exception:  # a line of an unexpected shape: that call's error, not a hang
+                result = CallResult(
+                    error="APIError: malformed batch output line", attempts=item.submissions
+                )
+            if result is None:
+                missing[key] = item
+            else:
+                _resolve(item, result)
+        await self._mark_collected(stored)
+        if missing:
+            reason = f"batch {stored.batch_id} ended {batch.get('status')} without an answer"
+            self._retry_or_fail(missing, reason)
+
+    async def _mark_collected(self, stored: StoredBatch) -> None:
+        if self._store is None:
+            return
+        done = StoredBatch(
+            stored.batch_id, stored.base_url, stored.model, stored.keys, stored.submitted_at, True
+        )
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self._store.record, done)
+
+    def _retry_or_fail(self, chunk: dict[str, _Waiting], reason: str) -> None:
+        """Submits again (alone) the requests still without a result, up to a limit."""
+        again: dict[str, _Waiting] = {}
+        for key, item in chunk.items():
+            if item.submissions >= MAX_SUBMISSIONS:
+                _resolve(item, CallResult(error=f"BatchError: {reason}", attempts=item.submissions))
+            else:
+                if not item.line:  # recovered from a stored batch: not built in this run
+                    item.line = _request_line(key, item.spec, item.target)
+                again[key] = item
+        for part in self._split(again) if again else ():
+            self._spawn(self._submit_and_collect(part), part)
+
+    async def _poll(self, client: _Client, batch_id: str) -> dict[str, Any]:
+        wait = self.settings.poll_s
+        while True:
+            batch = await client.retrieve(batch_id)
+            if batch.get("status") in _TERMINAL:
+                return batch
+            await asyncio.sleep(wait)
+            wait = min(self.settings.max_poll_s, wait * 1.5)
+
+    async def aclose(self) -> list[str]:
+        """Cancels the batches still in flight; returns those that could not be cancelled
+        (a one-line notice names them and the command that cancels them)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        remaining: list[str] = []
+        for batch_id, (client, stored) in list(self._live.items()):
+            try:
+                await client.cancel(batch_id)
+                _warn(f"cancelled batch {batch_id} at {stored.base_url} (run interrupted)")
+            except Exception:
+                remaining.append(f"{batch_id} at {stored.base_url}")
+        self._live.clear()
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
+        if remaining:
+            _warn(
+                "these batches may still run (and bill): "
+                + ", ".join(remaining)
+                + "; cancel each with: curl -X POST -H 'Authorization: Bearer $KEY' "
+                "<base_url>/batches/<id>/cancel"
+            )
+        return remaining
+
+
+def _resolve(item: _Waiting, result: CallResult) -> None:
+    for future in item.futures:
+        if not future.done():
+            future.set_result(result)
+    item.futures.clear()
+
+
+def _result_of(
+    line: dict[str, Any] | None, item: _Waiting, turnaround_ms: float
+) -> CallResult | None:
+    """The call's result from its output or error line; None: not answered (submit again)."""
+    if line is None:
+        return None
+    error = line.get("error")
+    response = line.get("response")
+    if not isinstance(response, dict):
+        if isinstance(error, dict) and error.get("code") not in (None, "batch_expired"):
+            text = f"{error.get('code')}: {error.get('message')}"
+            return CallResult(error=f"BatchError: {text}"[:400], attempts=item.submissions)
+        return None  # expired (or no response at all): submit again
+    status = response.get("status_code")
+    body: Any = response.get("body")
+    if status != 200:
+        problem = body.get("error") if isinstance(body, dict) else None
+        message = problem.get("message") if isinstance(problem, dict) else problem
+        return CallResult(
+            error=f"APIError: HTTP {status} in batch: {message or body!r}"[:400],
+            attempts=item.submissions,
+        )
+    try:
+        choice = body["choices"][0]
+        output = choice["message"].get("content") or ""
+        finish = choice.get("finish_reason")
+        usage = body.get("usage") or {}
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return CallResult(error="APIError: malformed batch output line", attempts=item.submissions)
+    input_tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    output_tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    input_tokens = input_tokens if isinstance(input_tokens, int) else None
+    output_tokens = output_tokens if isinstance(output_tokens, int) else None
+    return CallResult(
+        output=output if isinstance(output, str) else "",
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=batch_cost(item.spec, item.target, input_tokens, output_tokens),
+        latency_ms=turnaround_ms,
+        ttft_ms=None,
+        finish_reason=finish if isinstance(finish, str) else None,
+        attempts=item.submissions,
+    )
+
+
+def _request_line(key: str, spec: CallSpec, target: NativeTarget) -> bytes:
+    body: dict[str, Any] = {
+        "model": target.model,
+        "messages": [dict(m) for m in spec.messages],
+        "max_completion_tokens" if target.official else "max_tokens": spec.max_tokens,
+        "temperature": spec.temperature,
+        **dict(spec.params),
+    }
+    line = {"custom_id": key, "method": "POST", "url": ENDPOINT, "body": body}
+    return _ENCODE(line).encode() + b"\n"
+
+
+def _base_url(target: NativeTarget) -> str:
+    url = target.url
+    return url[: -len("/chat/completions")] if url.endswith("/chat/completions") else url
+
+
+def _describe(exc: BaseException) -> str:
+    from evalgate.engine.engine import describe
+
+    return describe(exc)
+
+
+def _warn(message: str) -> None:
+    print(f"evalgate: batch: {message}", file=sys.stderr, flush=True)
+
+
+__all__ = [
+    "BATCH_DISCOUNT",
+    "BatchQueue",
+    "BatchSettings",
+    "BatchStore",
+    "Endpoint",
+    "batch_cost",
+    "batch_unsupported",
+]

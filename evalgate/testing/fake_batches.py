@@ -1,0 +1,364 @@
+"""The OpenAI Files and Batches endpoints of the fake server (standard library only).
+
+Served by :mod:`evalgate.testing.fake_openai` under ``/v1/files`` and ``/v1/batches``:
+
+- ``POST /v1/files`` (multipart, ``purpose=batch``, field ``file``): stores the JSONL;
+- ``GET /v1/files/{id}/content``: a stored file (input, output or error file);
+- ``POST /v1/batches`` ``{input_file_id, endpoint: "/v1/chat/completions",
+  completion_window: "24h"}``: a batch, ``validating`` when created;
+- ``GET /v1/batches/{id}``: ``in_progress`` until its turnaround has passed, then
+  ``completed`` (or ``expired`` / ``failed`` as injected), with ``output_file_id`` and
+  ``error_file_id``;
+- ``POST /v1/batches/{id}/cancel``: ``cancelled``.
+
+Each request line is answered by the same function that answers an online, non-streamed
+call (faults included: ``fail=STATUS:N`` counts batch lines like online requests), so a
+batch gives exactly the online answers, usage included. Output order is reversed on
+purpose: clients must match lines by ``custom_id``, as OpenAI documents.
+
+Batch faults are directives of the model string of the batch's first request line (one
+model per batch, as OpenAI requires), counted per ``key``:
+
+``batch_ms=N``         turnaround: the batch completes N ms after it was created (default 0)
+``batch_expire=K``     the first K batches of this key expire: only the first
+                       ``expire_keep`` requests are answered, the rest get ``batch_expired``
+``expire_keep=N``      (default: half the batch, rounded down)
+``batch_fail=K``       the first K batches of this key fail validation (no output)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+Answer = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
+"""Answers one chat-completions request body: (HTTP status, response body)."""
+
+_DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+BATCH_ENDPOINT = "/v1/chat/completions"
+
+
+class BatchError(Exception):
+    """A client error: HTTP status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFaults:
+    key: str
+    turnaround_ms: float = 0.0
+    expire_times: int = 0
+    expire_keep: int | None = None
+    fail_times: int = 0
+
+
+def batch_faults(model: str) -> BatchFaults:
+    """The ``batch_*`` directives of a model string (others are the online directives)."""
+    _, sep, query = model.partition("?")
+    key = model
+    fields: dict[str, Any] = {}
+    for k, v in parse_qsl(query, keep_blank_values=True) if sep else ():
+        try:
+            if k == "key":
+                key = v
+            elif k == "batch_ms":
+                fields["turnaround_ms"] = max(0.0, float(v))
+            elif k == "batch_expire":
+                fields["expire_times"] = max(0, int(v))
+            elif k == "expire_keep":
+                fields["expire_keep"] = max(0, int(v))
+            elif k == "batch_fail":
+                fields["fail_times"] = max(0, int(v))
+        except ValueError:
+            raise BatchError(400, f"directive {k!r} needs a number, got {v!r}") from None
+    return BatchFaults(key=key, **fields)
+
+
+def strip_batch_directives(model: str) -> str:
+    """The model string without ``batch_*``/``expire_keep`` (which online parsing rejects)."""
+    name, sep, query = model.partition("?")
+    if not sep:
+        return model
+    kept = [
+        part
+        for part in query.split("&")
+        if part.partition("=")[0] not in ("batch_ms", "batch_expire", "expire_keep", "batch_fail")
+    ]
+    return f"{name}?{'&'.join(kept)}" if kept else name
+
+
+@dataclass
+class _Batch:
+    id: str
+    input_file_id: str
+    completion_window: str
+    created_at: float
+    due: float
+    faults: BatchFaults
+    ordinal: int
+    lines: list[dict[str, Any]]
+    metadata: dict[str, Any] | None
+    status: str = "validating"
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    completed_at: float | None = None
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"total": 0, "completed": 0, "failed": 0}
+    )
+    errors: list[dict[str, Any]] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "batch",
+            "endpoint": BATCH_ENDPOINT,
+            "errors": None if self.errors is None else {"object": "list", "data": self.errors},
+            "input_file_id": self.input_file_id,
+            "completion_window": self.completion_window,
+            "status": self.status,
+            "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "created_at": int(self.created_at),
+            "completed_at": None if self.completed_at is None else int(self.completed_at),
+            "request_counts": dict(self.counts),
+            "metadata": self.metadata,
+        }
+
+
+class BatchService:
+    """Files and batches held in memory; thread-safe (the server's loop and test threads)."""
+
+    def __init__(self, answer: Answer) -> None:
+        self._answer = answer
+        self._lock = threading.Lock()
+        self._files: dict[str, tuple[str, bytes]] = {}  # id -> (purpose, content)
+        self._batches: dict[str, _Batch] = {}
+        self._ids = itertools.count(1)
+        self._per_key: dict[str, int] = {}
+        self.submissions = 0  # batches created, all keys
+        self.cancelled = 0
+
+    # -- counters for tests
+    def submission_count(self, key: str | None = None) -> int:
+        with self._lock:
+            return self.submissions if key is None else self._per_key.get(key, 0)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "submissions": self.submissions,
+                "per_key": dict(self._per_key),
+                "cancelled": self.cancelled,
+                "batches": {b.id: b.status for b in self._batches.values()},
+                "requests": {b.id: len(b.lines) for b in self._batches.values()},
+            }
+
+    def reset(self) -> None:
+        with self._lock:
+            self._files.clear()
+            self._batches.clear()
+            self._per_key.clear()
+            self.submissions = self.cancelled = 0
+
+    # -- files
+    def upload(self, content_type: str, body: bytes) -> dict[str, Any]:
+        fields = _multipart(content_type, body)
+        purpose = fields.get("purpose", b"").decode()
+        if purpose != "batch":
+            raise BatchError(400, f"'purpose' must be 'batch', got {purpose!r}")
+        if "file" not in fields:
+            raise BatchError(400, "multipart field 'file' is required")
+        with self._lock:
+            fid = f"file-fake{next(self._ids):06d}"
+            self._files[fid] = (purpose, fields["file"])
+        return self._file_json(fid, fields["file"], purpose)
+
+    def content(self, file_id: str) -> bytes:
+        with self._lock:
+            entry = self._files.get(file_id)
+        if entry is None:
+            raise BatchError(404, f"no file {file_id!r}")
+        return entry[1]
+
+    @staticmethod
+    def _file_json(fid: str, content: bytes, purpose: str) -> dict[str, Any]:
+        return {
+            "id": fid,
+            "object": "file",
+            "bytes": len(content),
+            "created_at": int(time.time()),
+            "filename": "batch.jsonl",
+            "purpose": purpose,
+        }
+
+    # -- batches
+    def create(self, body: bytes) -> dict[str, Any]:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise BatchError(400, "request body is not valid JSON") from None
+        if not isinstance(payload, dict):
+            raise BatchError(400, "request body must be a JSON object")
+        if payload.get("endpoint") != BATCH_ENDPOINT:
+            raise BatchError(400, f"'endpoint' must be {BATCH_ENDPOINT!r}")
+        window = payload.get("completion_window")
+        if window != "24h":
+            raise BatchError(400, f"'completion_window' must be '24h', got {window!r}")
+        content = self.content(str(payload.get("input_file_id")))
+        lines = _parse_lines(content)
+        faults = batch_faults(str(lines[0]["body"].get("model", "")))
+        now = time.time()
+        with self._lock:
+            ordinal = self._per_key.get(faults.key, 0) + 1
+            self._per_key[faults.key] = ordinal
+            self.submissions += 1
+            batch = _Batch(
+                id=f"batch_fake{next(self._ids):06d}",
+                input_file_id=str(payload["input_file_id"]),
+                completion_window=window,
+                created_at=now,
+                due=now + faults.turnaround_ms / 1000,
+                faults=faults,
+                ordinal=ordinal,
+                lines=lines,
+                metadata=payload.get("metadata"),
+            )
+            batch.counts["total"] = len(lines)
+            self._batches[batch.id] = batch
+            return batch.as_json()
+
+    def retrieve(self, batch_id: str) -> dict[str, Any]:
+        batch = self._get(batch_id)
+        with self._lock:
+            if batch.status == "validating":
+                batch.status = "in_progress"
+            elif batch.status == "in_progress" and time.time() >= batch.due:
+                self._finish(batch)
+            return batch.as_json()
+
+    def cancel(self, batch_id: str) -> dict[str, Any]:
+        batch = self._get(batch_id)
+        with self._lock:
+            if batch.status in ("validating", "in_progress"):
+                batch.status = "cancelled"
+                batch.completed_at = time.time()
+                self.cancelled += 1
+            return batch.as_json()
+
+    def _get(self, batch_id: str) -> _Batch:
+        with self._lock:
+            batch = self._batches.get(batch_id)
+        if batch is None:
+            raise BatchError(404, f"no batch {batch_id!r}")
+        return batch
+
+    def _finish(self, batch: _Batch) -> None:
+        faults = batch.faults
+        if batch.ordinal <= faults.fail_times:
+            batch.status = "failed"
+            batch.errors = [{"code": "injected_failure", "message": "injected validation failure"}]
+            return
+        expired = batch.ordinal <= faults.expire_times
+        keep = len(batch.lines) // 2 if faults.expire_keep is None else faults.expire_keep
+        out: list[bytes] = []
+        err: list[bytes] = []
+        for i, line in enumerate(batch.lines):
+            rid = f"batch_req_{batch.id}_{i}"
+            if expired and i >= keep:
+                message = "This request could not be executed before the completion window expired."
+                err.append(
+                    _line(
+                        rid, line["custom_id"], None, {"code": "batch_expired", "message": message}
+                    )
+                )
+                continue
+            status, body = self._answer(line["body"])
+            response = {"status_code": status, "request_id": rid, "body": body}
+            if status == 200:
+                out.append(_line(rid, line["custom_id"], response, None))
+                batch.counts["completed"] += 1
+            else:
+                err.append(_line(rid, line["custom_id"], response, None))
+                batch.counts["failed"] += 1
+        if expired:
+            batch.counts["failed"] += len(batch.lines) - keep
+        out.reverse()  # order is not guaranteed by OpenAI: clients must use custom_id
+        for lines, attr in ((out, "output_file_id"), (err, "error_file_id")):
+            if lines:
+                fid = f"file-fake{next(self._ids):06d}"
+                self._files[fid] = ("batch_output", b"".join(lines))
+                setattr(batch, attr, fid)
+        batch.status = "expired" if expired else "completed"
+        batch.completed_at = time.time()
+
+
+def _line(rid: str, custom_id: str, response: Any, error: Any) -> bytes:
+    obj = {"id": rid, "custom_id": custom_id, "response": response, "error": error}
+    return _DUMPS(obj).encode() + b"\n"
+
+
+def _parse_lines(content: bytes) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    model: str | None = None
+    for number, raw in enumerate(content.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            raise BatchError(400, f"line {number} of the input file is not JSON") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("body"), dict):
+            raise BatchError(400, f"line {number}: needs an object with a 'body' object")
+        cid = obj.get("custom_id")
+        if not isinstance(cid, str) or not cid:
+            raise BatchError(400, f"line {number}: 'custom_id' is required")
+        if cid in seen:
+            raise BatchError(400, f"line {number}: duplicate custom_id {cid!r}")
+        seen.add(cid)
+        if obj.get("method") != "POST" or obj.get("url") != BATCH_ENDPOINT:
+            raise BatchError(400, f"line {number}: needs method POST and url {BATCH_ENDPOINT}")
+        if obj["body"].get("stream"):
+            raise BatchError(400, f"line {number}: streaming is not supported in batches")
+        line_model = obj["body"].get("model")
+        if model is not None and line_model != model:
+            raise BatchError(
+                400, f"line {number}: one model per batch ({line_model!r} != {model!r})"
+            )
+        model = line_model
+        lines.append(obj)
+    if not lines:
+        raise BatchError(400, "the input file has no requests")
+    return lines
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, bytes]:
+    """The fields of a ``multipart/form-data`` body (name -> content)."""
+    params = dict(p.strip().split("=", 1) for p in content_type.split(";")[1:] if "=" in p)
+    boundary = params.get("boundary", "").strip('"')
+    if not content_type.lower().startswith("multipart/form-data") or not boundary:
+        raise BatchError(400, "expected multipart/form-data with a boundary")
+    fields: dict[str, bytes] = {}
+    for part in body.split(b"--" + boundary.encode())[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, content = part.partition(b"\r\n\r\n")
+        name = None
+        for line in head.decode("latin-1").split("\r\n"):
+            if line.lower().startswith("content-disposition"):
+                for item in line.split(";"):
+                    k, _, v = item.strip().partition("=")
+                    if k == "name":
+                        name = v.strip('"')
+        if name is not None:
+            fields[name] = content[:-2] if content.endswith(b"\r\n") else content
+    return fields

@@ -132,13 +132,22 @@ def load_suites(shards: Sequence[ShardRun], rootdir: Path) -> dict[str, Suite]:
 
 
 def merged_results(shards: Sequence[ShardRun]) -> list[CaseResult]:
-    """Every shard's latest result per item; an item in two shards is refused."""
+    """Every shard's latest result per item; an item in two shards, or outside its
+    shard's recorded part, is refused."""
     from evalgate.results import latest_by_item, read_results
 
     owner: dict[ItemKey, Path] = {}
     merged: list[CaseResult] = []
     for shard in shards:
+        part = {(name, case) for name, e in shard.suites.items() for case in e.get("cases", ())}
         for key, result in latest_by_item(read_results(shard.run_dir / "results.jsonl")).items():
+            if (key.suite, key.case) not in part:
+                # E.g. an unsharded run resumed as a shard: merging it would count the
+                # case twice or take it from the wrong shard, so say so instead.
+                raise MergeError(
+                    f"{shard.source}: item {key.suite}::{key.case}[{key.config}] is not in "
+                    f"shard {shard.index}/{shard.count}'s part of the suite ({SHARD_FILE})"
+                )
             if key in owner:
                 raise MergeError(
                     f"overlapping items: {key.suite}::{key.case}[{key.config}] is in "

@@ -247,6 +247,8 @@ def test_merge_refuses_items_outside_a_shards_part_and_leaves_inputs_alone(
     assert len(foreign.stderr.strip().splitlines()) == 1
     assert "is not in shard 1/2's part" in foreign.stderr
     assert not (project / "m" / "evalgate.json").exists()
+    into_input = merge(project, "s1", "s2", "-o", "s2")
+    assert into_input.returncode == 2 and "own directory" in into_input.stderr
     ok = merge(project, "s1", "s2", "-o", "m")
     assert ok.returncode in (0, 1), ok.stdout + ok.stderr
     assert {d: tree_bytes(project / d) for d in ("bad1", "s1", "s2")} == before

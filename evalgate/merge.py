@@ -106,6 +106,21 @@ def check_shards(shards: Sequence[ShardRun], *, allow_partial: bool = False) -> 
                 )
 
 
+def check_output(shards: Sequence[ShardRun], out: Path) -> None:
+    """Refuses an output directory that is a shard's own reports or run directory: the
+    merged run would become that shard's latest run and overwrite its report."""
+    target = out.resolve()
+    for shard in shards:
+        run_dir = shard.run_dir.resolve()
+        if target in (run_dir.parent.parent, shard.source.resolve()) or target.is_relative_to(
+            run_dir
+        ):
+            raise MergeError(
+                f"-o {out}: is shard {shard.index}/{shard.count}'s own directory "
+                f"({shard.source}); write the merge elsewhere so the shards stay as they are"
+            )
+
+
 def load_suites(shards: Sequence[ShardRun], rootdir: Path) -> dict[str, Suite]:
     """The suites the shards ran, from their files, unchanged since (hash checked)."""
     from evalgate.suite.errors import SuiteError
@@ -132,13 +147,22 @@ def load_suites(shards: Sequence[ShardRun], rootdir: Path) -> dict[str, Suite]:
 
 
 def merged_results(shards: Sequence[ShardRun]) -> list[CaseResult]:
-    """Every shard's latest result per item; an item in two shards is refused."""
+    """Every shard's latest result per item; an item in two shards, or outside its
+    shard's recorded part, is refused."""
     from evalgate.results import latest_by_item, read_results
 
     owner: dict[ItemKey, Path] = {}
     merged: list[CaseResult] = []
     for shard in shards:
+        part = {(name, case) for name, e in shard.suites.items() for case in e.get("cases", ())}
         for key, result in latest_by_item(read_results(shard.run_dir / "results.jsonl")).items():
+            if (key.suite, key.case) not in part:
+                # E.g. an unsharded run resumed as a shard: merging it would count the
+                # case twice or take it from the wrong shard, so say so instead.
+                raise MergeError(
+                    f"{shard.source}: item {key.suite}::{key.case}[{key.config}] is not in "
+                    f"shard {shard.index}/{shard.count}'s part of the suite ({SHARD_FILE})"
+                )
             if key in owner:
                 raise MergeError(
                     f"overlapping items: {key.suite}::{key.case}[{key.config}] is in "
@@ -175,6 +199,7 @@ def merge_shards(
 
     shards = sorted((find_shard(s) for s in sources), key=lambda s: s.index)
     check_shards(shards, allow_partial=allow_partial)
+    check_output(shards, out)
     suites = load_suites(shards, rootdir)
     results = merged_results(shards)
     paths = RunPaths(out.resolve(), new_run_id())

@@ -219,3 +219,36 @@ def test_empty_shards_pass_and_merge(tmp_path: Path, fake_server: Any) -> None:
     merged = merge(tmp_path, "s1", "s2", "s3", "s4", "-o", "m", "--gate", "none")
     assert merged.returncode == 0, merged.stdout + merged.stderr
     assert len(deterministic(tmp_path / "m")) == 2
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_merge_refuses_items_outside_a_shards_part_and_leaves_inputs_alone(
+    project: Path, fake_server: Any
+) -> None:
+    """A shard dir holding another shard's items (e.g. an unsharded run resumed as a
+    shard, or hand-copied results) is refused, not double-counted; inputs stay as they were."""
+    import shutil
+
+    for k in (1, 2):
+        assert run(project, f"s{k}", "suites/", "--evalgate-shard", f"{k}/2").returncode == 0
+    shutil.copytree(project / "s1", project / "bad1")
+    bad_run = project / "bad1" / "runs" / str(latest_run_id(project / "bad1"))
+    s2_run = project / "s2" / "runs" / str(latest_run_id(project / "s2"))
+    with open(bad_run / "results.jsonl", "ab") as fh:
+        fh.write((s2_run / "results.jsonl").read_bytes())
+    before = {d: tree_bytes(project / d) for d in ("bad1", "s1", "s2")}
+    foreign = merge(project, "bad1", "s2", "-o", "m")
+    assert foreign.returncode == 2, foreign.stdout + foreign.stderr
+    assert len(foreign.stderr.strip().splitlines()) == 1
+    assert "is not in shard 1/2's part" in foreign.stderr
+    assert not (project / "m" / "evalgate.json").exists()
+    into_input = merge(project, "s1", "s2", "-o", "s2")
+    assert into_input.returncode == 2 and "own directory" in into_input.stderr
+    ok = merge(project, "s1", "s2", "-o", "m")
+    assert ok.returncode in (0, 1), ok.stdout + ok.stderr
+    assert {d: tree_bytes(project / d) for d in ("bad1", "s1", "s2")} == before

@@ -311,66 +311,21 @@ def _arithmetic_rows() -> list[dict]:
     return rows
 
 
-def quick_answers() -> list[dict]:
-    rows: list[dict] = []
-    picked = set(random.Random(45).sample(range(len(CAPITALS)), N_CAPITALS))
-    for country, city in (c for i, c in enumerate(CAPITALS) if i in picked):
-        rows.append(
-            {
-                "id": f"geo-capital-{slug(country.removeprefix('the '))}",
-                "category": "geography",
-                "question": f"What is the capital of {country}?",
-                "answer": city,
-                "assert": CONTAINS,
-            }
-        )
-    for symbol, name in ELEMENTS:
-        rows.append(
-            {
-                "id": f"chem-symbol-{symbol.lower()}",
-                "category": "chemistry",
-                "question": f"Which chemical element has the symbol {symbol}?",
-                "answer": name,
-                "assert": CONTAINS,
-            }
-        )
-    for title, author in BOOKS:
-        rows.append(
-            {
-                "id": f"lit-author-{slug(title)}",
-                "category": "literature",
-                "question": f"Who wrote {title}?",
-                "answer": author,
-                "assert": CONTAINS,
-            }
-        )
-    return _stratified(rows + _fact_rows() + _arithmetic_rows(), QUICK_ANSWERS_CASES)
-
-
-ROUTING_DEMO_CASES = 220  # about 3.5 min of local model time for its two measured configs
-
-
-def routing_demo() -> list[dict]:
-    """A stratified sample of the whole pool (every capital, element, book, fact and sum):
-    questions whose difficulty for the small tier ranges from easy (capitals, science
-    facts) to beyond it (two- and three-digit arithmetic), for routing-demo.yaml's router."""
-    rows: list[dict] = []
-    for country, city in CAPITALS:
-        rows.append(
-            {
-                "id": f"geo-capital-{slug(country.removeprefix('the '))}",
-                "category": "geography",
-                "question": f"What is the capital of {country}?",
-                "answer": city,
-                "assert": CONTAINS,
-            }
-        )
-    rest = [r for r in quick_answers_pool() if r["category"] != "geography"]
-    return _stratified(rows + rest, ROUTING_DEMO_CASES, seed=220)
+def _capital_rows(capitals: list[tuple[str, str]]) -> list[dict]:
+    return [
+        {
+            "id": f"geo-capital-{slug(country.removeprefix('the '))}",
+            "category": "geography",
+            "question": f"What is the capital of {country}?",
+            "answer": city,
+            "assert": CONTAINS,
+        }
+        for country, city in capitals
+    ]
 
 
 def quick_answers_pool() -> list[dict]:
-    """The elements, books, facts and arithmetic rows (quick-answers adds a capitals sample)."""
+    """The elements, books, facts and arithmetic rows (each suite adds its capitals)."""
     rows: list[dict] = []
     for symbol, name in ELEMENTS:
         rows.append(
@@ -393,6 +348,25 @@ def quick_answers_pool() -> list[dict]:
             }
         )
     return rows + _fact_rows() + _arithmetic_rows()
+
+
+def quick_answers() -> list[dict]:
+    picked = set(random.Random(45).sample(range(len(CAPITALS)), N_CAPITALS))
+    capitals = [c for i, c in enumerate(CAPITALS) if i in picked]
+    return _stratified(_capital_rows(capitals) + quick_answers_pool(), QUICK_ANSWERS_CASES)
+
+
+ROUTING_DEMO_CASES = 220  # about 3.5 min of local model time for its two measured configs
+
+
+def routing_demo() -> list[dict]:
+    """A stratified sample of the whole pool (every capital, element, book, fact and sum):
+    questions whose difficulty for the small tier ranges from easy (capitals, science
+    facts) to beyond it (two- and three-digit arithmetic), for routing-demo.yaml's router."""
+    # Geography here is the capitals alone (the pool's geography facts stay out).
+    rest = [r for r in quick_answers_pool() if r["category"] != "geography"]
+    rows = _capital_rows(list(CAPITALS)) + rest
+    return _stratified(rows, ROUTING_DEMO_CASES, seed=220)
 
 
 def _stratified(rows: list[dict], k: int, seed: int = 104) -> list[dict]:

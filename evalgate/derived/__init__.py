@@ -1,8 +1,10 @@
 """Derived configs: configs whose results are composed from measured configs' results.
 
-A routed config (``router:``) and a cascade (``cascade:``) make no model calls: after the
-run, each case's result is taken from one of two measured configs (or, for a cascade's
-escalation, from both, their costs and latencies added), and the composed results then
+A routed config (``router:``), a cascade (``cascade:``) and a semantic cache (``cache:
+{mode: semantic}``) make no model calls: after the run, each case's result is taken from
+one of two measured configs (or, for a cascade's escalation, from both, their costs and
+latencies added; for a semantic cache, from its twin's answer to this or an earlier
+request, :mod:`evalgate.derived.semcache`), and the composed results then
 enter the statistics, the Pareto table, the recommendation and the gate exactly as
 measured results do. Composition happens where the report is written
 (:func:`evalgate.report.write.write_run_report`), from the stored results, so a run, a
@@ -29,11 +31,12 @@ Derive = Callable[
 
 
 def _kinds() -> dict[str, tuple[Derive, Callable[[str, Mapping[str, Any]], str]]]:
-    from evalgate.derived import cascade, router
+    from evalgate.derived import cascade, router, semcache
 
     return {
         "router": (router.derive, router.describe),
         "cascade": (cascade.derive, cascade.describe),
+        "semantic": (semcache.derive, semcache.describe),
     }
 
 

@@ -130,7 +130,10 @@ def feature_entry(
     chosen = configs[config_id]
     derived = chosen.get("derived")
     router = None
-    if isinstance(derived, Mapping):
+    semantic: tuple[dict[str, Any], dict[str, Any]] | None = None
+    if isinstance(derived, Mapping) and derived.get("kind") == "semantic":
+        semantic = _semantic_section(section, suite_name, config_id, cache, cache_ttl_s)
+    elif isinstance(derived, Mapping):
         router = _router_section(section, suite_name, config_id, derived, configs, tiers)
     baseline = section.get("baseline") or _get(section, "stats.baseline")
     if fallbacks is None:
@@ -160,7 +163,7 @@ def feature_entry(
         "max_tokens": chosen.get("max_tokens"),
         "temperature": chosen.get("temperature"),
         "stream": bool(chosen.get("stream", False)),
-        "cache": _cache(chosen, cache, cache_ttl_s),
+        "cache": _cache(chosen, cache, cache_ttl_s) if semantic is None else semantic[0],
         "evidence": {
             "suite": suite_name,
             "suite_path": settings.get("path"),
@@ -181,7 +184,55 @@ def feature_entry(
     }
     if router is not None:
         entry["router"] = router
+    if semantic is not None:
+        entry["evidence"]["semantic_cache"] = semantic[1]
     return entry
+
+
+def _semantic_section(
+    section: Mapping[str, Any],
+    suite_name: str,
+    config_id: str,
+    cache: str,
+    ttl_s: float | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A semantic cache config's policy cache (the certified threshold, the embedding model
+    it was certified with, the guard; exact caching when nothing was certified, or what
+    ``--cache`` asks for) and its evidence (what the evaluation measured)."""
+    record = (section.get("derivations") or {}).get(config_id)
+    where = f"suite {suite_name!r}: config {config_id!r}"
+    if not isinstance(record, Mapping) or "threshold" not in record:
+        why = record.get("error") or record.get("note") if isinstance(record, Mapping) else None
+        raise ExportError(
+            f"{where}: the report holds no certified semantic cache (derivations.{config_id})"
+            + (f": {why}" if why else "")
+        )
+    threshold, model = record.get("threshold"), record.get("embedding_model")
+    if not isinstance(threshold, int | float) or not isinstance(model, str):
+        raise ExportError(f"{where}: derivations.{config_id} lacks its threshold or model")
+    wrong = record.get("wrong_hit_rate") or {}
+    evidence = {
+        "certified": bool(record.get("certified")),
+        "threshold": float(threshold),
+        "guard": bool(record.get("guard")),
+        "max_wrong_hit": _num(record.get("max_wrong_hit")),
+        "alpha": _num(record.get("alpha")),
+        "requests": record.get("requests"),
+        # The evaluated hit rate, shown beside the live one by `evalgate usage`.
+        "hit_rate": _num(record.get("hit_rate")),
+        "wrong_hit_rate": _interval(wrong),
+    }
+    if cache != "auto":
+        return _cache({}, cache, ttl_s), evidence
+    if not record.get("certified"):
+        return {"mode": "exact", "ttl_s": ttl_s}, evidence
+    return {
+        "mode": "semantic",
+        "ttl_s": ttl_s,
+        "threshold": float(threshold),
+        "embedding_model": model,
+        "guard": bool(record.get("guard")),
+    }, evidence
 
 
 # What a route cannot carry: a routed config's two configs must agree on these.

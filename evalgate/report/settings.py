@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evalgate.suite.model import Price, Suite
+from evalgate.suite.model import Derivation, Price, Suite
 
 SETTINGS_VERSION = 1
 
@@ -19,6 +19,19 @@ def _price(price: Price | None) -> dict[str, float] | None:
     if price is None:
         return None
     return {"input_per_mtok": price.input_per_mtok, "output_per_mtok": price.output_per_mtok}
+
+
+def _derived_settings(d: Derivation) -> dict[str, Any]:
+    if d.kind == "router":
+        return {"max_loss": d.max_loss, "alpha": d.alpha, "folds": d.folds}
+    if d.kind == "semantic":
+        return {
+            "max_wrong_hit": d.max_wrong_hit,
+            "alpha": d.alpha,
+            "folds": d.folds,
+            "lookup_ms": d.lookup_ms,
+        }
+    return {"accept": [{"type": g.type, **g.params} for g in d.accept]}
 
 
 def suite_settings(suite: Suite) -> dict[str, Any]:
@@ -66,11 +79,7 @@ def suite_settings(suite: Suite) -> dict[str, Any]:
                 "kind": d.kind,
                 "small": d.small,
                 "large": d.large,
-                **(
-                    {"max_loss": d.max_loss, "alpha": d.alpha, "folds": d.folds}
-                    if d.kind == "router"
-                    else {"accept": [{"type": g.type, **g.params} for g in d.accept]}
-                ),
+                **_derived_settings(d),
             }
     return {
         "version": SETTINGS_VERSION,

@@ -169,6 +169,8 @@ def suite_hash_of(top: Mapping[str, Any], cases: Iterable[Case]) -> str:
             definition,
             *(
                 [case.id, dict(case.vars), case.group, case.must_pass, case.grading_hash]
+                # Traffic labels only when a case has any: older suites keep their hash.
+                + (labels if any(labels := [case.cluster, case.tenant, case.near_miss]) else [])
                 for case in cases
             ),
         ]

@@ -45,6 +45,9 @@ _ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.\-+/]|:(?!:))*$")
 ID_RULE = "an id of letters, digits, '.', '_', '-', '+', '/' and single ':' (never '::')"
 # The item name of repeat N is `case[config-rN]`: a config named like that is refused.
 _REPEAT_SUFFIX = re.compile(r"^(?P<base>.+)-r(?P<n>[0-9]+)$")
+# Cluster, tenant and near-miss labels: short printable text, no control characters.
+_LABEL = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
+LABEL_RULE = "a label of 1 to 200 printable characters"
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -82,9 +85,19 @@ CONFIG_KEYS = (
 DERIVED_KEYS = ("id", "router", "cascade", "gate")
 ROUTER_KEYS = ("small", "large", "max_loss", "alpha", "folds")
 CASCADE_KEYS = ("first", "then", "accept")
+CACHE_KEYS = ("mode",)
+SEMANTIC_KEYS = ("mode", "max_wrong_hit", "alpha", "of", "folds", "lookup_ms")
+CACHE_MODES = ("off", "exact", "semantic")
+# A semantic cache config's settings: those its measured twin must share.
+TWIN_SETTINGS = ("tier", "context_trim", "max_tokens", "temperature", "stream", "repeats", "batch")
+# The latency a semantic cache lookup is counted as adding (embedding included): the
+# runtime's target (benchmarks/semantic_cache.py measures the real figure).
+DEFAULT_LOOKUP_MS = 10.0
 # Graders that call a model: too dear to decide a cascade's escalation.
 MODEL_GRADERS = ("llm-judge",)
-CASE_KEYS = ("id", "vars", "assert", "must_pass", "group")
+CASE_KEYS = ("id", "vars", "assert", "must_pass", "group", "cluster", "tenant", "near_miss")
+# Traffic labels of a case (see Case): plain strings, read by semantic cache configs.
+TRAFFIC_KEYS = ("cluster", "tenant", "near_miss")
 DATASET_KEYS = ("path", "limit")
 GATE_KEYS = ("margin", "alpha", "slo", "force")
 SLO_KEYS = ("p95_latency_ms", "cost_per_case")
@@ -92,7 +105,7 @@ TRIM_KEYS = ("variable", "query")
 MESSAGE_KEYS = ("role", "content")
 ROLES = ("system", "user", "assistant")
 # Columns of a dataset row that are not template variables.
-ROW_RESERVED = ("id", "group", "must_pass", "assert")
+ROW_RESERVED = ("id", "group", "must_pass", "assert", *TRAFFIC_KEYS)
 
 
 def declares_suite(path: Path) -> bool:
@@ -269,7 +282,8 @@ def load_suite(path: Path) -> Suite:
     if next(c for c in configs if c.id == baseline).derived is not None:
         raise check.fail(
             ("baseline",) if "baseline" in top else ("configs", 0),
-            f"the baseline {baseline!r} is a routed or cascade config; the baseline must be "
+            f"the baseline {baseline!r} is a derived (routed, cascade or semantic cache) "
+            "config; the baseline must be "
             "measured (name one with `baseline:`)",
         )
 
@@ -288,6 +302,7 @@ def load_suite(path: Path) -> Suite:
         cases = [_with_defaults(case, defaults) for case in cases]
 
     _check_variables(check, prompt, graders, cases, configs, trim)
+    _check_semantic_graders(check, configs, graders, cases)
     from evalgate.suite.fingerprint import fingerprint_graders, suite_hash_of
 
     suite_graders = fingerprint_graders(graders, threshold, path.parent)
@@ -496,13 +511,46 @@ _CONFIG_FIELDS: dict[str, Callable[[_Checker, Any, Path_], Any]] = {
     "tier": lambda c, v, p: c.string(v, p),
     "context_trim": lambda c, v, p: c.number(v, p, low=0, high=1, low_open=True),
     "max_tokens": lambda c, v, p: c.integer(v, p, low=1),
-    "cache": lambda c, v, p: c.boolean(v, p),
+    "cache": lambda c, v, p: _cache_flag(c, v, p),
     "temperature": lambda c, v, p: c.number(v, p, low=0, high=2),
     "stream": lambda c, v, p: c.boolean(v, p),
     "repeats": lambda c, v, p: c.integer(v, p, low=1),
     "gate": lambda c, v, p: c.boolean(v, p),
     "batch": lambda c, v, p: c.boolean(v, p),
 }
+
+
+def _is_semantic(entry: Any) -> bool:
+    cache = entry.get("cache") if isinstance(entry, dict) else None
+    return isinstance(cache, dict) and cache.get("mode") == "semantic"
+
+
+def _cache_flag(check: _Checker, value: Any, path: Path_) -> bool:
+    """``cache: true/false`` or ``cache: {mode: exact|off}``: the response cache on or off.
+
+    ``{mode: semantic, ...}`` makes a derived config (see :func:`_semantic_config`); it
+    never reaches here from a config, only from ``defaults``, where it is refused.
+    """
+    if not isinstance(value, dict):
+        return check.boolean(value, path)
+    value = check.mapping(value, path, SEMANTIC_KEYS, required=CACHE_KEYS)
+    mode = value["mode"]
+    if mode not in CACHE_MODES:
+        raise check.fail(
+            (*path, "mode"),
+            f"expected one of {', '.join(CACHE_MODES)}, found {mode!r}"
+            + did_you_mean(str(mode), CACHE_MODES),
+        )
+    if mode == "semantic":
+        raise check.fail(
+            (*path, "mode"),
+            "a semantic cache is a config of its own (it is composed from a measured twin), "
+            "so it cannot be a default: set it on one config",
+        )
+    extra = [k for k in value if k != "mode"]
+    if extra:
+        raise check.fail((*path, extra[0]), f"only a semantic cache takes {extra[0]!r}")
+    return mode == "exact"
 
 
 def _check_batch(check: _Checker, tier: Tier, where: Path_) -> None:
@@ -526,6 +574,9 @@ def _configs(
     for index, entry in enumerate(check.sequence(top["configs"], ("configs",))):
         path: Path_ = ("configs", index)
         if isinstance(entry, dict) and ("router" in entry or "cascade" in entry):
+            deferred.append((index, entry))
+            continue
+        if _is_semantic(entry):
             deferred.append((index, entry))
             continue
         entry = check.mapping(entry, path, CONFIG_KEYS, required=("id",))
@@ -555,7 +606,11 @@ def _configs(
     measured = {c.id: c for c in configs}
     positions = [i for i in range(len(configs) + len(deferred)) if i not in dict(deferred)]
     for index, entry in deferred:
-        configs.append(_derived_config(check, entry, ("configs", index), measured))
+        if _is_semantic(entry):
+            made = _semantic_config(check, entry, ("configs", index), measured, checked_defaults)
+        else:
+            made = _derived_config(check, entry, ("configs", index), measured)
+        configs.append(made)
         positions.append(index)
     _check_unique(
         [c.id for c in configs],
@@ -640,6 +695,107 @@ def _derived_config(
     return replace(large, id=config_id, gate=gate, derived=derivation)
 
 
+def _semantic_config(
+    check: _Checker,
+    entry: dict[str, Any],
+    path: Path_,
+    measured: Mapping[str, Config],
+    defaults: Mapping[str, Any],
+) -> Config:
+    """A semantic cache config: its twin (the measured config it caches, named by
+    ``cache.of`` or implied by equal settings) replayed as traffic through the cache."""
+    entry = check.mapping(entry, path, CONFIG_KEYS, required=("id",))
+    config_id = check.string(entry["id"], (*path, "id"), _ID, ID_RULE)
+    here: Path_ = (*path, "cache")
+    raw = check.mapping(
+        entry["cache"], here, SEMANTIC_KEYS, required=("mode", "max_wrong_hit", "alpha")
+    )
+    values = dict(defaults)
+    for key, value in entry.items():
+        if key not in ("id", "cache", "gate"):
+            values[key] = _CONFIG_FIELDS[key](check, value, (*path, key))
+    shown = {k: values[k] for k in TWIN_SETTINGS if k in values}
+    if "of" in raw:
+        name = check.string(raw["of"], (*here, "of"))
+        if name not in measured:
+            raise check.fail(
+                (*here, "of"),
+                f"expected the id of a measured config ({', '.join(measured)}), found "
+                f"{name!r}" + did_you_mean(name, list(measured)),
+            )
+        twin = measured[name]
+        for key in entry:
+            if key in TWIN_SETTINGS and getattr(twin, key) != values[key]:
+                raise check.fail(
+                    (*path, key),
+                    f"the cache replays {name!r}, whose {key} is {getattr(twin, key)!r}, "
+                    f"found {values[key]!r}; drop the key or name another config",
+                )
+    else:
+        same = [
+            c
+            for c in measured.values()
+            if all(getattr(c, k) == v for k, v in shown.items()) and "tier" in shown
+        ]
+        if len(same) > 1:
+            same = [c for c in same if not c.cache] or same
+        if len(same) != 1:
+            settings = ", ".join(f"{k}={v!r}" for k, v in shown.items()) or "no settings"
+            found = (
+                f"several ({', '.join(c.id for c in same)})" if same else f"none with {settings}"
+            )
+            raise check.fail(
+                here,
+                "a semantic cache replays the results of a measured config with the same "
+                f"settings (its twin), found {found}; name it with `of:`",
+            )
+        twin = same[0]
+    max_wrong_hit = check.number(
+        raw["max_wrong_hit"], (*here, "max_wrong_hit"), low=0, high=0.5, low_open=True
+    )
+    derivation = Derivation(
+        "semantic",
+        twin.id,
+        twin.id,
+        alpha=check.number(raw["alpha"], (*here, "alpha"), low=0, high=0.5, low_open=True),
+        folds=check.integer(raw.get("folds", 5), (*here, "folds"), low=2),
+        max_wrong_hit=max_wrong_hit,
+        lookup_ms=check.number(
+            raw.get("lookup_ms", DEFAULT_LOOKUP_MS), (*here, "lookup_ms"), low=0
+        ),
+    )
+    gate = check.boolean(entry.get("gate", False), (*path, "gate"))
+    return replace(twin, id=config_id, gate=gate, derived=derivation)
+
+
+def _check_semantic_graders(
+    check: _Checker, configs: tuple[Config, ...], graders: tuple[GraderSpec, ...], cases: list[Case]
+) -> None:
+    """A semantic cache grades a served answer against the new request's graders, offline
+    and without model calls: graders that call a model (or are async) cannot do that."""
+    from evalgate.graders.registry import lookup
+
+    index = next((i for i, c in enumerate(configs) if _kind_of(c) == "semantic"), None)
+    if index is None:
+        return
+    for where, specs in [("the suite's assert", graders)] + [
+        (f"case {case.id!r} ({case.source})", case.graders) for case in cases
+    ]:
+        for spec in specs:
+            found = lookup(spec.type)
+            if spec.type.removeprefix("not-") in MODEL_GRADERS or (found and found[0].is_async):
+                raise check.fail(
+                    ("configs", index, "cache", "mode"),
+                    f"a semantic cache regrades served answers offline, but {where} uses "
+                    f"{spec.type!r}, which calls a model; grade this suite with checks that "
+                    "do not (contains, regex, numeric, semantic, python, ...)",
+                )
+
+
+def _kind_of(config: Config) -> str | None:
+    return None if config.derived is None else config.derived.kind
+
+
 def _check_unique(ids: list[str], sources: list[str], what: str) -> None:
     seen: dict[str, str] = {}
     for ident, source in zip(ids, sources, strict=True):
@@ -688,6 +844,11 @@ def _inline_case(check: _Checker, entry: Any, path: Path_) -> Case:
         if entry.get("group") is not None
         else None,
         source=f"{check.pos.file}:{check.pos.line(path)}",
+        **{
+            key: check.string(entry[key], (*path, key), _LABEL, LABEL_RULE)
+            for key in TRAFFIC_KEYS
+            if entry.get(key) is not None
+        },
     )
 
 
@@ -801,6 +962,18 @@ def _row_case(row: dict[str, Any], file: str, line: int, suite_dir: Path) -> Cas
         positions.set((), line)
         graders = _graders(_Checker(positions, suite_dir), row["assert"], ("assert",))
     group = row.get("group")
+    labels = {}
+    for key in TRAFFIC_KEYS:
+        value = row.get(key)
+        if value in (None, ""):
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, str | int)
+            or not _LABEL.match(str(value))
+        ):
+            raise fail(key, f"expected {LABEL_RULE}, found {_kind(value)}")
+        labels[key] = str(value)
     for key in row:
         if key not in ROW_RESERVED and not _VAR_NAME.match(key):
             raise fail(key, f"expected a variable name (letters, digits, '_'), found {key!r}")
@@ -811,6 +984,7 @@ def _row_case(row: dict[str, Any], file: str, line: int, suite_dir: Path) -> Cas
         must_pass=must_pass,
         group=str(group) if group not in (None, "") else None,
         source=f"{file}:{line}",
+        **labels,
     )
 
 

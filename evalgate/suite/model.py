@@ -81,6 +81,12 @@ class Case:
         graders: graders for this case only (added to the suite's).
         must_pass: a miss under any config fails the item.
         group: cluster for resampling statistics.
+        cluster: the intent this request paraphrases (traffic for a semantic cache config:
+            requests of one cluster should share an answer; cross-fitting folds by it).
+        tenant: whose request it is; two tenants never share a cached answer.
+        near_miss: set on a request written to look like another cluster's but ask
+            something else (a number changed, a negation, an entity swapped); its kind,
+            e.g. ``number``. Its wrong-hit rate is reported apart.
         source: ``file:line`` the case came from.
         grading_hash: hash of everything that decides this case's grades (its graders and
             the suite's, the files and code they read, the threshold): when only this
@@ -94,6 +100,9 @@ class Case:
     group: str | None = None
     source: str = ""
     grading_hash: str = ""
+    cluster: str | None = None
+    tenant: str | None = None
+    near_miss: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +110,16 @@ class Derivation:
     """How a derived config composes its answers from two measured configs' (no calls).
 
     Attributes:
-        kind: "router" (a learned router with a certified bound) or "cascade".
-        small, large: the configs it chooses between (a cascade's ``first`` and ``then``).
+        kind: "router" (a learned router with a certified bound), "cascade", or "semantic"
+            (a semantic cache replayed over the suite's traffic, evalgate.derived.semcache).
+        small, large: the configs it chooses between (a cascade's ``first`` and ``then``;
+            for a semantic cache both name its twin: the measured config it caches).
         max_loss, alpha: the router's bound on expected quality loss against always-large,
-            held with probability >= 1 - alpha.
+            held with probability >= 1 - alpha (a semantic cache's alpha, likewise).
+        max_wrong_hit: a semantic cache's bound on the share of requests served a wrong
+            cached answer.
+        lookup_ms: the latency a semantic cache lookup adds to every request (declared, so
+            a recomposed report is identical; measured by benchmarks/semantic_cache.py).
         folds: cross-fitting folds (every case is routed by a model that never saw it).
         accept: a cascade's checks on the first answer; one failing escalates.
     """
@@ -116,6 +131,8 @@ class Derivation:
     alpha: float = 0.0
     folds: int = 5
     accept: tuple[GraderSpec, ...] = ()
+    max_wrong_hit: float = 0.0
+    lookup_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +151,9 @@ class Config:
         gate: whether the PR gate checks this config.
         batch: send the calls as provider batches (half price, results within 24 h);
             latency is then the batch's turnaround, not a per-call figure.
-        derived: set for a routed or cascade config, whose results are composed from two
-            measured configs after the run (it has no items and makes no calls); its
-            other fields are the large config's.
+        derived: set for a routed, cascade or semantic cache config, whose results are
+            composed from measured configs' after the run (it has no items and makes no
+            calls); its other fields are the large config's (a semantic cache's twin's).
     """
 
     id: str

@@ -271,7 +271,8 @@ def derive(
                     "wrong_among_hits": _interval(f.wrong_among_hits),
                     "near_miss_wrong_rate": f.near_miss_wrong_rate,
                 }
-                for f in cert.fixed
+                # As other caches run them: no guard, on the same traffic.
+                for f in choice.without_guard.fixed
             ],
             "notes": list(cert.notes),
         }
@@ -318,5 +319,5 @@ def describe(config_id: str, record: Mapping[str, Any]) -> str:
         for f in record.get("fixed", [])
     )
     if fixed:
-        line += f"; fixed thresholds: {fixed}"
+        line += f"; fixed thresholds (no guard): {fixed}"
     return line

@@ -67,7 +67,15 @@ def _expected(policy_features: Mapping[str, Any], name: str) -> dict[str, Any]:
         "suite_hash": evidence.get("suite_hash"),
         "small_share": _evaluated_share(feature),
         "escalation_share": getattr(getattr(feature, "router", None), "escalation_rate", None),
+        "semantic_hit_rate": _evaluated_hit_rate(evidence),
     }
+
+
+def _evaluated_hit_rate(evidence: Mapping[str, Any]) -> float | None:
+    """A semantic cache's cross-fitted hit rate in the evals (export's evidence)."""
+    semantic = evidence.get("semantic_cache")
+    rate = semantic.get("hit_rate") if isinstance(semantic, Mapping) else None
+    return float(rate) if isinstance(rate, int | float) and not isinstance(rate, bool) else None
 
 
 def _small_share(rows: list[UsageRecord]) -> float | None:
@@ -133,6 +141,8 @@ def summarise(
             "small_share": _small_share(rows),
             # A cascade's live share of escalated calls.
             "escalation_share": _escalation_share(rows),
+            # Semantic cache hits (a hit records its similarity; identical turns score 1).
+            "semantic_hits": sum(r.similarity is not None for r in ok),
         }
         expected = _expected(policy_features or {}, name)
         drift: list[str] = []
@@ -185,6 +195,12 @@ def format_table(summary: Mapping[str, Mapping[str, Any]], window: str) -> str:
             lines.append(
                 f"    cascade: {_fmt(f['escalation_share'], '.0%')} of calls escalated "
                 f"(evals: {_fmt(exp.get('escalation_share'), '.0%')})"
+            )
+        if f.get("semantic_hits") or exp.get("semantic_hit_rate") is not None:
+            lines.append(
+                f"    semantic cache: {_fmt(f['cache_hit_rate'], '.0%')} of calls served from "
+                f"the cache, {f['semantic_hits']} by similarity (evals: "
+                f"{_fmt(exp.get('semantic_hit_rate'), '.0%')})"
             )
         for flag in f["drift"]:
             lines.append(f"    DRIFT: {flag}")

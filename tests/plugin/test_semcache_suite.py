@@ -205,6 +205,30 @@ def test_a_semantic_cache_config_is_replayed_certified_composed_and_gated(projec
     assert policy.features["doors"].evidence["semantic_cache"]["hit_rate"] == pytest.approx(
         record["hit_rate"], rel=1e-5
     )
+    # ...and the runtime serves a paraphrase from the cache, per tenant, as certified.
+    from evalgate.runtime import Policy
+
+    first, paraphrase = (PARAPHRASES[p].format(room="kitchen", code=code(0)) for p in (0, 2))
+    with Policy.load(project / "p.py", backend=f"sqlite:///{project / 'rt.sqlite3'}") as rt:
+        for tenant, text in (("a", first), ("a", paraphrase), ("b", paraphrase)):
+            messages = [{"role": "system", "content": "Answer with the code."}]
+            messages.append({"role": "user", "content": text})
+            rt.completion(feature="doors", messages=messages, tenant=tenant)
+        rt.ledger.flush()
+        records = sorted(rt.ledger.read(), key=lambda r: r.ts)
+    assert [(r.tenant, r.cached) for r in records] == [("a", False), ("a", True), ("b", False)]
+    assert records[1].similarity is not None and records[1].similarity >= record["threshold"]
+    usage = subprocess.run(
+        [sys.executable, "-m", "evalgate.cli", "usage", "--backend",
+         f"sqlite:///{project / 'rt.sqlite3'}", "--policy", "p.py"],
+        cwd=project, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert usage.returncode == 0, usage.stdout + usage.stderr
+    evaluated = f"{record['hit_rate']:.0%}"
+    assert (
+        f"semantic cache: 33% of calls served from the cache, 1 by similarity (evals: {evaluated})"
+        in usage.stdout
+    )
 
 
 def test_nothing_certified_falls_back_to_exact_caching(tmp_path: Path, fake_server: Any) -> None:

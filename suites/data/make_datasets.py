@@ -628,6 +628,117 @@ def context_qa(per_domain: int = 17) -> list[dict]:
     return rows
 
 
+# --------------------------------------------------------------------------------------
+# semcache-demo: traffic for a semantic cache. Clusters of paraphrases (one intent asked in
+# several wordings) drawn from the tables above, plus families whose members are worded
+# alike but ask different things: capitals and chemical symbols (an entity swapped),
+# months by number (a number changed) and "is / is not" choices (a negation added). One
+# seeded shuffle gives the arrival order. A request is labelled `near_miss` (with its kind)
+# when it is the first of its cluster to arrive while a request with the same wording about
+# another entity arrived before it: any answer a cache serves it is another question's.
+# --------------------------------------------------------------------------------------
+
+SEMCACHE_CAPITALS = 20
+SEMCACHE_ELEMENTS = 10
+CAPITAL_WORDINGS = [
+    "What is the capital of {x}?",
+    "Which city is the capital of {x}?",
+    "Name the capital city of {x}.",
+    "Tell me the capital of {x}, please.",
+]
+ELEMENT_WORDINGS = [
+    "Which chemical element has the symbol {x}?",
+    "What element does the chemical symbol {x} stand for?",
+    "The symbol {x} stands for which chemical element?",
+]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December"]  # fmt: skip
+MONTH_WORDINGS = [
+    "What is month number {x} of the year?",
+    "Which month is month {x} of the calendar year?",
+    "In the calendar, month number {x} is called what?",
+]
+# (class, the member, the non-member): "is" asks for the first, "is not" for the second.
+CHOICES = [
+    ("a planet", "Mars", "the Moon"),
+    ("a mammal", "a dolphin", "a shark"),
+    ("a fruit", "an apple", "a carrot"),
+    ("a metal", "iron", "wood"),
+    ("a bird", "a penguin", "a bat"),
+]
+CHOICE_WORDINGS = [
+    "Which of these {verb} {cls}: {a} or {b}?",
+    "Between {a} and {b}, which one {verb} {cls}?",
+]
+
+
+def _key_word(text: str) -> str:
+    return text.split()[-1]
+
+
+def _only(answer: str, other: str) -> list[dict]:
+    """Names ``answer`` and not ``other`` (both occur in the question, so ``contains``
+    alone would pass an echo of it)."""
+    pattern = rf"^(?![\s\S]*\b{_key_word(other)}\b)[\s\S]*\b{_key_word(answer)}\b"
+    return [{"type": "regex", "pattern": pattern, "ignore_case": True}]
+
+
+def semcache_demo() -> list[dict]:
+    rng = random.Random(16)
+    capitals = rng.sample(CAPITALS, SEMCACHE_CAPITALS)
+    elements = rng.sample(ELEMENTS, SEMCACHE_ELEMENTS)
+    rows: list[dict] = []
+
+    def add(family: str, kind: str, cluster: str, wording: int, question: str, **rest) -> None:
+        rows.append(
+            {
+                "id": f"{cluster}-w{wording}",
+                "cluster": cluster,
+                "category": family,
+                "question": question,
+                **rest,
+                "_wording": (family, wording),
+                "_kind": kind,
+            }
+        )
+
+    for country, city in capitals:
+        cluster = f"capital-{slug(country.removeprefix('the '))}"
+        for w, text in enumerate(CAPITAL_WORDINGS):
+            add("capital", "entity", cluster, w, text.format(x=country), answer=city,
+                assert_=CONTAINS)  # fmt: skip
+    for symbol, name in elements:
+        for w, text in enumerate(ELEMENT_WORDINGS):
+            add("element", "entity", f"element-{symbol.lower()}", w, text.format(x=symbol),
+                answer=name, assert_=CONTAINS)  # fmt: skip
+    for n, month in enumerate(MONTHS, start=1):
+        for w, text in enumerate(MONTH_WORDINGS):
+            add("month", "number", f"month-{n}", w, text.format(x=n), answer=month,
+                assert_=CONTAINS)  # fmt: skip
+    for k, (cls, a, b) in enumerate(CHOICES):
+        for verb, answer, other in (("is", a, b), ("is not", b, a)):
+            cluster = f"choice-{slug(cls)}-{'not' if verb != 'is' else 'is'}"
+            for w, text in enumerate(CHOICE_WORDINGS):
+                question = text.format(verb=verb, cls=cls, a=a, b=b)
+                add("choice", "negation", cluster, w, question, answer=_key_word(answer),
+                    assert_=_only(answer, other))  # fmt: skip
+    rng.shuffle(rows)
+    seen_clusters: set[str] = set()
+    seen_wordings: dict[tuple[str, int], set[str]] = {}
+    out = []
+    for row in rows:
+        wording, kind = row.pop("_wording"), row.pop("_kind")
+        others = seen_wordings.setdefault(wording, set()) - {row["cluster"]}
+        labels = {}
+        if row["cluster"] not in seen_clusters and others:
+            labels["near_miss"] = kind
+        seen_clusters.add(row["cluster"])
+        seen_wordings[wording].add(row["cluster"])
+        row["assert"] = row.pop("assert_")
+        out.append({**row, **labels})
+    return out
+
+
 def _check(rows: list[dict]) -> None:
     ids = [r["id"] for r in rows]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
@@ -653,3 +764,4 @@ if __name__ == "__main__":
     write("quick-answers.jsonl", quick_answers())
     write("context-qa.jsonl", context_qa())
     write("routing-demo.jsonl", routing_demo())
+    write("semcache-demo.jsonl", semcache_demo())

@@ -177,6 +177,10 @@ def test_a_semantic_cache_config_is_replayed_certified_composed_and_gated(projec
     # Analysed like any config: a paired comparison against the baseline, and the gate.
     assert section["stats"]["comparisons"]["cached"]["verdict"] == "PASS"
     assert "derived cached: semantic cache over fresh: threshold" in proc.stdout
+    assert (
+        "cached: semantic cache over fresh: threshold"
+        in (project / "reports" / "evalgate.html").read_text()
+    )
     summary = (project / "reports" / "summary.md").read_text()
     assert "- derived cached: semantic cache over fresh" in summary
     assert "fixed thresholds (no guard): 0.80 hits" in summary
@@ -229,6 +233,44 @@ def test_a_semantic_cache_config_is_replayed_certified_composed_and_gated(projec
         f"semantic cache: 33% of calls served from the cache, 1 by similarity (evals: {evaluated})"
         in usage.stdout
     )
+
+
+def test_shards_merged_compose_the_cache_over_the_whole_traffic(
+    tmp_path: Path, fake_server: Any
+) -> None:
+    """Each shard holds part of the traffic; the merge composes the cache from all of it,
+    as one unsharded run does (the same hits, served answers and certification)."""
+    text = suite_text(fake_server.base_url, uuid.uuid4().hex[:8], traffic(30))
+    (tmp_path / "s.yaml").write_text(text)
+
+    def run(reports: str, *args: str) -> None:
+        proc = run_evalgate(tmp_path, "--evalgate-reports", reports, "--evalgate-gate", "none",
+                            *args)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:]
+
+    run("whole")
+    run("s1", "--evalgate-shard", "1/2")
+    run("s2", "--evalgate-shard", "2/2")
+    merged = subprocess.run(
+        [sys.executable, "-m", "evalgate.cli", "merge", "s1", "s2", "-o", "merged",
+         "--gate", "none"],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+
+    def composed(reports: str) -> tuple[Any, ...]:
+        document = json.loads((tmp_path / reports / "evalgate.json").read_text())
+        record = document["suites"]["doors"]["derivations"]["cached"]
+        rows = rows_of(document, "cached")
+        kept = ("threshold", "guard", "hits", "wrong_hits", "fold_thresholds", "fixed")
+        return (
+            {k: record[k] for k in kept},
+            {cid: (r["cached"], r["output"], r["score"], r["cost_usd"]) for cid, r in rows.items()},
+        )
+
+    shard = json.loads((tmp_path / "s1" / "evalgate.json").read_text())
+    assert shard["suites"]["doors"]["derivations"]["cached"]["requests"] < len(traffic(30))
+    assert composed("merged") == composed("whole")
 
 
 def test_nothing_certified_falls_back_to_exact_caching(tmp_path: Path, fake_server: Any) -> None:

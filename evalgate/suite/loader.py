@@ -534,7 +534,8 @@ def _cache_flag(check: _Checker, value: Any, path: Path_) -> bool:
     if not isinstance(value, dict):
         return check.boolean(value, path)
     value = check.mapping(value, path, SEMANTIC_KEYS, required=CACHE_KEYS)
-    mode = value["mode"]
+    # YAML 1.1 reads a bare `off` as false.
+    mode = "off" if value["mode"] is False else value["mode"]
     if mode not in CACHE_MODES:
         raise check.fail(
             (*path, "mode"),

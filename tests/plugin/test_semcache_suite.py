@@ -394,3 +394,24 @@ def test_traffic_labels_come_from_a_dataset_too(tmp_path: Path) -> None:
     near = [c for c in suite.cases if c.near_miss]
     assert near and near[0].cluster == "n0" and suite.cases[0].cluster == "d0"
     assert "question" in suite.cases[0].vars and "cluster" not in suite.cases[0].vars
+
+
+def test_cache_modes_exact_and_off_are_the_plain_response_cache(tmp_path: Path) -> None:
+    text = suite_text("http://127.0.0.1:9/v1", "k", traffic(1), cache="{mode: exact}")
+    text = text.replace(
+        "{id: fresh, tier: t, max_tokens: 30}", "{id: fresh, tier: t, cache: {mode: off}}"
+    )
+    (tmp_path / "s.yaml").write_text(text)
+    suite = load_suite(tmp_path / "s.yaml")
+    assert [(c.id, c.cache, c.derived) for c in suite.configs] == [
+        ("fresh", False, None),
+        ("cached", True, None),
+    ]
+    bad = text.replace("defaults", "x").replace(
+        "configs:\n", "defaults: {cache: {mode: semantic}}\nconfigs:\n"
+    )
+    (tmp_path / "s.yaml").write_text(bad)
+    with pytest.raises(
+        SuiteError, match=r"defaults.cache.mode: a semantic cache is a config of its own"
+    ):
+        load_suite(tmp_path / "s.yaml")

@@ -149,7 +149,7 @@ def derive(
     from evalgate.embeddings import get_encoder
     from evalgate.graders.grading import grade_output
     from evalgate.routing.features import embedding_model_identity
-    from evalgate.semcache.certify import evaluate
+    from evalgate.semcache.certify import FIXED_THRESHOLDS, evaluate
     from evalgate.semcache.guard import GUARD_VERSION
     from evalgate.semcache.replay import Replay
 
@@ -203,6 +203,7 @@ def derive(
     near = [case.near_miss is not None for case, _ in requests]
     choice = evaluate(
         *replays,
+        fixed=FIXED_THRESHOLDS,
         max_wrong_hit=d.max_wrong_hit,
         alpha=d.alpha,
         groups=groups,
@@ -265,14 +266,14 @@ def derive(
             },
             "fixed": [
                 {
-                    "threshold": float(f.label.split()[-1]),
+                    "threshold": t,
                     "hit_rate": f.hit_rate,
                     "wrong_hit_rate": _interval(f.wrong_hit_rate),
                     "wrong_among_hits": _interval(f.wrong_among_hits),
                     "near_miss_wrong_rate": f.near_miss_wrong_rate,
                 }
                 # As other caches run them: no guard, on the same traffic.
-                for f in choice.without_guard.fixed
+                for t, f in zip(FIXED_THRESHOLDS, choice.without_guard.fixed, strict=True)
             ],
             "notes": list(cert.notes),
         }

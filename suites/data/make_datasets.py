@@ -715,7 +715,7 @@ def semcache_demo() -> list[dict]:
         for w, text in enumerate(MONTH_WORDINGS):
             add("month", "number", f"month-{n}", w, text.format(x=n), answer=month,
                 assert_=CONTAINS)  # fmt: skip
-    for k, (cls, a, b) in enumerate(CHOICES):
+    for cls, a, b in CHOICES:
         for verb, answer, other in (("is", a, b), ("is not", b, a)):
             cluster = f"choice-{slug(cls)}-{'not' if verb != 'is' else 'is'}"
             for w, text in enumerate(CHOICE_WORDINGS):

@@ -65,9 +65,11 @@ def derive(
     small_config = next(c for c in suite.configs if c.id == d.small)
     composed: list[CaseResult] = []
     fitted: list[tuple[Any, list[tuple[CaseResult, CaseResult]]]] = []
+    errored = 0
     for case, rows in pairs(suite, config, results):
         if any(a.errored or b.errored for a, b in rows):
             # No quality to learn from; the routed config errs where a config it may pick did.
+            errored += 1
             for a, b in rows:
                 composed.append(as_config(a if a.errored else b, config))
             continue
@@ -80,6 +82,8 @@ def derive(
         "alpha": d.alpha,
         "cases": len(fitted),
     }
+    if errored:
+        record["errored_cases"] = errored
     if len(fitted) < 2 * d.folds:
         for _, rows in fitted:
             composed.extend(as_config(b, config) for _, b in rows)
@@ -176,4 +180,9 @@ def describe(config_id: str, record: Mapping[str, Any]) -> str:
             )
     if record.get("note"):
         line += f"; {record['note']}"
+    if record.get("errored_cases"):
+        line += (
+            f"; {record['errored_cases']} case(s) where {record['small']!r} or "
+            f"{record['large']!r} errored count as errors (losses), not routed"
+        )
     return line

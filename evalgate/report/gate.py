@@ -123,6 +123,7 @@ def analyze_run(
                 f"{name}: baseline {suite.baseline!r} was not run (deselected?); no comparisons"
             )
             continue
+        gate.blocking += _gated_without_results(name, suite, gated, present)
         try:
             analysis = analyze_suite(
                 frame,
@@ -161,6 +162,26 @@ def analyze_run(
                 gate, name, suite, suite_results, stored_baseline, settings, margin, alpha, gated
             )
     return gate
+
+
+def _gated_without_results(
+    name: str, suite: Suite, gated: Iterable[str], present: set[str]
+) -> list[str]:
+    """A blocking line per gated derived config with no results: its base configs were
+    not run (deselected, a shard missing) or its derivation failed. The statistics leave
+    out a config without rows, so the gate would otherwise pass it without a verdict."""
+    configs = {c.id: c for c in suite.configs}
+    lines = []
+    for config_id in gated:
+        derived = configs[config_id].derived
+        if config_id in present or derived is None:
+            continue
+        lines.append(
+            f"{name}: {config_id}: no results to gate: no case has results of both "
+            f"{derived.small!r} and {derived.large!r} (or its derivation failed, see the "
+            "report's derivations); the gate cannot pass it"
+        )
+    return lines
 
 
 def _compare_with_stored(

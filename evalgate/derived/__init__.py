@@ -62,6 +62,7 @@ def derive_results(
         except Exception as exc:  # a defect must not lose the measured configs' report
             error = f"{type(exc).__name__}: {exc}"
             made, record = [], {"kind": config.derived.kind, "error": error}
+        record["composed"] = len(made)
         missing = len(suite.cases) - sum(1 for _ in pairs(suite, config, by_key))
         if missing:
             record["missing_cases"] = missing

@@ -218,3 +218,16 @@ def test_a_derived_config_over_a_batch_config_is_refused_at_load(
     shown = str(caught.value)
     assert "s.yaml:" in shown and "\n" not in shown
     assert ".sb" not in shown and "batch" in shown and "configs[3]" in shown
+
+
+@pytest.mark.parametrize("config", ["routed", "casc"])
+def test_export_refuses_a_derived_config_without_results(tmp_path: Path, config: str) -> None:
+    """A cascade without results exported before, with no evidence and no verdict."""
+    from evalgate.policy.export import ExportError, build_features
+
+    written = report(tmp_path, suite_text(120, [ROUTED, CASCADE]), no_small)
+    assert written.document is not None
+    with pytest.raises(ExportError) as caught:
+        build_features(written.document, suite="s", config=config)
+    shown = str(caught.value)
+    assert "holds no evaluation of it" in shown and "NO RESULTS" in shown and "\n" not in shown

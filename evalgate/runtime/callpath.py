@@ -22,6 +22,7 @@ every step but the model call itself.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -689,6 +690,14 @@ class Policy:
         tried: list[str] = []
         try:
             response = await litellm.acompletion(**self._request(call, cascade.first, first_ep))
+        except asyncio.CancelledError as exc:  # recorded like a failure (see acompletion)
+            call.route = "first"
+            self._finish(
+                call,
+                admitted,
+                self._record(call, model=cascade.first.model, error=_describe(exc)),
+            )
+            raise
         except Exception as exc:
             tried.append(f"{cascade.first.model}: {_describe(exc)}")
             response = None
@@ -701,7 +710,8 @@ class Policy:
             if streamed:
                 chunks = aiter(response)
                 first = await anext(chunks, None)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            # Cancelled too: the first call was paid for, and the record says so.
             tried.append(f"{cascade.then.model}: {_describe(exc)}")
             self._cascade_failed(call, admitted, tried, exc)
             raise
@@ -896,6 +906,12 @@ class Policy:
                 if call.stream:
                     chunks = aiter(response)
                     first = await anext(chunks, None)
+            except asyncio.CancelledError as exc:
+                # The caller's task went away mid-call: the call may be billed, and its
+                # admissions must be settled, so it is recorded like a failure.
+                tried.append(f"{route.model}: {_describe(exc)}")
+                self._failed(call, admitted, tried, exc)
+                raise
             except Exception as exc:
                 tried.append(f"{route.model}: {_describe(exc)}")
                 if index == len(call.routes) - 1:

@@ -68,3 +68,55 @@ def test_deselecting_a_base_config_blocks_a_gated_routed_config(
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "routed: no results to gate" in proc.stdout
     assert "routed: NO RESULTS: no case has results of both 'small' and 'large'" in proc.stdout
+
+
+def derived_view(reports: Path) -> dict[str, Any]:
+    """What the derived configs came to: their rows' deterministic fields and records."""
+    document = json.loads((reports / "evalgate.json").read_text())
+    section = document["suites"]["routed"]
+    rows = sorted(
+        (r["case_id"], r["config_id"], r["output"], r["score"], r["error"], r["cost_usd"])
+        for r in section["cases"]
+        if r["config_id"] in ("routed", "cascade")
+    )
+    records = {
+        cid: {k: v for k, v in record.items() if k not in ("latency_p50_ms", "line")}
+        for cid, record in section["derivations"].items()
+    }
+    return {"rows": rows, "records": records}
+
+
+def test_merged_shards_and_a_resumed_run_compose_derived_configs_as_one_run(
+    tmp_path: Path, fake_server: Any
+) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path
+    (root / "s.yaml").write_text(
+        suite_text(fake_server.base_url, uuid.uuid4().hex[:8], cases=CASES)
+    )
+
+    def run(reports: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_evalgate(root, "--evalgate-reports", reports, "--evalgate-gate", "none", *args)
+
+    assert run("whole").returncode == 0
+    for k in (1, 2):
+        assert run(f"s{k}", "--evalgate-shard", f"{k}/2").returncode == 0
+    merged = subprocess.run(
+        [sys.executable, "-m", "evalgate.cli", "merge", "s1", "s2", "-o", "merged"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    # Resumed: a first run of the large config only, then the rest.
+    assert run("resumed", "-k", "large").returncode == 0
+    assert run("resumed", "--evalgate-resume").returncode == 0
+    whole = derived_view(root / "whole")
+    assert whole["records"]["routed"]["cases"] == CASES
+    assert len(whole["rows"]) == 2 * CASES
+    assert derived_view(root / "merged") == whole
+    assert derived_view(root / "resumed") == whole

@@ -231,3 +231,23 @@ def test_export_refuses_a_derived_config_without_results(tmp_path: Path, config:
         build_features(written.document, suite="s", config=config)
     shown = str(caught.value)
     assert "holds no evaluation of it" in shown and "NO RESULTS" in shown and "\n" not in shown
+
+
+def test_a_derived_config_that_pulls_no_lever_is_never_recommended(tmp_path: Path) -> None:
+    """The small config is always wrong: the router certifies nothing and routes every
+    case large (the baseline's cost and latency), the cascade escalates every case (dearer
+    and slower). Both PASS non-inferiority; recommending either shipped nothing but a
+    router to run on every request."""
+
+    def small_wrong(case_id: str, config_id: str) -> tuple[str, str | None] | None:
+        return ("a" if config_id == "large" else "b"), None
+
+    written = report(tmp_path, suite_text(150, [ROUTED, CASCADE]), small_wrong)
+    assert written.document is not None
+    stats = written.document["suites"]["s"]["stats"]
+    assert stats["comparisons"]["routed"]["verdict"] == "PASS"
+    assert stats["recommendation"] is None
+    assert any(
+        "no candidate passing non-inferiority is cheaper or faster than 'large'" in note
+        for note in stats["notes"]
+    ), stats["notes"]

@@ -105,11 +105,16 @@ class FeatureRouter(StaticRouter):
         if isinstance(routing, CascadeRouting):
             # The policy asks ``first``, then ``then`` when a check rejects the answer.
             return (routing.first, routing.then)
+        model = routing.model
+        if model.threshold is None:
+            # Nothing was certified: every request goes large, whatever its score, so no
+            # score is computed (its MiniLM encoding is the routing decision's latency).
+            call.route = "large"
+            return (routing.large, routing.small)
         from evalgate.routing.features import feature_matrix, request_text
 
-        model = routing.model
         score = float(model.score(feature_matrix([request_text(call.messages)], model.recipe))[0])
-        small = model.threshold is not None and score >= model.threshold
+        small = score >= model.threshold
         call.route, call.route_score = ("small" if small else "large"), score
         return (routing.small, routing.large) if small else (routing.large, routing.small)
 

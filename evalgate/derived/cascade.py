@@ -4,7 +4,9 @@ Evaluated offline from the two configs' results (no extra calls): a case whose f
 answer is not an error and passes every ``accept`` check keeps the first result; an
 escalated case takes the second config's answer and quality, and pays for both calls:
 cost = first + second, latency = first + second, TTFT = first's full latency + second's
-TTFT (the user waits for the first answer to be checked).
+TTFT (the user waits for the first answer to be checked). An accepted answer's TTFT is
+the first call's full latency for the same reason: the runtime checks the whole answer
+before a streaming caller sees its first token.
 """
 
 from __future__ import annotations
@@ -82,7 +84,12 @@ def derive(
             for first, then in rows:
                 total += 1
                 if checks.accepts(first, case):
-                    composed.append(as_config(first, config))
+                    # The whole first answer is checked before a streaming caller sees
+                    # a token (as the runtime does): its TTFT is the first call's latency.
+                    ttft = None if first.call.ttft_ms is None else first.call.latency_ms
+                    composed.append(
+                        as_config(first, config, call=replace(first.call, ttft_ms=ttft))
+                    )
                     continue
                 escalated += 1
                 call = replace(

@@ -97,7 +97,8 @@ def report(
                     call=CallResult(
                         output=output,
                         cost_usd=1.0 if config.id == "large" else 0.1,
-                        latency_ms=100.0,
+                        latency_ms=100.0 if config.id == "large" else 40.0,
+                        ttft_ms=None if error else 10.0,
                         error=error,
                     ),
                     grades=() if error else (GradeResult("contains", score, score == 1.0, "r"),),
@@ -251,3 +252,22 @@ def test_a_derived_config_that_pulls_no_lever_is_never_recommended(tmp_path: Pat
         "no candidate passing non-inferiority is cheaper or faster than 'large'" in note
         for note in stats["notes"]
     ), stats["notes"]
+
+
+def test_an_accepted_cascade_answer_reaches_the_user_after_the_whole_first_call(
+    tmp_path: Path,
+) -> None:
+    """The runtime checks the whole first answer before a streaming caller sees a token,
+    so the evaluated TTFT of an accepted answer is the first call's latency, not its
+    streamed TTFT (the evals showed 10 ms where the application waits 40 ms)."""
+
+    def half_rejected(case_id: str, config_id: str) -> tuple[str, str | None] | None:
+        return ("b" if config_id == "small" and int(case_id[1:]) % 2 else "a"), None
+
+    written = report(tmp_path, suite_text(20, [CASCADE]), half_rejected)
+    assert written.document is not None
+    rows = [r for r in written.document["suites"]["s"]["cases"] if r["config_id"] == "casc"]
+    accepted = [r for r in rows if int(r["case_id"][1:]) % 2 == 0]
+    escalated = [r for r in rows if int(r["case_id"][1:]) % 2]
+    assert accepted and all(r["ttft_ms"] == 40.0 and r["latency_ms"] == 40.0 for r in accepted)
+    assert escalated and all(r["ttft_ms"] == 40.0 + 10.0 for r in escalated)

@@ -84,6 +84,11 @@ def derive(
     }
     if errored:
         record["errored_cases"] = errored
+    groups = {case.group for case, _ in fitted if case.group is not None}
+    if groups:
+        # The folds and the fit/calibration split draw cases, not groups (evalgate.routing
+        # assumes independent cases): say so rather than let grouped cases look covered.
+        record["groups"] = len(groups)
     if len(fitted) < 2 * d.folds:
         for _, rows in fitted:
             composed.extend(as_config(b, config) for _, b in rows)
@@ -180,6 +185,12 @@ def describe(config_id: str, record: Mapping[str, Any]) -> str:
             )
     if record.get("note"):
         line += f"; {record['note']}"
+    if record.get("groups"):
+        line += (
+            f"; the cases form {record['groups']} group(s), but the router's folds and its "
+            "calibration split cases, not groups: its bound and cross-fitted figures assume "
+            "independent cases"
+        )
     if record.get("errored_cases"):
         line += (
             f"; {record['errored_cases']} case(s) where {record['small']!r} or "

@@ -271,3 +271,16 @@ def test_an_accepted_cascade_answer_reaches_the_user_after_the_whole_first_call(
     escalated = [r for r in rows if int(r["case_id"][1:]) % 2]
     assert accepted and all(r["ttft_ms"] == 40.0 and r["latency_ms"] == 40.0 for r in accepted)
     assert escalated and all(r["ttft_ms"] == 40.0 + 10.0 for r in escalated)
+
+
+def test_a_router_over_grouped_cases_says_its_bound_assumes_independent_cases(
+    tmp_path: Path,
+) -> None:
+    text = suite_text(40, [ROUTED])
+    for i in range(40):
+        text = text.replace(f"{{id: q{i}, vars:", f"{{id: q{i}, group: g{i // 4}, vars:", 1)
+    written = report(tmp_path, text)
+    assert written.document is not None
+    record = written.document["suites"]["s"]["derivations"]["routed"]
+    assert record["groups"] == 10
+    assert "the cases form 10 group(s)" in record["line"] and "independent" in record["line"]

@@ -127,3 +127,24 @@ def test_a_cancelled_async_call_is_recorded(tmp_path, backend, fake_server) -> N
         asyncio.run(main())
         (record,) = records(p)
     assert record.user == "u" and record.error and "CancelledError" in record.error
+
+
+def test_usage_counts_the_paid_first_call_of_a_failed_escalation(
+    tmp_path, backend, fake_server
+) -> None:
+    """The first answer was billed and rejected, then the second route failed: `evalgate
+    usage` left the record's known cost out of the feature's cost (it reported $0)."""
+    from evalgate.runtime.usage import summarise
+
+    key = uuid.uuid4().hex[:8]
+    first = make_model(key=f"f{key}", reply="not json")
+    then = make_model(key=f"t{key}", fail="500")
+    checks = [{"type": "json-valid"}]
+    with load(tmp_path, backend, cascade_feature(first, then, fake_server.base_url, checks)) as p:
+        with pytest.raises(Exception, match="500"):
+            p.completion(feature="qa", messages=ask())
+        (record,) = records(p)
+        summary = summarise(p.ledger.read(), p.features)
+    assert record.error and record.cost_usd > 0
+    assert summary["qa"]["errors"] == 1
+    assert summary["qa"]["cost_usd"] == pytest.approx(record.cost_usd)

@@ -542,6 +542,10 @@ def _cascade(check: _Checker, raw: dict[str, Any], key: str) -> Any:
     rate = check.number(
         evidence.get("escalation_rate"), f"{key}.evidence.escalation_rate", optional=True
     )
+    if rate is not None and rate > 1:  # a share, shown beside the live one by `usage`
+        raise check.fail(
+            f"{key}.evidence.escalation_rate", f"expected a share in [0, 1], found {_shown(rate)}"
+        )
     routes = {}
     for side in ("first", "then"):
         check.keys(raw[side], f"{key}.{side}", _ROUTE_KEYS, ("model",))

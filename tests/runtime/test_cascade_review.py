@@ -148,3 +148,21 @@ def test_usage_counts_the_paid_first_call_of_a_failed_escalation(
     assert record.error and record.cost_usd > 0
     assert summary["qa"]["errors"] == 1
     assert summary["qa"]["cost_usd"] == pytest.approx(record.cost_usd)
+
+
+def test_a_tampered_escalation_share_above_one_is_a_one_line_policy_error(
+    tmp_path, backend
+) -> None:
+    """It loaded, and `evalgate usage` showed the evals escalating 700% of calls."""
+    from evalgate.policy.render import render_policy
+    from evalgate.runtime import Policy, PolicyError
+
+    entry = cascade_feature("a", "b", "http://127.0.0.1:9/v1", [{"type": "json-valid"}])
+    entry["router"]["evidence"]["escalation_rate"] = 7.0
+    path = tmp_path / "policy.py"
+    path.write_text(render_policy({"version": 1, "features": {"qa": entry}}))
+    with pytest.raises(PolicyError) as caught:
+        Policy.load(path, backend=backend)
+    shown = str(caught.value)
+    assert "features.qa.router.evidence.escalation_rate" in shown and "[0, 1]" in shown
+    assert "\n" not in shown

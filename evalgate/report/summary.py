@@ -39,6 +39,12 @@ def _estimate(interval: Mapping[str, Any] | None) -> float | None:
     return None if not interval else interval.get("estimate")
 
 
+def _joined(column: pd.Series) -> str:
+    """The one value of a column, or its distinct values joined with '+' (sorted)."""
+    values = sorted({str(v) for v in column})
+    return "+".join(values)
+
+
 def config_summary(rows: pd.DataFrame, figures: Mapping[str, Any]) -> dict[str, Any]:
     """One config's entry in evalgate.json.
 
@@ -53,8 +59,10 @@ def config_summary(rows: pd.DataFrame, figures: Mapping[str, Any]) -> dict[str, 
     repeats = int(rows.groupby("case_id")["repeat"].nunique().max()) if len(rows) else 0
     measured = ok[~ok["cached"]]
     return {
-        "tier": str(rows["tier"].iloc[0]),
-        "model": str(rows["model"].iloc[0]),
+        # A routed or cascade config's rows come from two tiers: name both, never
+        # whichever answered its first case.
+        "tier": _joined(rows["tier"]),
+        "model": _joined(rows["model"]),
         "n_cases": int(figures["n_cases"]),
         "n_items": len(rows),
         "n_completed_cases": int(figures["n_completed"]),

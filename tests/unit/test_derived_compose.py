@@ -67,6 +67,7 @@ def report(
 ) -> WrittenReport:
     """Loads the suite, writes one result per measured item (``outcome`` gives its output
     and error, or None to leave the item without a result) and writes the run's report."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "s.yaml").write_text(text)
     suite = load_suite(tmp_path / "s.yaml")
     paths = RunPaths(tmp_path / "reports", "r1")
@@ -91,8 +92,8 @@ def report(
                     config_id=config.id,
                     repeat=0,
                     group=case.group,
-                    tier="t",
-                    model="openai/x",
+                    tier=config.tier,
+                    model=suite.tiers[config.tier].model,
                     must_pass=False,
                     call=CallResult(
                         output=output,
@@ -284,3 +285,27 @@ def test_a_router_over_grouped_cases_says_its_bound_assumes_independent_cases(
     record = written.document["suites"]["s"]["derivations"]["routed"]
     assert record["groups"] == 10
     assert "the cases form 10 group(s)" in record["line"] and "independent" in record["line"]
+
+
+def test_a_derived_config_names_both_tiers_in_the_config_table(tmp_path: Path) -> None:
+    """The table showed the tier of whichever config answered the first case."""
+    text = (
+        suite_text(20, [CASCADE])
+        .replace("  - {id: small, tier: t}", "  - {id: small, tier: cheap}")
+        .replace(
+            "prompt:\n", "  cheap: {model: openai/y, api_base: 'http://127.0.0.1:9/v1'}\nprompt:\n"
+        )
+    )
+    written = report(tmp_path, text)
+    assert written.document is not None
+    configs = written.document["suites"]["s"]["configs"]
+    assert configs["casc"]["tier"] == "cheap" and configs["small"]["tier"] == "cheap"
+
+    def rejected(case_id: str, config_id: str) -> tuple[str, str | None] | None:
+        return ("b" if config_id == "small" and int(case_id[1:]) % 2 else "a"), None
+
+    written = report(tmp_path / "mixed", text, rejected)
+    assert written.document is not None
+    configs = written.document["suites"]["s"]["configs"]
+    assert configs["casc"]["tier"] == "cheap+t"
+    assert configs["casc"]["model"] == "openai/x+openai/y"

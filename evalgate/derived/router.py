@@ -175,6 +175,9 @@ def describe(config_id: str, record: Mapping[str, Any]) -> str:
             f"; realised loss {loss['estimate']:.3f} [{loss['low']:.3f}, {loss['high']:.3f}] vs "
             f"{record['random_router_loss']:.3f} for a random router at the same share"
         )
+    if cross.get("small_share"):
+        # The rows are the base configs' calls: the decision's own time is not in them.
+        line += "; its latency excludes the routing decision (benchmarks/router.py)"
         if not record.get("beats_random", True) and cross.get("small_share"):
             auc = record.get("auc")
             shown = "-" if auc is None else f"{auc:.2f}"

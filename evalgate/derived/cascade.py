@@ -1,7 +1,7 @@
 """A cascade: answer with the first config; escalate to the second when a check fails.
 
 Evaluated offline from the two configs' results (no extra calls): a case whose first
-answer is not an error and passes every ``accept`` check keeps the first result; an
+call answered and whose answer passes every ``accept`` check keeps the first result; an
 escalated case takes the second config's answer and quality, and pays for both calls:
 cost = first + second, latency = first + second, TTFT = first's full latency + second's
 TTFT (the user waits for the first answer to be checked). An accepted answer's TTFT is
@@ -43,8 +43,10 @@ class _Checks:
     def accepts(self, result: CaseResult, case: Any) -> bool:
         from evalgate.graders.grading import run_sync, timeout_s
 
-        if result.errored:
+        if result.call.error is not None:
             return False
+        # A suite grader's error is not the runtime's business (it runs the checks on the
+        # answer only): an accepted answer keeps it, and it counts as a loss.
         for spec in self.specs:
             job = self._threads.submit(
                 lambda spec=spec: run_sync(spec, result.call.output, case, result.call),

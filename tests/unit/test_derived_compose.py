@@ -80,7 +80,11 @@ def report(
             if made is None:
                 continue
             output, error = made
-            score = 0.0 if error else float(output == "a")
+            # "grader: why": the call answered, its suite grader erred.
+            grader_error = error.removeprefix("grader:") if error and "grader:" in error else None
+            if grader_error:
+                error = None
+            score = 0.0 if error or grader_error else float(output == "a")
             writer.append(
                 CaseResult(
                     item_key=f"s::{case.id}[{config.id}]",
@@ -102,7 +106,13 @@ def report(
                         ttft_ms=None if error else 10.0,
                         error=error,
                     ),
-                    grades=() if error else (GradeResult("contains", score, score == 1.0, "r"),),
+                    grades=()
+                    if error
+                    else (
+                        GradeResult(
+                            "contains", score, score == 1.0, "r", error=grader_error or None
+                        ),
+                    ),
                     score=score,
                     passed=score == 1.0,
                     request_hash="h",
@@ -309,3 +319,28 @@ def test_a_derived_config_names_both_tiers_in_the_config_table(tmp_path: Path) -
     configs = written.document["suites"]["s"]["configs"]
     assert configs["casc"]["tier"] == "cheap+t"
     assert configs["casc"]["model"] == "openai/x+openai/y"
+
+
+def test_a_first_answer_whose_suite_grader_erred_is_kept_if_the_checks_accept_it(
+    tmp_path: Path,
+) -> None:
+    """The runtime sees the answer and the accept checks only, never the suite's graders:
+    a first call that answered is escalated only when a check rejects it. Offline, a
+    suite-grader error on the first answer escalated it, and the cascade took the second
+    config's answer (scoring better than the runtime would do)."""
+
+    def grader_fails(case_id: str, config_id: str) -> tuple[str, str | None] | None:
+        if config_id == "small" and int(case_id[1:]) % 2:
+            return "a", "grader: TimeoutError: slow"
+        return "a", None
+
+    written = report(tmp_path, suite_text(20, [CASCADE]), grader_fails)
+    assert written.document is not None
+    record = written.document["suites"]["s"]["derivations"]["casc"]
+    assert record["escalation_rate"] == 0.0
+    rows = {
+        r["case_id"]: r
+        for r in written.document["suites"]["s"]["cases"]
+        if r["config_id"] == "casc"
+    }
+    assert all(rows[f"q{i}"]["error"] and rows[f"q{i}"]["score"] == 0.0 for i in range(1, 20, 2))

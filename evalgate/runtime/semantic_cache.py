@@ -38,7 +38,9 @@ similarities mean something else.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import struct
 import threading
 import time
@@ -53,10 +55,15 @@ from evalgate.runtime.backends.base import Backend
 from evalgate.runtime.cache import CachedAnswer, CacheRequest, Hit
 from evalgate.runtime.degraded import BackendFailures
 from evalgate.runtime.errors import PolicyError
+from evalgate.runtime.semantic_index import ScopeIndex
 from evalgate.semcache.guard import GUARD_VERSION, signature
 
 ENTRY_VERSION = 1
 _HEADER = struct.Struct("<I")
+UNIT_TOLERANCE = 1e-3
+"""How far from 1 a vector's norm may be (float32 MiniLM rows are within 1e-6)."""
+DEFAULT_MAX_ENTRIES = 200_000
+"""Entries per scope unless the caller says otherwise (see :class:`SemanticCache`)."""
 
 
 def user_turn(messages: Sequence[Mapping[str, Any]]) -> tuple[int, str] | None:
@@ -87,6 +94,23 @@ def split_request(request: CacheRequest) -> tuple[str, str] | None:
     return scope, text
 
 
+def scope_key(scope: str, embedding_model: str) -> str:
+    """The stored scope: the request's scope under the embedding model's identity, so
+    entries of two models never meet in one search (their similarities are not
+    comparable), even when two deployments share one store."""
+    return hashlib.sha256(f"{embedding_model}\x00{scope}".encode()).hexdigest()
+
+
+def usable(vector: np.ndarray, dim: int) -> bool:
+    """A finite unit vector of the right width: anything else (a broken encoder, a flipped
+    bit) could score above every threshold or turn a search's maximum into NaN."""
+    return (
+        vector.shape == (dim,)
+        and bool(np.isfinite(vector).all())
+        and abs(float(np.linalg.norm(vector)) - 1.0) <= UNIT_TOLERANCE
+    )
+
+
 def encode_entry(
     vector: np.ndarray, sig: str, answer: CachedAnswer, expires: float | None
 ) -> bytes:
@@ -98,67 +122,60 @@ def encode_entry(
     return _HEADER.pack(len(head)) + head + np.asarray(vector, dtype="<f4").tobytes()
 
 
-def decode_entry(raw: bytes, dim: int) -> tuple[np.ndarray, str, CachedAnswer, float | None] | None:
-    """An entry, or None for one of another version or shape (skipped, never an error)."""
+def decode_entry(raw: bytes, dim: int) -> tuple[np.ndarray, str, CachedAnswer, float] | None:
+    """(vector, signature, answer, expiry or inf), or None for an entry of another version
+    or shape, a torn one, or one whose fields have the wrong types (skipped, never an
+    error: a lookup must not fail because one writer misbehaved)."""
     try:
         (length,) = _HEADER.unpack_from(raw)
         head = json.loads(raw[_HEADER.size : _HEADER.size + length])
-        vector = np.frombuffer(raw[_HEADER.size + length :], dtype="<f4")
-        answer = CachedAnswer.from_bytes(head["a"].encode("utf-8"))
-        bad = vector.shape != (dim,) or not np.isfinite(vector).all()
-        if head.get("v") != ENTRY_VERSION or bad or answer is None:
-            return None
-        return vector, str(head["sig"]), answer, head.get("exp")
-    except (struct.error, ValueError, KeyError, TypeError, AttributeError):
+        vector = np.frombuffer(raw[_HEADER.size + length :], dtype="<f4").astype(np.float32)
+    except (struct.error, ValueError, UnicodeDecodeError):
         return None
+    if not isinstance(head, dict) or head.get("v") != ENTRY_VERSION:
+        return None
+    sig, expires, text = head.get("sig"), head.get("exp", 0), head.get("a")
+    if not isinstance(sig, str) or not isinstance(text, str) or not usable(vector, dim):
+        return None
+    if expires is None:
+        expires = math.inf
+    elif isinstance(expires, bool) or not isinstance(expires, int | float) or math.isnan(expires):
+        return None
+    try:
+        answer = CachedAnswer.from_bytes(text.encode("utf-8"))
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeError):
+        return None
+    return None if answer is None else (vector, sig, answer, float(expires))
 
 
 @dataclass(slots=True)
 class _Scope:
-    """One scope's entries as this process has read them.
-
-    Vectors and expiries live in buffers that double when full, so reading a tail of k
-    new entries costs O(k), not a copy of the whole matrix (a busy scope gains an entry
-    per miss, from every instance).
-    """
+    """One scope as this process has read it: the store position and the index."""
 
     position: int = 0
-    count: int = 0
-    buffer: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
-    expires_buffer: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    signatures: list[str] = field(default_factory=list)
-    answers: list[CachedAnswer] = field(default_factory=list)
+    index: ScopeIndex | None = None
     # Entries this process stored and already holds: skipped when read back from the store.
     own: set[bytes] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
-    def vectors(self) -> np.ndarray:
-        return self.buffer[: self.count]
-
     def reset(self) -> None:
-        self.position = self.count = 0
-        self.signatures.clear()
-        self.answers.clear()
+        self.position = 0
+        self.index = None
         self.own.clear()
 
-    @property
-    def expires(self) -> np.ndarray:
-        return self.expires_buffer[: self.count]
+    def add(self, rows: list[tuple[np.ndarray, str, CachedAnswer, float]]) -> None:
+        if self.index is None:
+            self.index = ScopeIndex(len(rows[0][0]))
+        self.index.append(
+            np.stack([r[0] for r in rows]),
+            np.array([r[3] for r in rows]),
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+        )
 
-    def append(self, vectors: np.ndarray, expires: np.ndarray) -> None:
-        need = self.count + len(vectors)
-        if need > len(self.buffer):
-            capacity = max(need, 2 * len(self.buffer), 64)
-            grown = np.zeros((capacity, vectors.shape[1]), dtype=np.float32)
-            if self.count:
-                grown[: self.count] = self.vectors
-            grown_exp = np.zeros(capacity)
-            grown_exp[: self.count] = self.expires
-            self.buffer, self.expires_buffer = grown, grown_exp
-        self.buffer[self.count : need] = vectors
-        self.expires_buffer[self.count : need] = expires
-        self.count = need
+    @property
+    def count(self) -> int:
+        return 0 if self.index is None else self.index.count
 
 
 class SemanticCache:
@@ -170,10 +187,15 @@ class SemanticCache:
         guard: apply the near-miss guard.
         embedding_model: the identity the threshold was certified with; must match the
             installed model's (``evalgate.routing.features.embedding_model_identity``).
-        encoder: texts -> unit rows (default: :func:`evalgate.embeddings.get_encoder`).
+            Entries are stored under it: another model's entries are never searched.
+        encoder: texts -> unit rows (default: the fastest installed MiniLM backend).
         failures: where backend failures are reported (a failure is a miss).
         writer: runs a function on a background thread (the ledger's), so storing an
             entry never adds to a call's latency; None: written inline.
+        max_entries: entries per scope (tenant, prompt, model and parameters) at most;
+            a full scope serves what it holds and stores nothing more. It bounds the
+            store and each process's memory (about 2 KB per entry in memory); expired
+            entries count until ``cache_clear``.
     """
 
     def __init__(
@@ -186,13 +208,17 @@ class SemanticCache:
         encoder: Any = None,
         failures: BackendFailures | None = None,
         writer: Callable[[Callable[[], None]], None] | None = None,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
     ):
         if not 0.0 < threshold <= 1.0:
             raise PolicyError(f"semantic cache threshold must be in (0, 1] (got {threshold!r})")
+        if max_entries < 1:
+            raise PolicyError(f"semantic cache max_entries must be >= 1 (got {max_entries!r})")
         self.backend = backend
         self.threshold = float(threshold)
         self.guard = guard
         self.embedding_model = embedding_model
+        self.max_entries = int(max_entries)
         self._encoder = encoder
         self._encoder_checked = encoder is not None
         self.failures = failures or BackendFailures(backend.url)
@@ -200,9 +226,20 @@ class SemanticCache:
         self._scopes_lock = threading.Lock()
         self._writer = writer
 
+    def _model_identity(self) -> str:
+        if self.embedding_model is None:
+            from evalgate.routing.features import embedding_model_identity
+
+            self.embedding_model = embedding_model_identity()
+        return self.embedding_model
+
+    def scope_of(self, request: CacheRequest) -> str | None:
+        """The stored scope of ``request`` (None: no plain-text user turn)."""
+        split = split_request(request)
+        return None if split is None else scope_key(split[0], self._model_identity())
+
     def _encode(self, text: str) -> np.ndarray:
         if not self._encoder_checked:
-            from evalgate.embeddings import get_encoder
             from evalgate.routing.features import embedding_model_identity
 
             installed = embedding_model_identity()
@@ -211,7 +248,7 @@ class SemanticCache:
                     f"semantic cache certified with embedding model {self.embedding_model!r}, "
                     f"but {installed!r} is installed: re-run the evaluation and export"
                 )
-            self._encoder = get_encoder()
+            self._encoder = fastest_encoder()
             self._encoder_checked = True
         return np.asarray(self._encoder.encode([text])[0], dtype=np.float32)
 
@@ -241,65 +278,80 @@ class SemanticCache:
                 fresh.append(raw)
         decoded = [e for e in (decode_entry(raw, dim) for raw in fresh) if e is not None]
         if decoded:
-            exp = np.array([np.inf if e[3] is None else e[3] for e in decoded])
-            state.append(np.stack([e[0] for e in decoded]), exp)
-            state.signatures.extend(e[1] for e in decoded)
-            state.answers.extend(e[2] for e in decoded)
+            state.add(decoded)
         state.position = position
+
+    def _refreshed(self, scope: str, state: _Scope, dim: int, what: str) -> None:
+        """:meth:`_refresh`, a backend failure reported and taken as nothing new."""
+        if not self.failures.available():
+            self.failures.skipped(what)
+            return
+        try:
+            self._refresh(scope, state, dim)
+        except self.backend.errors as exc:
+            self.failures.failed(what, exc)
+        else:
+            self.failures.succeeded()
 
     def lookup(self, request: CacheRequest) -> Hit | None:
         split = split_request(request)
         if split is None:
             return None
         scope, text = split
+        scope = scope_key(scope, self._model_identity())
         vector = self._encode(text)
+        if not usable(vector, len(vector)):
+            return None
         state = self._scope(scope)
         with state.lock:
-            if not self.failures.available():
-                self.failures.skipped("semantic cache lookup")
-            else:
-                try:
-                    self._refresh(scope, state, len(vector))
-                except self.backend.errors as exc:
-                    self.failures.failed("semantic cache lookup", exc)
-                else:
-                    self.failures.succeeded()
-            if not state.answers:
+            self._refreshed(scope, state, len(vector), "semantic cache lookup")
+            if state.index is None:
                 return None
-            sims = state.vectors @ vector
-            sims[state.expires <= time.time()] = -np.inf
-            if self.guard:
-                sig = self._signature(text)
-                allowed = np.fromiter((s == sig for s in state.signatures), bool, len(sims))
-                sims[~allowed] = -np.inf
-            best = int(np.argmax(sims))
-            # float32 rounding: an identical turn scores 1 - 1e-7, and 1.0 means identical.
-            similarity = 1.0 if sims[best] >= 1.0 - 1e-6 else float(sims[best])
-            answer = state.answers[best]
-        if not similarity >= self.threshold:
-            return None
-        return Hit(answer, kind="semantic", similarity=similarity)
+            found = state.index.search(
+                vector,
+                now=time.time(),
+                threshold=self.threshold,
+                signature=self._signature(text) if self.guard else None,
+            )
+            if found is None:
+                return None
+            row, similarity = found
+            answer = state.index.answers[row]
+        # float32 rounding: an identical turn scores 1 - 1e-7, and 1.0 means identical.
+        return Hit(
+            answer, kind="semantic", similarity=1.0 if similarity >= 1.0 - 1e-6 else similarity
+        )
 
     def store(self, request: CacheRequest, answer: CachedAnswer, ttl_s: float | None) -> None:
         split = split_request(request)
         if split is None:
             return
         scope, text = split
+        scope = scope_key(scope, self._model_identity())
         expires = None if ttl_s is None else time.time() + ttl_s
         vector, sig = self._encode(text), self._signature(text)
+        if not usable(vector, len(vector)):
+            return  # never stored, never served: see usable()
         entry = encode_entry(vector, sig, answer, expires)
         state = self._scope(scope)
         with state.lock:  # this process serves it at once, before the write lands
-            state.append(vector[None, :], np.array([np.inf if expires is None else expires]))
-            state.signatures.append(sig)
-            state.answers.append(answer)
+            if state.count >= self.max_entries:
+                return
+            state.add([(vector, sig, answer, math.inf if expires is None else expires)])
             state.own.add(entry)
         if self._writer is None:
-            self._write(scope, entry)
+            self._write(scope, entry, len(vector))
         else:
-            self._writer(lambda: self._write(scope, entry))
+            self._writer(lambda: self._write(scope, entry, len(vector)))
 
-    def _write(self, scope: str, entry: bytes) -> None:
+    def _write(self, scope: str, entry: bytes, dim: int) -> None:
+        state = self._scope(scope)
+        with state.lock:
+            # What other processes stored counts toward the bound too (read off the
+            # call's path: this runs on the writer thread).
+            self._refreshed(scope, state, dim, "semantic cache write")
+            if state.count - len(state.own) >= self.max_entries:
+                return
         if not self.failures.available():
             self.failures.skipped("semantic cache write")
             return
@@ -309,3 +361,12 @@ class SemanticCache:
             self.failures.failed("semantic cache write", exc)
             return
         self.failures.succeeded()
+
+
+def fastest_encoder() -> Any:
+    """The MiniLM backend with the least CPU per single text: ONNX Runtime when installed
+    (same vectors as numpy, about half its CPU), else ``get_encoder()``'s choice."""
+    from evalgate.embeddings import get_encoder
+    from evalgate.embeddings_onnx import onnx_available
+
+    return get_encoder("onnx" if onnx_available() else "auto")

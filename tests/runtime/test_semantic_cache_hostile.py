@@ -20,7 +20,7 @@ import pytest
 
 from evalgate.runtime.backends import open_backend
 from evalgate.runtime.cache import CachedAnswer, CacheRequest
-from evalgate.runtime.semantic_cache import SemanticCache, encode_entry, split_request
+from evalgate.runtime.semantic_cache import SemanticCache, encode_entry
 
 DIM = 512
 
@@ -130,7 +130,7 @@ def test_hostile_tenant_strings_never_share_an_entry(backend_spec):
         for i, tenant in enumerate(HOSTILE_TENANTS):
             hit = reader.lookup(ask("item 1", tenant))
             assert hit is not None and hit.answer.content == f"for {tenant!r}"
-            for j, other in enumerate(HOSTILE_TENANTS):
+            for j in range(len(HOSTILE_TENANTS)):
                 if j != i:  # another tenant's own question: a miss here
                     assert reader.lookup(ask(f"item {100 + j}", tenant)) is None
 

@@ -163,9 +163,11 @@ class _Scope:
         self.index = None
         self.own.clear()
 
-    def add(self, rows: list[tuple[np.ndarray, str, CachedAnswer, float]]) -> None:
+    def add(
+        self, rows: list[tuple[np.ndarray, str, CachedAnswer, float]], int8_scan: bool | None
+    ) -> None:
         if self.index is None:
-            self.index = ScopeIndex(len(rows[0][0]))
+            self.index = ScopeIndex(len(rows[0][0]), int8_scan=int8_scan)
         self.index.append(
             np.stack([r[0] for r in rows]),
             np.array([r[3] for r in rows]),
@@ -196,6 +198,8 @@ class SemanticCache:
             a full scope serves what it holds and stores nothing more. It bounds the
             store and each process's memory (about 2 KB per entry in memory); expired
             entries count until ``cache_clear``.
+        int8_scan: search through the int8 scan (:mod:`evalgate.runtime.semantic_index`);
+            None: when ONNX Runtime is installed. Either way the search is exact.
     """
 
     def __init__(
@@ -209,6 +213,7 @@ class SemanticCache:
         failures: BackendFailures | None = None,
         writer: Callable[[Callable[[], None]], None] | None = None,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        int8_scan: bool | None = None,
     ):
         if not 0.0 < threshold <= 1.0:
             raise PolicyError(f"semantic cache threshold must be in (0, 1] (got {threshold!r})")
@@ -225,6 +230,7 @@ class SemanticCache:
         self._scopes: dict[str, _Scope] = {}
         self._scopes_lock = threading.Lock()
         self._writer = writer
+        self._int8_scan = int8_scan
 
     def _model_identity(self) -> str:
         if self.embedding_model is None:
@@ -278,7 +284,7 @@ class SemanticCache:
                 fresh.append(raw)
         decoded = [e for e in (decode_entry(raw, dim) for raw in fresh) if e is not None]
         if decoded:
-            state.add(decoded)
+            state.add(decoded, self._int8_scan)
         state.position = position
 
     def _refreshed(self, scope: str, state: _Scope, dim: int, what: str) -> None:
@@ -337,7 +343,8 @@ class SemanticCache:
         with state.lock:  # this process serves it at once, before the write lands
             if state.count >= self.max_entries:
                 return
-            state.add([(vector, sig, answer, math.inf if expires is None else expires)])
+            row = (vector, sig, answer, math.inf if expires is None else expires)
+            state.add([row], self._int8_scan)
             state.own.add(entry)
         if self._writer is None:
             self._write(scope, entry, len(vector))

@@ -28,6 +28,9 @@ import numpy as np
 
 BLOCK = 16_384
 """Rows per int8 scan block: one ORT call each; a partly filled block is scanned whole."""
+INT8_FROM = 8_192
+"""Rows from which the int8 scan is used: below, float32 is as fast (one block of int8
+is scanned whole, and each ORT call has a fixed cost)."""
 _SLACK = 1e-4  # float32 rounding of the scan, the norms and the re-rank, with margin
 _Q_LEVELS = 63  # query quantised to [-63, 63], stored as uint8 around zero point 64
 _V_LEVELS = 127
@@ -166,7 +169,7 @@ class ScopeIndex:
                 return None
             live &= self._codes[:n] == code
         query = np.asarray(query, dtype=np.float32)
-        if not self.int8:
+        if not self.int8 or n < INT8_FROM:
             sims = self.vectors @ query
             sims[~live] = -np.inf
             best = int(np.argmax(sims))

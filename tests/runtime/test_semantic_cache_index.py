@@ -33,6 +33,7 @@ def clustered(rng: np.random.Generator, n: int, dim: int = 384) -> tuple[np.ndar
 @pytest.mark.parametrize("int8", SCANS)
 def test_search_finds_the_exact_nearest_live_matching_row(int8, monkeypatch):
     monkeypatch.setattr(semantic_index, "BLOCK", 96)  # tails that straddle scan blocks
+    monkeypatch.setattr(semantic_index, "INT8_FROM", 0)
     rng = np.random.default_rng(7)
     centres, rows = clustered(rng, 1000)
     expires = np.where(rng.random(len(rows)) < 0.2, 50.0, np.inf)  # a fifth expired at 100

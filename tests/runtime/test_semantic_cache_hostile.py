@@ -204,3 +204,19 @@ def test_a_scope_stops_growing_at_its_bound(backend_spec):
         # Another process at the bound writes nothing either.
         cache(backend, max_entries=3).store(ask("item 9", "acme"), answer("9"), ttl_s=None)
         assert len(backend.semantic_read(scope, 0)[1]) == 3
+
+
+@pytest.mark.parametrize("written", ["1e999", "-1e999", "True", "0.0", "'0.9'", "1.0000001"])
+def test_policy_file_threshold_out_of_range_names_file_line_and_key(tmp_path, written):
+    from evalgate.policy.render import render_policy
+    from evalgate.runtime import Policy, PolicyError
+    from tests.runtime.test_policy_calls import feature
+
+    spec = {"mode": "semantic", "threshold": 0.123456, "embedding_model": "x"}
+    entry = feature("m", "http://127.0.0.1:9/v1", cache=spec)
+    text = render_policy({"version": 1, "features": {"qa": entry}})
+    assert text.count("0.123456") == 1
+    path = tmp_path / "policy.py"
+    path.write_text(text.replace("0.123456", written))  # as a person would write it
+    with pytest.raises(PolicyError, match=r"policy\.py:\d+: features\.qa\.cache\.threshold"):
+        Policy.load(path, backend=f"sqlite:///{tmp_path / 's.sqlite3'}")

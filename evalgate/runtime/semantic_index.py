@@ -99,10 +99,12 @@ class ScopeIndex:
         self._expires = np.zeros(0)
         self._codes = np.zeros(0, dtype=np.int32)  # guard signature -> small int
         self._code_of: dict[str, int] = {}
-        self._norms = np.zeros(0, dtype=np.float32)  # |v|
-        self._scales = np.zeros(0, dtype=np.float32)  # v' = int8 row / scale
+        self._soonest = np.inf  # earliest expiry held: no mask to build before it
+        self._max_norm = 0.0  # largest |v| held
+        self._inv_scales = np.zeros(0, dtype=np.float32)  # v' = int8 row * inv_scale
         self._errors = np.zeros(0, dtype=np.float32)  # |v - v'|
-        self._sums = np.zeros(0, dtype=np.int32)  # sum of the int8 row (the offset's share)
+        # (zero point) x (sum of the int8 row): the query offset's share, exact in float32.
+        self._offsets = np.zeros(0, dtype=np.float32)
         self._blocks: list[np.ndarray] = []  # (dim, BLOCK) int8, C-contiguous
         self.answers: list[Any] = []
 
@@ -125,16 +127,17 @@ class ScopeIndex:
             self._vectors = _grown(self._vectors, capacity, start)
             self._expires = _grown(self._expires, capacity, start)
             self._codes = _grown(self._codes, capacity, start)
-            self._norms = _grown(self._norms, capacity, start)
-            self._scales = _grown(self._scales, capacity, start)
+            self._inv_scales = _grown(self._inv_scales, capacity, start)
             self._errors = _grown(self._errors, capacity, start)
-            self._sums = _grown(self._sums, capacity, start)
+            self._offsets = _grown(self._offsets, capacity, start)
         self._vectors[start:need] = vectors
         self._expires[start:need] = expires
         self._codes[start:need] = [
             self._code_of.setdefault(s, len(self._code_of)) for s in signatures
         ]
-        self._norms[start:need] = np.linalg.norm(vectors, axis=1)
+        if len(vectors):
+            self._soonest = min(self._soonest, float(np.min(expires)))
+            self._max_norm = max(self._max_norm, float(np.linalg.norm(vectors, axis=1).max()))
         if self.int8:
             self._quantise(vectors, start)
         self.answers.extend(answers)
@@ -145,9 +148,9 @@ class ScopeIndex:
         scales = np.where(peak > 0, _V_LEVELS / np.maximum(peak, 1e-30), 1.0).astype(np.float32)
         rows = np.rint(vectors * scales[:, None]).astype(np.int8)
         end = start + len(vectors)
-        self._scales[start:end] = scales
+        self._inv_scales[start:end] = 1.0 / scales
         self._errors[start:end] = np.linalg.norm(vectors - rows / scales[:, None], axis=1)
-        self._sums[start:end] = rows.sum(axis=1, dtype=np.int32)
+        self._offsets[start:end] = (_Q_LEVELS + 1) * rows.sum(axis=1, dtype=np.int32)
         while len(self._blocks) * BLOCK < end:
             self._blocks.append(np.zeros((self.dim, BLOCK), dtype=np.int8))
         done = 0
@@ -165,22 +168,25 @@ class ScopeIndex:
         if self.count == 0:
             return None
         n = self.count
-        live = self._expires[:n] > now
+        dead = None if self._soonest > now else self._expires[:n] <= now
         if signature is not None:
             code = self._code_of.get(signature)
             if code is None:
                 return None
-            live &= self._codes[:n] == code
+            other = self._codes[:n] != code
+            dead = other if dead is None else dead | other
         query = np.asarray(query, dtype=np.float32)
         if not self.int8 or n < INT8_FROM:
             sims = self.vectors @ query
-            sims[~live] = -np.inf
+            if dead is not None:
+                sims[dead] = -np.inf
             best = int(np.argmax(sims))
             return (best, float(sims[best])) if sims[best] >= threshold else None
         approx, err = self._scan(query, n)
-        upper = np.where(live, approx + err, -np.inf)
-        lower_best = float(np.max(np.where(live, approx - err, -np.inf)))
-        rows = np.flatnonzero(upper >= max(lower_best, threshold))
+        if dead is not None:
+            approx[dead] = -np.inf
+        lower_best = float(np.max(approx - err))
+        rows = np.flatnonzero(approx + err >= max(lower_best, threshold))
         if len(rows) == 0:
             return None
         sims = self._vectors[rows] @ query
@@ -196,15 +202,17 @@ class ScopeIndex:
         q_norm = float(np.linalg.norm(q_int / q_scale))
         q_u8 = (q_int + (_Q_LEVELS + 1)).astype(np.uint8)[None, :]
         session = _int8_session(self.dim)
-        dots = np.empty(len(self._blocks) * BLOCK, dtype=np.int32)
-        for i, block in enumerate(self._blocks[: -(-n // BLOCK)]):
+        blocks = -(-n // BLOCK)
+        approx = np.empty(blocks * BLOCK, dtype=np.float32)
+        for i, block in enumerate(self._blocks[:blocks]):
             (out,) = session.run(["y"], {"q": q_u8, "v": block})
-            dots[i * BLOCK : (i + 1) * BLOCK] = out[0]
-        dots = dots[:n] - (_Q_LEVELS + 1) * self._sums[:n]  # |dots| < 2**24: exact in float32
-        approx = dots.astype(np.float32) / (self._scales[:n] * np.float32(q_scale))
-        err = np.float32(q_err) * self._norms[:n]
-        err += np.float32(q_norm) * self._errors[:n]
-        err += np.float32(_SLACK)
+            approx[i * BLOCK : (i + 1) * BLOCK] = out[0]  # |dot| < 2**24: exact in float32
+        approx = approx[:n]
+        approx -= self._offsets[:n]
+        approx *= self._inv_scales[:n]
+        approx *= np.float32(1.0 / q_scale)
+        err = self._errors[:n] * np.float32(q_norm)
+        err += np.float32(q_err * self._max_norm + _SLACK)
         return approx, err
 
 

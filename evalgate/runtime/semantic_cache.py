@@ -41,10 +41,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import struct
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +64,7 @@ ENTRY_VERSION = 1
 _HEADER = struct.Struct("<I")
 UNIT_TOLERANCE = 1e-3
 """How far from 1 a vector's norm may be (float32 MiniLM rows are within 1e-6)."""
+_Read = tuple[int, "Future[tuple[int, list[bytes]]]"]  # (position read after, the read)
 DEFAULT_MAX_ENTRIES = 200_000
 """Entries per scope unless the caller says otherwise (see :class:`SemanticCache`)."""
 
@@ -231,6 +234,12 @@ class SemanticCache:
         self._scopes_lock = threading.Lock()
         self._writer = writer
         self._int8_scan = int8_scan
+        # Over a network (Redis), the version check's round trip runs while the user turn
+        # is embedded; SQLite's is a local read (~0.1 ms) that a thread hand-off would not
+        # shorten.
+        self._overlap = not backend.url.startswith("sqlite")
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
 
     def _model_identity(self) -> str:
         if self.embedding_model is None:
@@ -268,9 +277,26 @@ class SemanticCache:
                 state = self._scopes[scope] = _Scope()
             return state
 
-    def _refresh(self, scope: str, state: _Scope, dim: int) -> None:
-        """Reads the entries appended since this process last looked (the version check)."""
-        position, raws = self.backend.semantic_read(scope, state.position)
+    def _prefetch(self, scope: str, state: _Scope) -> _Read | None:
+        """Starts the version check on a worker thread (see ``_overlap``)."""
+        if not self._overlap or not self.failures.available():
+            return None
+        pid = os.getpid()
+        with self._scopes_lock:
+            if self._pool is None or self._pool_pid != pid:  # new, or inherited by fork
+                self._pool = ThreadPoolExecutor(2, thread_name_prefix="evalgate-semcache")
+                self._pool_pid = pid
+            pool = self._pool
+        after = state.position
+        return after, pool.submit(self.backend.semantic_read, scope, after)
+
+    def _refresh(self, scope: str, state: _Scope, dim: int, read: _Read | None = None) -> None:
+        """Reads the entries appended since this process last looked (the version check);
+        ``read``: one started earlier, used if nothing was read since it started."""
+        if read is not None and read[0] == state.position:
+            position, raws = read[1].result()
+        else:
+            position, raws = self.backend.semantic_read(scope, state.position)
         if position < state.position:  # cleared: start over
             state.reset()
             position, raws = self.backend.semantic_read(scope, position)
@@ -287,13 +313,15 @@ class SemanticCache:
             state.add(decoded, self._int8_scan)
         state.position = position
 
-    def _refreshed(self, scope: str, state: _Scope, dim: int, what: str) -> None:
+    def _refreshed(
+        self, scope: str, state: _Scope, dim: int, what: str, read: _Read | None = None
+    ) -> None:
         """:meth:`_refresh`, a backend failure reported and taken as nothing new."""
         if not self.failures.available():
             self.failures.skipped(what)
             return
         try:
-            self._refresh(scope, state, dim)
+            self._refresh(scope, state, dim, read)
         except self.backend.errors as exc:
             self.failures.failed(what, exc)
         else:
@@ -305,12 +333,13 @@ class SemanticCache:
             return None
         scope, text = split
         scope = scope_key(scope, self._model_identity())
+        state = self._scope(scope)
+        read = self._prefetch(scope, state)
         vector = self._encode(text)
         if not usable(vector, len(vector)):
             return None
-        state = self._scope(scope)
         with state.lock:
-            self._refreshed(scope, state, len(vector), "semantic cache lookup")
+            self._refreshed(scope, state, len(vector), "semantic cache lookup", read)
             if state.index is None:
                 return None
             found = state.index.search(

@@ -220,3 +220,35 @@ def test_policy_file_threshold_out_of_range_names_file_line_and_key(tmp_path, wr
     path.write_text(text.replace("0.123456", written))  # as a person would write it
     with pytest.raises(PolicyError, match=r"policy\.py:\d+: features\.qa\.cache\.threshold"):
         Policy.load(path, backend=f"sqlite:///{tmp_path / 's.sqlite3'}")
+
+
+@pytest.mark.redis
+def test_a_version_check_started_early_is_never_applied_twice(tmp_path):
+    """On Redis the version check runs while the turn is embedded; if another lookup read
+    the scope meanwhile, the early read is dropped, so no entry is held twice."""
+    from tests.runtime.conftest import backend_url
+
+    url, prefix = backend_url("redis", tmp_path)
+    with open_backend(url, prefix=prefix) as one, open_backend(url, prefix=prefix) as two:
+        try:
+            reader, writer = cache(one), cache(two)
+            writer.store(ask("item 1"), answer("1"), ttl_s=None)
+            scope = reader.scope_of(ask("item 1"))
+            assert scope is not None
+            state = reader._scope(scope)
+            early = reader._prefetch(scope, state)
+            assert early is not None
+            assert reader.lookup(ask("item 1")) is not None  # reads the scope meanwhile
+            writer.store(ask("item 2"), answer("2"), ttl_s=None)
+            reader._refreshed(scope, state, DIM, "test", early)
+            assert state.index is not None
+            assert [a.content for a in state.index.answers] == ["1", "2"]
+            late = reader._prefetch(scope, state)
+            assert late is not None
+            late[1].result()  # the early read is done before the next write
+            writer.store(ask("item 3"), answer("3"), ttl_s=None)
+            reader._refreshed(scope, state, DIM, "test", late)  # used: nothing read since
+            assert state.count == 2 and reader.lookup(ask("item 3")) is not None
+            assert state.count == 3
+        finally:
+            one.delete_all()

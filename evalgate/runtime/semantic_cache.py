@@ -129,16 +129,51 @@ def decode_entry(raw: bytes, dim: int) -> tuple[np.ndarray, str, CachedAnswer, f
     """(vector, signature, answer, expiry or inf), or None for an entry of another version
     or shape, a torn one, or one whose fields have the wrong types (skipped, never an
     error: a lookup must not fail because one writer misbehaved)."""
+    vectors, sigs, answers, expires = decode_entries([raw], dim)
+    return (vectors[0], sigs[0], answers[0], float(expires[0])) if sigs else None
+
+
+def decode_entries(
+    raws: Sequence[bytes], dim: int
+) -> tuple[np.ndarray, list[str], list[CachedAnswer], np.ndarray]:
+    """The usable entries of ``raws`` (see :func:`decode_entry`), as a ``(k, dim)`` float32
+    matrix, signatures, answers and expiries: the vectors are checked together, which
+    is most of the cost of a process's first read of a large scope."""
+    kept: list[tuple[bytes, str, CachedAnswer, float]] = []
+    width = 4 * dim
+    for raw in raws:
+        head_end = _HEADER.size + (_HEADER.unpack_from(raw)[0] if len(raw) >= 4 else 0)
+        if len(raw) < 4 or len(raw) - head_end != width:
+            continue  # torn, or of another width
+        parsed = _parse_head(raw[_HEADER.size : head_end])
+        if parsed is not None:
+            kept.append((raw[head_end:], *parsed))
+    if not kept:
+        return np.zeros((0, dim), dtype=np.float32), [], [], np.zeros(0)
+    vectors = np.frombuffer(b"".join(k[0] for k in kept), dtype="<f4").reshape(-1, dim)
+    vectors = vectors.astype(np.float32)  # a writable native-order copy
+    with np.errstate(invalid="ignore", over="ignore"):
+        norms = np.linalg.norm(vectors, axis=1)
+    ok = np.isfinite(vectors).all(axis=1) & (np.abs(norms - 1.0) <= UNIT_TOLERANCE)
+    rows = [k for k, good in zip(kept, ok, strict=True) if good]
+    return (
+        vectors[ok],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        np.array([r[3] for r in rows], dtype=np.float64),
+    )
+
+
+def _parse_head(raw: bytes) -> tuple[str, CachedAnswer, float] | None:
+    """(signature, answer, expiry or inf) of an entry's JSON head, or None."""
     try:
-        (length,) = _HEADER.unpack_from(raw)
-        head = json.loads(raw[_HEADER.size : _HEADER.size + length])
-        vector = np.frombuffer(raw[_HEADER.size + length :], dtype="<f4").astype(np.float32)
-    except (struct.error, ValueError, UnicodeDecodeError):
+        head = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
         return None
     if not isinstance(head, dict) or head.get("v") != ENTRY_VERSION:
         return None
     sig, expires, text = head.get("sig"), head.get("exp", 0), head.get("a")
-    if not isinstance(sig, str) or not isinstance(text, str) or not usable(vector, dim):
+    if not isinstance(sig, str) or not isinstance(text, str):
         return None
     if expires is None:
         expires = math.inf
@@ -148,7 +183,7 @@ def decode_entry(raw: bytes, dim: int) -> tuple[np.ndarray, str, CachedAnswer, f
         answer = CachedAnswer.from_bytes(text.encode("utf-8"))
     except (ValueError, TypeError, KeyError, AttributeError, UnicodeError):
         return None
-    return None if answer is None else (vector, sig, answer, float(expires))
+    return None if answer is None else (sig, answer, float(expires))
 
 
 @dataclass(slots=True)
@@ -167,16 +202,16 @@ class _Scope:
         self.own.clear()
 
     def add(
-        self, rows: list[tuple[np.ndarray, str, CachedAnswer, float]], int8_scan: bool | None
+        self,
+        vectors: np.ndarray,
+        expires: np.ndarray,
+        sigs: list[str],
+        answers: list[CachedAnswer],
+        int8_scan: bool | None,
     ) -> None:
         if self.index is None:
-            self.index = ScopeIndex(len(rows[0][0]), int8_scan=int8_scan)
-        self.index.append(
-            np.stack([r[0] for r in rows]),
-            np.array([r[3] for r in rows]),
-            [r[1] for r in rows],
-            [r[2] for r in rows],
-        )
+            self.index = ScopeIndex(vectors.shape[1], int8_scan=int8_scan)
+        self.index.append(vectors, expires, sigs, answers)
 
     @property
     def count(self) -> int:
@@ -308,9 +343,9 @@ class SemanticCache:
                 state.own.discard(raw)
             else:
                 fresh.append(raw)
-        decoded = [e for e in (decode_entry(raw, dim) for raw in fresh) if e is not None]
-        if decoded:
-            state.add(decoded, self._int8_scan)
+        vectors, sigs, answers, expires = decode_entries(fresh, dim)
+        if sigs:
+            state.add(vectors, expires, sigs, answers, self._int8_scan)
         state.position = position
 
     def _refreshed(
@@ -372,8 +407,8 @@ class SemanticCache:
         with state.lock:  # this process serves it at once, before the write lands
             if state.count >= self.max_entries:
                 return
-            row = (vector, sig, answer, math.inf if expires is None else expires)
-            state.add([row], self._int8_scan)
+            until = np.array([math.inf if expires is None else expires])
+            state.add(vector[None, :], until, [sig], [answer], self._int8_scan)
             state.own.add(entry)
         if self._writer is None:
             self._write(scope, entry, len(vector))

@@ -232,19 +232,9 @@ def lookup_section(sizes: list[int], backends: list[str], lookups: int) -> None:
                 )
                 backend = open_backend(url, prefix=prefix)
                 try:
-                    medians = {}
-                    for name, (encoder, int8) in paths.items():
-                        medians[name] = _measure(
-                            backend,
-                            entries,
-                            store_rows,
-                            name,
-                            encoder,
-                            int8,
-                            threshold,
-                            lookups,
-                            kind,
-                        )
+                    medians = _measure(
+                        backend, entries, store_rows, paths, threshold, lookups, kind
+                    )
                     if "after" in medians:
                         ratios.append((kind, entries, medians["before"] / medians["after"]))
                 finally:
@@ -304,13 +294,13 @@ def _measure(
     backend: Any,
     entries: int,
     store_rows: Any,
-    path: str,
-    encoder: Any,
-    int8: bool,
+    paths: dict[str, Any],
     threshold: float,
     lookups: int,
     kind: str,
-) -> float:
+) -> dict[str, float]:
+    """Median lookup wall time per path; the paths' lookups alternate, so both see the
+    same load (the machine is shared: load moves within seconds)."""
     import statistics
     import time
 
@@ -322,47 +312,54 @@ def _measure(
             model="m", messages=[{"role": "user", "content": text}], params={}, namespace="t"
         )
 
-    cache = SemanticCache(
-        backend, threshold=threshold, encoder=encoder, int8_scan=int8, embedding_model="bench"
-    )
-    scope = cache.scope_of(ask("x"))
-    if path == "before":  # both paths read the same store
-        _bulk_load(backend, scope, store_rows[:entries])
-    start = time.perf_counter()
-    cache.lookup(ask("warm-up: reads every entry"))
-    first_s = time.perf_counter() - start
-    state = cache._scope(scope)
-    encoder.clear_cache()  # every text is new, as at runtime
-    wall, cpu, embed, io, search = [], [], [], [], []
-    hits = 0
+    caches, first = {}, {}
+    for path, (encoder, int8) in paths.items():
+        caches[path] = SemanticCache(
+            backend, threshold=threshold, encoder=encoder, int8_scan=int8, embedding_model="bench"
+        )
+        scope = caches[path].scope_of(ask("x"))
+        if path == "before":  # every path reads the same store
+            _bulk_load(backend, scope, store_rows[:entries])
+        start = time.perf_counter()
+        caches[path].lookup(ask("warm-up: reads every entry"))
+        first[path] = time.perf_counter() - start
+        encoder.clear_cache()  # every text is new, as at runtime
+    names = ("wall", "cpu", "embed", "io", "search")
+    times: dict[str, dict[str, list[float]]] = {p: {n: [] for n in names} for p in paths}
+    hits = dict.fromkeys(paths, 0)
     verbs = ("reset", "change", "recover", "update")
     for i in range(lookups):
-        # Odd lookups ask a stored question again (about 330 stored rows lie near it, around
-        # the threshold: the most re-ranking); even ones a new question (a miss).
-        text = (
-            _QUESTIONS[i % len(_QUESTIONS)]
-            if i % 2
-            else f"How can I {verbs[i % 4]} the password for account {10_000 + i} ({kind} {path})?"
+        for path, (encoder, _) in paths.items():
+            cache, t = caches[path], times[path]
+            # Odd lookups ask a stored question again (~330 stored rows lie near it, around
+            # the threshold: the most re-ranking); even ones a new question (a miss).
+            text = (
+                _QUESTIONS[i % len(_QUESTIONS)]
+                if i % 2
+                else f"How can I {verbs[i % 4]} the password for account {10_000 + i}?"
+            )
+            t0, c0 = time.perf_counter(), time.thread_time()
+            hits[path] += cache.lookup(ask(text)) is not None
+            t["wall"].append((time.perf_counter() - t0) * 1000)
+            t["cpu"].append((time.thread_time() - c0) * 1000)
+            t0 = time.perf_counter()
+            vector = encoder.encode([f"{text} (embedding alone)"])[0]
+            t["embed"].append((time.perf_counter() - t0) * 1000)
+            state = cache._scope(cache.scope_of(ask(text)))
+            t0 = time.perf_counter()
+            backend.semantic_read(cache.scope_of(ask(text)), state.position)  # nothing new
+            t["io"].append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            state.index.search(vector, now=time.time(), threshold=threshold)
+            t["search"].append((time.perf_counter() - t0) * 1000)
+    for path in paths:
+        t = times[path]
+        print(
+            f"{kind:>7} {entries:>8} {path:>6} | {_median_p95(t['wall'])} {_median_p95(t['cpu'])} "
+            f"{_median_p95(t['embed'])} {_median_p95(t['io'])} {_median_p95(t['search'])} "
+            f"{hits[path]:>5} {first[path]:>10.1f}s"
         )
-        t0, c0 = time.perf_counter(), time.thread_time()
-        hits += cache.lookup(ask(text)) is not None
-        wall.append((time.perf_counter() - t0) * 1000)
-        cpu.append((time.thread_time() - c0) * 1000)
-        t0 = time.perf_counter()
-        vector = encoder.encode([text + " (embedding alone)"])[0]
-        embed.append((time.perf_counter() - t0) * 1000)
-        t0 = time.perf_counter()
-        backend.semantic_read(scope, state.position)  # the version check: nothing new
-        io.append((time.perf_counter() - t0) * 1000)
-        t0 = time.perf_counter()
-        state.index.search(vector, now=time.time(), threshold=threshold)
-        search.append((time.perf_counter() - t0) * 1000)
-    print(
-        f"{kind:>7} {entries:>8} {path:>6} | {_median_p95(wall)} {_median_p95(cpu)} "
-        f"{_median_p95(embed)} {_median_p95(io)} {_median_p95(search)} {hits:>5} "
-        f"{first_s:>10.1f}s"
-    )
-    return statistics.median(wall)
+    return {path: statistics.median(times[path]["wall"]) for path in paths}
 
 
 def main() -> None:

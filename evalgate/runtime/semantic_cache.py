@@ -7,12 +7,14 @@ A request is split in two (:func:`split_request`):
   must all match exactly (the tenant is part of the key: two tenants never share);
 * its **user turn**, compared by meaning: MiniLM unit vectors, cosine similarity.
 
-A lookup embeds the user turn, reads the scope's entries appended since this process last
-looked (one indexed SQLite query or one Redis ``LRANGE``: the version check), and searches
-them exactly in numpy (a matrix-vector product over unit float32 rows). The most similar
-live entry is served when its similarity reaches the policy's certified threshold and,
-with the guard on, its guard signature equals the request's
-(:mod:`evalgate.semcache.guard`). A hit carries its similarity, which the ledger records.
+A lookup embeds the user turn (MiniLM on ONNX Runtime when installed), reads the scope's
+entries appended since this process last looked (one indexed SQLite query or one Redis
+``LRANGE``: the version check; on Redis it runs while the turn is embedded), and searches
+them exactly (:mod:`evalgate.runtime.semantic_index`: an int8 scan with error bounds and a
+float32 re-rank, or a float32 scan). The most similar live entry is served when its
+similarity reaches the policy's certified threshold and, with the guard on, its guard
+signature equals the request's (:mod:`evalgate.semcache.guard`). A hit carries its
+similarity, which the ledger records.
 
 Storage, by backend:
 
@@ -33,7 +35,11 @@ Entries are never served past their ``ttl_s``; expired entries stay in the store
 ``cache_clear`` (the search masks them). A backend failure is a miss, as for the exact
 cache. The embedding model's identity must match the one the threshold was certified
 with: :class:`SemanticCache` refuses to start otherwise, since another model's
-similarities mean something else.
+similarities mean something else; and scopes are stored under that identity, so two
+deployments with different models that share a store never search each other's vectors.
+What a broken writer could leave (a torn blob, a mistyped head, a NaN or non-unit vector)
+is skipped on read and never stored by this module; a scope stops growing at
+``max_entries``.
 """
 
 from __future__ import annotations

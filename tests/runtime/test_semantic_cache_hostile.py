@@ -252,3 +252,26 @@ def test_a_version_check_started_early_is_never_applied_twice(tmp_path):
             assert state.count == 3
         finally:
             one.delete_all()
+
+
+def test_a_clear_reaches_other_processes_even_when_the_scope_refills(backend_spec):
+    """A cleared cache must not keep serving from other processes' memory: on SQLite
+    (whose row ids keep growing) and on Redis when the list regrows past their position."""
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as one, open_backend(url, prefix=prefix) as two:
+        a, b = cache(one), cache(two)
+        a.store(ask("item 1"), answer("stale 1"), ttl_s=None)
+        a.store(ask("item 2"), answer("stale 2"), ttl_s=None)
+        assert b.lookup(ask("item 1")) is not None  # b holds both entries
+        one.cache_clear()
+        refill = cache(one)
+        for i in (3, 4, 5):
+            refill.store(ask(f"item {i}"), answer(f"new {i}"), ttl_s=None)
+        assert b.lookup(ask("item 1")) is None
+        assert b.lookup(ask("item 2")) is None
+        hit = b.lookup(ask("item 4"))
+        assert hit is not None and hit.answer.content == "new 4"
+        scope = b.scope_of(ask("item 4"))
+        assert scope is not None and b._scope(scope).count == 3
+        # With nothing new, the scope stays as it is (no reload, no duplicates).
+        assert b.lookup(ask("item 5")) is not None and b._scope(scope).count == 3

@@ -70,7 +70,8 @@ ENTRY_VERSION = 1
 _HEADER = struct.Struct("<I")
 UNIT_TOLERANCE = 1e-3
 """How far from 1 a vector's norm may be (float32 MiniLM rows are within 1e-6)."""
-_Read = tuple[int, "Future[tuple[int, list[bytes]]]"]  # (position read after, the read)
+# ((position, last entry) when the read started, the read)
+_Read = tuple[tuple[int, bytes | None], "Future[tuple[int, list[bytes]]]"]
 DEFAULT_MAX_ENTRIES = 200_000
 """Entries per scope unless the caller says otherwise (see :class:`SemanticCache`)."""
 
@@ -197,6 +198,9 @@ class _Scope:
     """One scope as this process has read it: the store position and the index."""
 
     position: int = 0
+    # The last entry read: each version check reads it again, and finds it gone (or
+    # another in its place) when the scope was cleared, even if it has refilled since.
+    last: bytes | None = None
     index: ScopeIndex | None = None
     # Entries this process stored and already holds: skipped when read back from the store.
     own: set[bytes] = field(default_factory=set)
@@ -204,8 +208,14 @@ class _Scope:
 
     def reset(self) -> None:
         self.position = 0
+        self.last = None
         self.index = None
         self.own.clear()
+
+    def resume(self) -> int:
+        """Where the next read starts: at the last entry read (SQLite: ids after its id
+        minus one; Redis: from its index), or at the start."""
+        return self.position - 1 if self.last is not None else self.position
 
     def add(
         self,
@@ -328,21 +338,26 @@ class SemanticCache:
                 self._pool = ThreadPoolExecutor(2, thread_name_prefix="evalgate-semcache")
                 self._pool_pid = pid
             pool = self._pool
-        after = state.position
-        return after, pool.submit(self.backend.semantic_read, scope, after)
+        started = (state.position, state.last)
+        return started, pool.submit(self.backend.semantic_read, scope, state.resume())
 
     def _refresh(self, scope: str, state: _Scope, dim: int, read: _Read | None = None) -> None:
         """Reads the entries appended since this process last looked (the version check);
         ``read``: one started earlier, used if nothing was read since it started."""
-        if read is not None and read[0] == state.position:
+        after = state.resume()
+        if read is not None and read[0][0] == state.position and read[0][1] is state.last:
             position, raws = read[1].result()
         else:
-            position, raws = self.backend.semantic_read(scope, state.position)
-        if position < state.position:  # cleared: start over
-            state.reset()
-            position, raws = self.backend.semantic_read(scope, position)
+            position, raws = self.backend.semantic_read(scope, after)
+        if state.last is not None:
+            if position < after or not raws or raws[0] != state.last:  # cleared: start over
+                state.reset()
+                position, raws = self.backend.semantic_read(scope, 0)
+            else:
+                raws = raws[1:]
         if not raws:
             return
+        state.last = raws[-1]
         fresh = []
         for raw in raws:
             if raw in state.own:

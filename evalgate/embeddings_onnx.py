@@ -7,10 +7,12 @@ safetensors weights (no export step, no file on disk, no torch). Vectors match t
 encoder to about 2e-7 per component, so the model's identity (and every certified
 threshold) is unchanged.
 
-Why: on this 2-core machine one short text costs ~7 ms of CPU in numpy (OpenBLAS packs
-every weight matrix on every call, and 42 MB of weights stream through the cache) and
-~4 ms in ORT (weights pre-packed once per session): 340 MFLOP per 16-token text, which a
-core does in ~3.5 ms. The session runs one intra-op thread: the cores are shared, and a
+Why: on this 2-core machine one short text costs ~7 ms of CPU in numpy and ~4 ms in ORT
+(load 5; both more under heavier load). A 16-token text is 340 MFLOP in the layers, ~3.5 ms
+at this core's best float32 GEMM rate; numpy's matrix products inside a forward pass ran
+~2.5x slower than the same products on hot weights (OpenBLAS packs each 0.6-2.4 MB weight
+matrix on every call, and 42 MB of weights pass through the cache), while ORT packs the
+weights once per session. The session runs one intra-op thread: the cores are shared, and a
 spinning thread pool stalls a loaded machine (the same reason NumpyEncoder runs BLAS
 single-threaded); batches are parallelised over sub-batches by the parent class.
 

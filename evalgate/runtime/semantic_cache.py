@@ -461,4 +461,9 @@ def fastest_encoder() -> Any:
     from evalgate.embeddings import get_encoder
     from evalgate.embeddings_onnx import onnx_available
 
-    return get_encoder("onnx" if onnx_available() else "auto")
+    if onnx_available():
+        try:
+            return get_encoder("onnx")
+        except Exception:  # ORT's errors subclass Exception directly; a
+            pass  # broken optional accelerator must cost speed, never a failed call
+    return get_encoder("auto")

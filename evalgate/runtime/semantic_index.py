@@ -176,13 +176,14 @@ class ScopeIndex:
             other = self._codes[:n] != code
             dead = other if dead is None else dead | other
         query = np.asarray(query, dtype=np.float32)
-        if not self.int8 or n < INT8_FROM:
+        scanned = self._scan(query, n) if self.int8 and n >= INT8_FROM else None
+        if scanned is None:
             sims = self.vectors @ query
             if dead is not None:
                 sims[dead] = -np.inf
             best = int(np.argmax(sims))
             return (best, float(sims[best])) if sims[best] >= threshold else None
-        approx, err = self._scan(query, n)
+        approx, err = scanned
         if dead is not None:
             approx[dead] = -np.inf
         lower_best = float(np.max(approx - err))
@@ -193,8 +194,17 @@ class ScopeIndex:
         k = int(np.argmax(sims))
         return (int(rows[k]), float(sims[k])) if sims[k] >= threshold else None
 
-    def _scan(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Approximate cosines of the first n rows and their error bounds."""
+    def _scan(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Approximate cosines of the first n rows and their error bounds; None when ONNX
+        Runtime cannot run here (this index then stays on the float32 scan)."""
+        try:
+            return self._int8_scan(query, n)
+        except Exception:  # ORT's errors subclass Exception directly; a
+            # broken optional accelerator must cost speed, never a failed call
+            self.int8 = False
+            return None
+
+    def _int8_scan(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         peak = float(np.abs(query).max())
         q_scale = _Q_LEVELS / peak if peak > 0 else 1.0
         q_int = np.rint(query * q_scale)

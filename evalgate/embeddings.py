@@ -7,7 +7,7 @@ configs in its ``model/`` folder). Two backends compute the same vectors:
   with ``tokenizers`` for word pieces and ``safetensors`` for the weights. It matches
   sentence-transformers to about 1e-6 per component.
 * ``"onnx"``: the same layers run by ONNX Runtime (:mod:`evalgate.embeddings_onnx`),
-  when onnxruntime and onnx are installed; same vectors, about half the CPU per text.
+  when onnxruntime and onnx are installed; same vectors, 30-45% less CPU per text.
 * ``"torch"``: ``sentence_transformers.SentenceTransformer`` on the same local folder,
   used when torch and sentence-transformers are importable.
 
@@ -537,7 +537,7 @@ def get_encoder(backend: str = "auto") -> Encoder:
 
     Args:
         backend: ``"numpy"`` (torch-free), ``"onnx"`` (the numpy encoder's layers on
-            ONNX Runtime, :mod:`evalgate.embeddings_onnx`: same vectors, about half the
+            ONNX Runtime, :mod:`evalgate.embeddings_onnx`: same vectors, 30-45% less
             CPU per text), ``"torch"`` (sentence-transformers), or ``"auto"``: torch when
             torch and sentence-transformers are importable, else numpy.
 

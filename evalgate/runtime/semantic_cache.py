@@ -457,7 +457,7 @@ class SemanticCache:
 
 def fastest_encoder() -> Any:
     """The MiniLM backend with the least CPU per single text: ONNX Runtime when installed
-    (same vectors as numpy, about half its CPU), else ``get_encoder()``'s choice."""
+    (same vectors as numpy, 30-45% less CPU), else ``get_encoder()``'s choice."""
     from evalgate.embeddings import get_encoder
     from evalgate.embeddings_onnx import onnx_available
 

@@ -21,7 +21,7 @@ Run: .venv/bin/python benchmarks/router.py [--trials 1000] [--quick] [--latency-
    exported policy adds to a request (``LearnedRouter.routes`` on the prepared call:
    request text, MiniLM embedding, length features, score), wall and CPU median and p95
    over a few hundred distinct prompts of mixed shape and length: the default recipe
-   (embedding of the request's first 128 word pieces) beside the same router reading up
+   (embedding of at most 48 word pieces: the request's start and end) beside the same router reading up
    to MiniLM's own limit (the recipe before the cap), interleaved in the same run.
 """
 
@@ -205,7 +205,7 @@ def _policy_entry(model: Any) -> dict[str, Any]:
 
 def runtime_latency_section(requests: int) -> None:
     """Median and p95 of the routing decision at runtime, through an exported policy: the
-    default recipe (embedding of the first 128 word pieces) beside the same router with no
+    default recipe (embedding of at most 48 word pieces, start and end) beside the same router with no
     cap (MiniLM's own 256), interleaved request by request in the same run."""
     import dataclasses
     import tempfile
@@ -224,7 +224,7 @@ def runtime_latency_section(requests: int) -> None:
     load_ms = (time.perf_counter() - started) * 1000
     capped = default_recipe()
     recipes = {
-        f"first {capped.max_word_pieces} pieces": capped,
+        f"cap {capped.max_word_pieces} pieces": capped,
         "no cap (before)": dataclasses.replace(capped, max_word_pieces=None),
     }
     fit_prompts = _prompts(200, seed=1)

@@ -93,34 +93,49 @@ def test_a_message_that_is_not_a_mapping_is_named() -> None:
         request_text([{"role": "user", "content": "hi"}, "oops"])
 
 
-def test_the_embedding_reads_the_first_word_pieces_and_the_length_features_all() -> None:
+def test_the_embedding_reads_a_long_requests_start_and_end_the_length_features_all() -> None:
     recipe = default_recipe()
-    assert recipe.version == 2 and recipe.max_word_pieces == 128
-    head = "user: Summarise this note about a refund for the customer, please. "
-    one = head + "The parcel arrived late and damaged. " * 40
-    cut = embedded_text(one, 128)
-    assert len(cut) < len(one) and one.startswith(cut)
-    other = cut + " Invoices are due on the first Monday of every month." * 40
-    assert embedded_text(other, 128) == cut
+    assert recipe.version == 2 and recipe.max_word_pieces == 48
+    # More than 24 word pieces each: the head and the tail the cap keeps.
+    head = (
+        "user: Summarise this note about a refund for the customer, please, and keep it "
+        "short and plain for the reader who asked about it today. "
+    )
+    question = (
+        " Which order was it, on what day did the customer first write to us, and what did "
+        "they ask us to do about it then?"
+    )
+    one = head + "The parcel arrived late and damaged. " * 40 + question
+    cut = embedded_text(one, 48)
+    assert cut.startswith("user: Summarise this note") and cut.endswith(question)
+    assert " ... " in cut and len(cut) < len(one)
+    # The middle differs, and the embedding does not see it...
+    other = head + "Invoices are due on the first Monday of every month. " * 40 + question
+    assert embedded_text(other, 48) == cut
     x = feature_matrix([one, other], recipe)
-    # Past the first 128 pieces the two differ, and the embedding does not see it...
     assert np.array_equal(x[0, :384], x[1, :384])
     # ...while it is the whole text's length the length features measure.
+    chars = 384 + list(recipe.extra).index("log_chars")
+    assert x[0, chars] != x[1, chars]
     uncapped = FeatureRecipe(recipe.embedding_model, max_word_pieces=None)
     full = feature_matrix([one], uncapped)
     assert np.array_equal(x[0, 384:], full[0, 384:])
     assert not np.allclose(x[0, :384], full[0, :384])
-    # A request shorter than the cap is embedded whole, exactly as without one.
-    short = "user: What is the capital of France?"
-    assert embedded_text(short, 128) == short
+    # A request within the cap is embedded whole, exactly as without one.
+    short = "system: Answer with only the answer.\nuser: What is the capital of France?"
+    assert embedded_text(short, 48) == short
     assert np.array_equal(feature_matrix([short], recipe), feature_matrix([short], uncapped))
 
 
-def test_embedded_text_cuts_at_a_word_piece_end_and_bounds_huge_inputs() -> None:
-    assert embedded_text("one two three four five", 3) == "one two three"
+def test_embedded_text_cuts_at_word_piece_ends_and_bounds_huge_inputs() -> None:
+    assert embedded_text("one two three four five", 3) == "one two ... five"
+    assert embedded_text("one two three four five", 1) == "one ... "
+    assert embedded_text("one two three", 3) == "one two three"
     assert embedded_text("one two", None) == "one two"
-    huge = " " * 100_000 + "word"
-    assert len(embedded_text(huge, 4)) <= 64 * 4
+    huge = "start here " + "word " * 100_000 + "the end"
+    cut = embedded_text(huge, 4)
+    assert cut == "start here ... the end"
+    assert embedded_text(" " * 100_000 + "x", 4) == " ... x"
 
 
 def test_a_version_1_recipe_still_loads_and_reads_to_the_encoders_limit() -> None:

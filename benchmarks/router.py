@@ -21,8 +21,9 @@ Run: .venv/bin/python benchmarks/router.py [--trials 1000] [--quick] [--latency-
    exported policy adds to a request (``LearnedRouter.routes`` on the prepared call:
    request text, MiniLM embedding, length features, score), wall and CPU median and p95
    over a few hundred distinct prompts of mixed shape and length: the default recipe
-   (embedding of at most 48 word pieces: the request's start and end) beside the same router reading up
-   to MiniLM's own limit (the recipe before the cap), interleaved in the same run.
+   (embedding of at most 48 word pieces: the request's start and end) beside the same
+   router reading up to MiniLM's own limit (the recipe before the cap), interleaved in
+   the same run.
 """
 
 from __future__ import annotations
@@ -205,8 +206,8 @@ def _policy_entry(model: Any) -> dict[str, Any]:
 
 def runtime_latency_section(requests: int) -> None:
     """Median and p95 of the routing decision at runtime, through an exported policy: the
-    default recipe (embedding of at most 48 word pieces, start and end) beside the same router with no
-    cap (MiniLM's own 256), interleaved request by request in the same run."""
+    default recipe (embedding of at most 48 word pieces, start and end) beside the same
+    router with no cap (MiniLM's own 256), interleaved request by request in the same run."""
     import dataclasses
     import tempfile
 

@@ -107,7 +107,7 @@ def test_the_embedding_reads_a_long_requests_start_and_end_the_length_features_a
     )
     one = head + "The parcel arrived late and damaged. " * 40 + question
     cut = embedded_text(one, 48)
-    assert cut.startswith("user: Summarise this note") and cut.endswith(question)
+    assert cut.startswith("user: Summarise this note") and cut.endswith(question[-60:])
     assert " ... " in cut and len(cut) < len(one)
     # The middle differs, and the embedding does not see it...
     other = head + "Invoices are due on the first Monday of every month. " * 40 + question

@@ -33,16 +33,17 @@ The guarantee (Learn-then-Test; Angelopoulos et al. 2021) and what keeps it true
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from evalgate.routing import scorers
-from evalgate.routing.features import EMBEDDING_DIM, FeatureRecipe
+from evalgate.routing.features import FeatureRecipe
 from evalgate.routing.model import RouterModel
-from evalgate.routing.scorers import _newton, _one_blas_thread, _standardise
 
 MAX_CANDIDATES = 256
 L2_GRID = (1.0, 10.0, 100.0)
@@ -55,8 +56,69 @@ def small_loss(q_small: Any, q_large: Any) -> np.ndarray:
     return np.clip(large - small, 0.0, 1.0)
 
 
+@functools.cache
+def _blas_setters() -> tuple[Any, ...]:
+    from evalgate.embeddings import _openblas_thread_setters
+
+    return tuple(_openblas_thread_setters())
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """One BLAS thread for this thread's fits: the matrices are small (n x ~390), and
+    OpenBLAS's own threads stall on shared cores (measured 10-17x slower at load 10)."""
+    from evalgate.embeddings import _single_threaded_blas
+
+    with _single_threaded_blas(list(_blas_setters())):
+        yield
+
+
+def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[~(scale > 1e-9)] = 1.0  # a constant column carries no signal
+    return mean, scale
+
+
+def _newton(z: np.ndarray, y: np.ndarray, l2: float, iterations: int = 50) -> np.ndarray:
+    """L2-penalised logistic regression (intercept unpenalised) by Newton's method.
+
+    With fewer cases than features (a demo fold: ~88 cases, 390 features) the weights are
+    solved in an orthonormal basis of the cases' span and mapped back: at the optimum
+    ``l2 * w = -z.T @ (p - y)`` lies in that span, so this is the same model (to the
+    solver's tolerance) at a fraction of the cost (390 x 390 Hessians become ~88 x 88).
+    """
+    n, d = z.shape
+    if 0 < n < d and l2 > 0:
+        _, singular, vt = np.linalg.svd(z, full_matrices=False)
+        basis = vt[singular > 1e-10 * max(float(singular.max(initial=0.0)), 1e-300)].T
+        reduced = _newton_dense(z @ basis, y, l2, iterations)
+        return np.concatenate([basis @ reduced[:-1], reduced[-1:]])
+    return _newton_dense(z, y, l2, iterations)
+
+
+def _newton_dense(z: np.ndarray, y: np.ndarray, l2: float, iterations: int) -> np.ndarray:
+    n, d = z.shape
+    a = np.hstack([z, np.ones((n, 1))])
+    penalty = np.full(d + 1, l2)
+    penalty[-1] = 0.0
+    beta = np.zeros(d + 1)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(a @ beta, -50.0, 50.0)))
+        gradient = a.T @ (p - y) + penalty * beta
+        weights = p * (1.0 - p) + 1e-9
+        hessian = (a * weights[:, None]).T @ a + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hessian, gradient)
+        beta -= step
+        if np.max(np.abs(step)) < 1e-7:
+            break
+    return beta
+
+
 def _log_loss(beta: np.ndarray, z: np.ndarray, y: np.ndarray) -> float:
-    return scorers._log_loss(scorers._logit(beta, z), y)
+    p = 1.0 / (1.0 + np.exp(-np.clip(z @ beta[:-1] + beta[-1], -50.0, 50.0)))
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
 def fit_logistic(
@@ -185,10 +247,7 @@ def fit_router(
     order = np.random.default_rng(seed).permutation(n)
     n_fit = int(n * fit_share)
     fit, cal = order[:n_fit], order[n_fit:]
-    fitted = scorers.fit_score(
-        x[fit], labels[fit], embedded=EMBEDDING_DIM if recipe.embedding else 0, seed=seed
-    )
-    mean, scale, weights, bias = fitted.mean, fitted.scale, fitted.weights, fitted.bias
+    mean, scale, weights, bias = fit_logistic(x[fit], labels[fit], seed=seed)
     model = RouterModel(recipe, tuple(mean), tuple(scale), tuple(weights), bias, None)
     scores = model.score(x[cal]) if len(cal) else np.zeros(0)
     threshold, test = (None, None)
@@ -198,9 +257,6 @@ def fit_router(
     evidence = {
         "n_fit": len(fit),
         "n_calibration": len(cal),
-        "scorer": fitted.name,
-        "l2": fitted.l2,
-        "inner_log_loss": fitted.inner_log_loss,
         "max_loss": float(max_loss),
         "alpha": float(alpha),
         "method": test.method if test is not None else None,

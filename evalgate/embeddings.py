@@ -577,6 +577,23 @@ def _load(backend: str) -> Encoder:
     return encoder
 
 
+def fastest_encoder() -> Encoder:
+    """The MiniLM backend with the least CPU per single text: ONNX Runtime when installed
+    (same vectors as numpy, 30-45% less CPU), else ``get_encoder()``'s choice.
+
+    The runtime's one choice for a single request (semantic cache lookups, router
+    features): the vectors match numpy's to 2e-7, so thresholds and router weights
+    fitted with either backend hold."""
+    from evalgate.embeddings_onnx import onnx_available
+
+    if onnx_available():
+        try:
+            return get_encoder("onnx")
+        except Exception:  # ORT's errors subclass Exception directly; a
+            pass  # broken optional accelerator must cost speed, never a failed call
+    return get_encoder("auto")
+
+
 def similarity(a: str, b: str) -> float:
     """Cosine similarity of two texts' embeddings, in ``[-1, 1]``."""
     vectors = get_encoder().encode([a, b])

@@ -264,9 +264,9 @@ def feature_matrix(texts: Sequence[str], recipe: FeatureRecipe, encoder: Any = N
     parts = []
     if recipe.embedding:
         if encoder is None:
-            from evalgate.embeddings import get_encoder
+            from evalgate.embeddings import fastest_encoder
 
-            encoder = get_encoder()
+            encoder = fastest_encoder()
         cut = [embedded_text(t, recipe.max_word_pieces) for t in texts]
         vectors = np.asarray(encoder.encode(cut), dtype=np.float64)
         parts.append(vectors.reshape(len(texts), EMBEDDING_DIM))

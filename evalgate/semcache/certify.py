@@ -16,10 +16,11 @@ later request that lands on it is wrong together; and which request gets stored 
 the arrival order. Write the stream's wrong hits as S = sum_i L_i: the L_i of requests
 served by one entry are positively correlated, so Var(S) is far above the binomial
 n r (1 - r) that a per-request binomial test assumes (measured in the seeded simulation:
-1.9x to 4.1x at the thresholds it certifies), the binomial p-values are too small, and the
-certified threshold broke the bound in 15-24% of trials at alpha 0.1 (see
-``benchmarks/semantic_cache.py``). Cross-fitting by cluster does not change this: the
-calibration folds are still streams.
+2.0x to 4.2x at the thresholds it certifies), the binomial p-values are too small (they
+rejected a clearly unsafe threshold in 16-27% of trials at alpha 0.1), and the certified
+threshold broke the bound in 12-17% of 300 trials (``benchmarks/semantic_cache.py``, in
+four settings; README "Semantic cache"). Cross-fitting by cluster does not change this:
+the calibration folds are still streams.
 
 The fix: calibrate on entries. For each candidate threshold, the hits one entry serves
 form one *unit* (a miss cannot be a wrong hit); the p-value is the ``"clustered"`` one of
@@ -29,8 +30,8 @@ convolution, and never below the per-request binomial p-value. Its assumption, s
 plainly: whether a stored answer is bad for the requests it serves does not depend on how
 many it serves, and units are independent given which entry served whom (which depends on
 embeddings and order only, not on grades). The seeded simulation checks it, including
-near-misses that are popular (a big unit wholly wrong): the bound failed in at most about
-alpha of 200-300 trials in every setting measured. The price is hit rate: the threshold is
+near-misses that are popular (a big unit wholly wrong): the bound failed in 0.3-3% of 300
+trials at alpha 0.1 in every setting measured. The price is hit rate: the threshold is
 stricter than the per-request test's, which was not valid. ``calibrate(units="requests")``
 keeps the old test for that comparison only.
 

@@ -25,8 +25,10 @@ P-values (valid for any loss distribution on [0, 1] with i.i.d. samples):
   independent, and each is wholly lost with a common probability q; under "mean loss per
   sample > bound", q > bound * n / (samples in units), and the exact p-value is
   P(sum_u w_u B_u <= losses) with B_u ~ Bernoulli(q) i.i.d. and w_u the unit sizes (a
-  convolution). Losing a unit wholly is the extreme of dependence inside it, so partial
-  losses in a unit only make the test more conservative. The p-value returned is the
+  convolution). Losing a unit wholly is the extreme of dependence inside it (the most
+  spread of all losses in [0, w_u] with that mean, in the convex order); partial losses
+  spread less, and made the test more conservative, not less, in the semantic cache's
+  seeded simulation (a heuristic, not a proof). The p-value returned is the
   larger of that and the binomial one (each valid under its own assumption, so the larger
   is valid under either: with singleton units or few samples in units it never falls
   below the per-sample test).

@@ -146,22 +146,35 @@ def calibrate(
     mask = np.ones(replay.n, dtype=bool) if only is None else np.asarray(only, dtype=bool)
     if not mask.any():
         return None, None
+
+    def p_value_of(losses: np.ndarray, served_from: np.ndarray) -> float:
+        one = learn_then_test(
+            losses[None, :],
+            bound=max_wrong_hit,
+            alpha=alpha,
+            units=served_from[None, :] if units == "entries" else None,
+        )
+        return one.p_values[0]
+
     rows: list[np.ndarray] = []
     labels: list[np.ndarray] = []
-    result = None
     for threshold in grid:
         run = replay.run(threshold, only=mask)
         rows.append(run.wrong_hit[mask])
         # A hit's unit is the entry that served it; a miss cannot be a wrong hit (-1).
         labels.append(run.served_from[mask])
-        if units == "entries":
-            result = learn_then_test(
-                np.vstack(rows), bound=max_wrong_hit, alpha=alpha, units=np.vstack(labels)
-            )
-        else:
-            result = learn_then_test(np.vstack(rows), bound=max_wrong_hit, alpha=alpha)
-        if result.n_certified < len(rows):
+        # The newest candidate alone: the walk stops at the first one not rejected.
+        if not p_value_of(rows[-1], labels[-1]) <= alpha:
             break
+    result = None
+    if rows:
+        matrix = np.vstack(rows)
+        result = learn_then_test(
+            matrix,
+            bound=max_wrong_hit,
+            alpha=alpha,
+            units=np.vstack(labels) if units == "entries" else None,
+        )
     chosen = result.chosen if result is not None else None
     return (float(grid[chosen]) if chosen is not None else None), result
 

@@ -120,14 +120,21 @@ def clustered_p_value(n_losses: int, unit_sizes: Sequence[int], n: int, bound: f
         # Even if every unit were lost the mean would not exceed the bound in this draw:
         # only the per-sample test speaks.
         return per_sample
-    # dist[s] = P(sum of the units' losses == s), for s <= n_losses only.
-    dist = np.zeros(int(n_losses) + 1)
+    from scipy.stats import binom
+
+    # dist[s] = P(sum of the units' losses == s), for s <= n_losses only. Units of one size
+    # w are added at once: k of c lost, k ~ Binomial(c, q), adds k * w.
+    top = int(n_losses)
+    dist = np.zeros(top + 1)
     dist[0] = 1.0
-    for w in sizes:
-        lost = np.zeros_like(dist)
-        if w <= n_losses:
-            lost[w:] = dist[: len(dist) - w]
-        dist = (1 - q) * dist + q * lost
+    for w, c in zip(*np.unique(sizes, return_counts=True), strict=True):
+        ks = np.arange(min(int(c), top // int(w)) + 1)
+        pmf = binom.pmf(ks, int(c), q)
+        new = np.zeros_like(dist)
+        for k, weight in zip(ks, pmf, strict=True):
+            shift = int(k * w)
+            new[shift:] += weight * dist[: top + 1 - shift]
+        dist = new
     return float(max(per_sample, min(1.0, dist.sum())))
 
 

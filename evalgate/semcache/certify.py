@@ -136,8 +136,8 @@ def calibrate(
 
     Replays stop at the first candidate whose p-value exceeds alpha: fixed-sequence
     testing never looks further, so neither do the (costly, grader-calling) replays.
-    ``units`` (keyword, added after the first release; default "entries"): see
-    :data:`CALIBRATION_UNITS`.
+    ``units`` (keyword, added after the first release; default "entries", the sound
+    test): see :data:`CALIBRATION_UNITS`.
     """
     from evalgate.stats.ltt import learn_then_test
 
@@ -147,15 +147,6 @@ def calibrate(
     if not mask.any():
         return None, None
 
-    def p_value_of(losses: np.ndarray, served_from: np.ndarray) -> float:
-        one = learn_then_test(
-            losses[None, :],
-            bound=max_wrong_hit,
-            alpha=alpha,
-            units=served_from[None, :] if units == "entries" else None,
-        )
-        return one.p_values[0]
-
     rows: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     for threshold in grid:
@@ -164,7 +155,7 @@ def calibrate(
         # A hit's unit is the entry that served it; a miss cannot be a wrong hit (-1).
         labels.append(run.served_from[mask])
         # The newest candidate alone: the walk stops at the first one not rejected.
-        if not p_value_of(rows[-1], labels[-1]) <= alpha:
+        if not _p_value(rows[-1], labels[-1], max_wrong_hit, units) <= alpha:
             break
     result = None
     if rows:
@@ -186,13 +177,17 @@ def p_value(run: ReplayRun, *, max_wrong_hit: float, units: str = "entries") -> 
     simulation uses it to check that a clearly unsafe threshold is rejected at most alpha
     of the time.
     """
-    from evalgate.stats.ltt import learn_then_test
-
     if units not in CALIBRATION_UNITS:
         raise ValueError(f"units must be one of {', '.join(CALIBRATION_UNITS)} (got {units!r})")
-    labels = run.served_from[None, :] if units == "entries" else None
-    test = learn_then_test(run.wrong_hit[None, :], bound=max_wrong_hit, alpha=0.5, units=labels)
-    return test.p_values[0]
+    return _p_value(run.wrong_hit, run.served_from, max_wrong_hit, units)
+
+
+def _p_value(losses: np.ndarray, served_from: np.ndarray, bound: float, units: str) -> float:
+    from evalgate.stats.ltt import learn_then_test
+
+    labels = served_from[None, :] if units == "entries" else None
+    # alpha does not enter a p-value; any level in (0, 1) will do.
+    return learn_then_test(losses[None, :], bound=bound, alpha=0.5, units=labels).p_values[0]
 
 
 def fold_labels(groups: Sequence[Any], k: int, seed: int) -> np.ndarray:

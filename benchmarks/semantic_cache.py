@@ -1,11 +1,15 @@
 """The certified semantic cache: guarantee on seeded simulations, and runtime lookup latency.
 
-Run: .venv/bin/python benchmarks/semantic_cache.py [--trials 100] [--quick] [--entries 100000]
+Run: .venv/bin/python benchmarks/semantic_cache.py [--trials 300] [--fresh 400] [--quick]
+     [--entries 100000] [--only-simulation | --skip-simulation]
 
-1. Guarantee (``evalgate.semcache.simulate``): streams drawn from one population of
-   intents with near-miss siblings; per seed, the share of trials whose certified
-   threshold's true wrong-hit rate exceeds the bound (target <= alpha), the mean certified
-   threshold, its true risk and hit rate, and a fixed 0.80 threshold's true risk.
+1. Guarantee (``evalgate.semcache.simulate.compare``): streams drawn from one population
+   of intents with near-miss siblings, in several settings; per setting, for the
+   per-request binomial test (the earlier certifier) and the per-entry test (the certifier
+   now) on the same streams: the share of trials whose certified threshold's true
+   wrong-hit rate exceeds the bound (target <= alpha) with its Monte Carlo error, the
+   mean certified threshold, its true risk and hit rate, how overdispersed the wrong hits
+   are, and a fixed 0.80 threshold's true risk.
 2. Near-misses (real MiniLM): similarity of a paraphrase and of near-misses (a number
    changed, a negation added, an entity swapped) to the original question; the share that
    fixed thresholds would serve, and the share the guard blocks.
@@ -28,26 +32,61 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evalgate.semcache.simulate import simulate
+from evalgate.semcache.simulate import compare
 
-ALPHA = 0.1
-BOUND = 0.05
+# Settings of the seeded simulation: the default population, then one change each
+# (near-misses drive the wrong hits; near-misses as popular as the intents they mimic;
+# a steeper popularity, so bigger bursts; a tighter bound at a smaller alpha).
+SETTINGS: tuple[tuple[str, dict[str, float | bool]], ...] = (
+    ("default (p_pass 0.9)", {}),
+    ("p_pass 0.97", {"p_pass": 0.97}),
+    ("popular siblings", {"popular_siblings": True}),
+    ("zipf 1.1", {"zipf": 1.1}),
+    ("bound 0.02, alpha 0.05", {"max_wrong_hit": 0.02, "alpha": 0.05}),
+)
 
 
-def guarantee_section(trials: int, n: int) -> None:
-    print(f"Certified threshold validity (max_wrong_hit={BOUND}, alpha={ALPHA}, n={n})")
+def guarantee_section(trials: int, n: int, fresh: int) -> None:
+    """Violation rate of the certified threshold, per setting, for both calibration tests.
+
+    Both tests run on the same streams and the same truth: "requests" is the per-request
+    binomial test (the earlier certifier), "entries" counts the hits one stored answer
+    serves as one unit (the certifier now). Columns: the violation rate +- its Monte Carlo
+    standard error over the trials, and in brackets the rates counting only certain
+    violations (true risk - 2 se > bound) and all possible ones (+ 2 se), since the truth
+    is itself estimated on the fresh streams; trials certifying nothing; the mean certified
+    threshold, its true risk and hit rate; "disp.", Var(wrong hits per stream) over the
+    binomial variance at the test's most chosen threshold (1: independent requests); and
+    "reject unsafe", the share of trials whose p-value alone rejects the strictest grid
+    threshold that is clearly unsafe (must be <= alpha for a valid p-value).
+    """
+    print(f"Certified threshold validity (n={n}; {trials} trials a setting; {fresh} streams)")
     print(
-        f"{'seed':>5} {'trials':>7} {'violation rate':>15} {'none':>5} {'threshold':>10} "
-        f"{'true risk':>10} {'hit rate':>9} {'fixed 0.80 risk':>16} {'s':>6}"
+        f"{'test':>8} {'alpha':>5} {'violation rate [sure, possible]':>32} {'none':>4} "
+        f"{'thresh':>6} {'true risk':>9} {'hit rate':>8} {'disp.':>5} {'reject unsafe':>13}"
     )
-    for seed in range(3):
+    for seed, (label, setting) in enumerate(SETTINGS):
         start = time.perf_counter()
-        s = simulate(n=n, max_wrong_hit=BOUND, alpha=ALPHA, trials=trials, seed=seed)
-        print(
-            f"{seed:>5} {s.trials:>7} {s.violation_rate:>15.3f} {s.none_certified:>5} "
-            f"{s.mean_threshold:>10.3f} {s.mean_true_risk:>10.4f} {s.mean_hit_rate:>9.3f} "
-            f"{s.fixed_080_risk:>16.4f} {time.perf_counter() - start:>6.1f}"
+        kwargs: dict = {"max_wrong_hit": 0.05, "alpha": 0.1, **setting}
+        results = compare(
+            units=("requests", "entries"), n=n, trials=trials, fresh=fresh, seed=seed, **kwargs
         )
+        first = results[0]
+        print(
+            f"-- {label} (seed {seed}, bound {kwargs['max_wrong_hit']}): fixed 0.80 true risk "
+            f"{first.fixed_080_risk:.4f}; clearly unsafe probe {first.probe_threshold:.2f} "
+            f"(true risk {first.probe_risk:.4f}); {time.perf_counter() - start:.0f} s"
+        )
+        for s in results:
+            rate = (
+                f"{s.violation_rate:.3f} +- {s.violation_se:.3f} "
+                f"[{s.violation_rate_sure:.3f}, {s.violation_rate_possible:.3f}]"
+            )
+            print(
+                f"{s.units:>8} {kwargs['alpha']:>5} {rate:>32} {s.none_certified:>4} "
+                f"{s.mean_threshold:>6.3f} {s.mean_true_risk:>9.4f} {s.mean_hit_rate:>8.3f} "
+                f"{s.dispersion:>5.2f} {s.probe_rejection:>13.3f}"
+            )
 
 
 # (question, paraphrase, near-misses: number changed, negation added, entity swapped).
@@ -364,7 +403,8 @@ def _measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--trials", type=int, default=300)
+    parser.add_argument("--fresh", type=int, default=400)
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument(
         "--entries", type=int, nargs="+", default=[1_000, 10_000, 100_000], help="store sizes"
@@ -374,10 +414,13 @@ def main() -> None:
     parser.add_argument("--skip-near-miss", action="store_true")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-simulation", action="store_true")
+    parser.add_argument("--only-simulation", action="store_true")
     args = parser.parse_args()
     trials = 20 if args.quick else args.trials
     if not args.skip_simulation:
-        guarantee_section(trials, args.n)
+        guarantee_section(trials, args.n, 50 if args.quick else args.fresh)
+    if args.only_simulation:
+        return
     if not args.skip_near_miss:
         near_miss_section()
     lookup_section(args.entries, args.backends, args.lookups)

@@ -12,7 +12,7 @@ script reads the same names from the embedded ``fields`` list, so the two cannot
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 ROW_FIELDS = (
@@ -65,6 +65,16 @@ def _seq(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else []
 
 
+def _rows(suite: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """The suite's case rows, read as a stream: the writer's rows are made as iterated
+    (report.tables.CaseRows), so listing them first would hold a dict per item."""
+    cases = suite.get("cases")
+    if isinstance(cases, list | tuple):
+        for row in cases:
+            if isinstance(row, Mapping):
+                yield row
+
+
 def _messages(value: Any) -> list[dict[str, str]] | None:
     if not isinstance(value, list | tuple):
         return None
@@ -91,8 +101,7 @@ def _repeat(row: list[Any]) -> float:
 def _suite_data(name: str, suite: Mapping[str, Any]) -> dict[str, Any]:
     listed = suite.get("configs")
     configs = [str(c) for c in listed] if isinstance(listed, Mapping) else []
-    rows = [r for r in _seq(suite.get("cases")) if isinstance(r, Mapping)]
-    for row in rows:
+    for row in _rows(suite):
         config = str(row.get("config_id"))
         if config not in configs:
             configs.append(config)
@@ -100,7 +109,7 @@ def _suite_data(name: str, suite: Mapping[str, Any]) -> dict[str, Any]:
     case_index: dict[str, int] = {}
     expected: list[str] = []
     grid: list[list[list[list[Any]] | None]] = []
-    for row in rows:
+    for row in _rows(suite):
         case = str(row.get("case_id"))
         i = case_index.get(case)
         if i is None:

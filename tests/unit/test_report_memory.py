@@ -163,3 +163,50 @@ def test_the_statistics_peak_does_not_grow_with_the_bootstrap_blocks() -> None:
     peak_large = _peak_mib(lambda: analyze_suite(large, **kwargs))
     per_row_kib = (peak_large - peak_small) * 1024 / (len(large) - len(small))
     assert per_row_kib < 1.0, (peak_small, peak_large)
+
+
+class _Row(dict):  # type: ignore[type-arg]
+    """A case row that counts how many rows are alive at once."""
+
+    alive = 0
+    most = 0
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        _Row.alive += 1
+        _Row.most = max(_Row.most, _Row.alive)
+
+    def __del__(self) -> None:
+        _Row.alive -= 1
+
+
+class _StreamedRows(list):  # type: ignore[type-arg]
+    """Rows made as iterated, as report.tables.CaseRows makes them for the writer."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self._rows = rows
+
+    def __iter__(self) -> Any:
+        for row in self._rows:
+            yield _Row(row)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def test_the_html_page_reads_the_case_rows_one_at_a_time() -> None:
+    # evalgate.json's case rows are made as they are read (CaseRows): a page that listed
+    # them all first (drill-down, case count, costs, features) held a dict per item.
+    from evalgate.report.html_data import drilldown_data
+    from evalgate.report.html_view import build_view
+    from evalgate.report.summary import build_report
+
+    results = _results(200)
+    document = build_report(results, run_id="r", baselines={"support-answers": "base"})
+    rows = document["suites"]["support-answers"]["cases"]
+    expected = (drilldown_data(document), build_view(document))
+    document["suites"]["support-answers"]["cases"] = _StreamedRows(rows)
+    _Row.alive = _Row.most = 0
+    assert (drilldown_data(document), build_view(document)) == expected
+    assert _Row.most <= 2

@@ -87,6 +87,11 @@ def current_results(
             stale += 1
         else:
             kept.append(result)
+    return kept, ignored_note(gone, stale, stats)
+
+
+def ignored_note(gone: int, stale: int, stats: ReadStats | None) -> str | None:
+    """The one line on stored results the report leaves out (None when none is)."""
     reasons = []
     if gone:
         reasons.append(f"{gone} for items the current suites do not define (removed or renamed)")
@@ -98,6 +103,6 @@ def current_results(
     if torn:
         reasons.append(f"{torn} torn line(s) cut short by an interrupted writer")
     if not reasons:
-        return kept, None
+        return None
     ignored = gone + stale + torn + (stats.unreadable if stats else 0)
-    return kept, f"evalgate: {ignored} stored result(s) ignored: " + "; ".join(reasons)
+    return f"evalgate: {ignored} stored result(s) ignored: " + "; ".join(reasons)

@@ -101,26 +101,33 @@ def _repeat(row: list[Any]) -> float:
 def _suite_data(name: str, suite: Mapping[str, Any]) -> dict[str, Any]:
     listed = suite.get("configs")
     configs = [str(c) for c in listed] if isinstance(listed, Mapping) else []
-    for row in _rows(suite):
-        config = str(row.get("config_id"))
-        if config not in configs:
-            configs.append(config)
     column = {c: j for j, c in enumerate(configs)}
     case_index: dict[str, int] = {}
     expected: list[str] = []
     grid: list[list[list[list[Any]] | None]] = []
+    # One pass (the rows are read back from the run's file for each): a config the
+    # document does not list gets the next column, and shorter grid rows are padded.
     for row in _rows(suite):
+        config = str(row.get("config_id"))
+        j = column.get(config)
+        if j is None:
+            j = column[config] = len(configs)
+            configs.append(config)
         case = str(row.get("case_id"))
         i = case_index.get(case)
         if i is None:
             i = case_index[case] = len(grid)
             grid.append([None] * len(configs))
             expected.append(str(row.get("expected") or ""))
-        cell = grid[i][column[str(row.get("config_id"))]]
+        cells = grid[i]
+        if j >= len(cells):
+            cells.extend([None] * (j + 1 - len(cells)))
+        cell = cells[j]
         if cell is None:
-            cell = grid[i][column[str(row.get("config_id"))]] = []
+            cell = cells[j] = []
         cell.append(_row(row))
     for cells in grid:
+        cells.extend([None] * (len(configs) - len(cells)))
         for cell in cells:
             if cell:
                 cell.sort(key=_repeat)

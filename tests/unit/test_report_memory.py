@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,203 @@ def test_the_html_page_reads_the_case_rows_one_at_a_time() -> None:
     _Row.alive = _Row.most = 0
     assert (drilldown_data(document), build_view(document)) == expected
     assert _Row.most <= 2
+
+
+DERIVED_SUITE = """\
+suite: derived
+tiers:
+  t: {model: "openai/fake", price: {input_per_mtok: 1, output_per_mtok: 20}}
+prompt:
+  - {role: user, content: "{{ question }}"}
+assert:
+  - {type: contains, value: "{{ answer }}"}
+configs:
+  - {id: large, tier: t, max_tokens: 50}
+  - {id: small, tier: t, max_tokens: 3}
+  - {id: routed, router: {small: small, large: large, max_loss: 0.1, alpha: 0.1}}
+  - id: cascade
+    cascade: {first: small, then: large, accept: [{type: regex, pattern: "^echo: v[0-9]+$"}]}
+baseline: large
+cases:
+"""
+
+
+def _derived_results(suite: Any, n: int) -> list[CaseResult]:
+    out = []
+    for i in range(n):
+        for config, ok in (("large", True), ("small", i % 2 == 0)):
+            answer = f"v{i * 7}"
+            text = f"echo: {answer}" if ok else "echo: please tell"
+            out.append(
+                CaseResult(
+                    item_key=f"derived::q{i}[{config}]",
+                    run_id="r1",
+                    suite="derived",
+                    feature="derived",
+                    suite_hash=suite.suite_hash,
+                    case_id=f"q{i}",
+                    config_id=config,
+                    repeat=0,
+                    group=None,
+                    tier="t",
+                    model="openai/fake",
+                    must_pass=False,
+                    call=CallResult(
+                        output=text,
+                        input_tokens=5 + i % 2 * 10,
+                        output_tokens=3,
+                        cost_usd=1e-6 * (2 if config == "large" else 1),
+                        latency_ms=10.0 + i,
+                    ),
+                    grades=(GradeResult("contains", float(ok), ok, "found" if ok else "missed"),),
+                    score=float(ok),
+                    passed=ok,
+                    expected=f"contains(value={answer!r})",
+                )
+            )
+    return out
+
+
+def _reference_report(paths: Any, suites: dict[str, Any]) -> tuple[str, str, str]:
+    """evalgate.json, summary.md and the HTML page as the writer made them while it held
+    every result in memory (from the same building blocks): the streamed writer must
+    produce the same bytes."""
+    from evalgate.derived import derive_results
+    from evalgate.report.gate import GateSettings, analyze_run
+    from evalgate.report.html import render_html
+    from evalgate.report.inputs import suite_inputs
+    from evalgate.report.markdown import render_summary
+    from evalgate.report.settings import suite_settings
+    from evalgate.report.summary import build_report
+    from evalgate.results import ReadStats, latest_by_item, read_results
+    from evalgate.resume import current_results
+
+    stats = ReadStats()
+    current, note = current_results(
+        latest_by_item(read_results(paths.results, stats)), suites, stats
+    )
+    current, derivations = derive_results(suites, current)
+    gate = analyze_run(current, suites, GateSettings())
+    document = build_report(
+        current,
+        run_id=paths.run_id,
+        baselines={name: suite.baseline for name, suite in suites.items()},
+        config_orders={name: [c.id for c in suite.configs] for name, suite in suites.items()},
+        extra={name: {"stats": section} for name, section in gate.sections.items()},
+    )
+    for name, section in document["suites"].items():
+        section["settings"] = suite_settings(suites[name])
+        section["inputs"] = suite_inputs(suites[name], {r["case_id"] for r in section["cases"]})
+        if derivations.get(name):
+            section["derivations"] = derivations[name]
+            document.setdefault("notes", []).extend(
+                f"{name}: {record['line']}" for record in derivations[name].values()
+            )
+    document["gate"] = {"blocked": bool(gate.blocking), "reasons": gate.blocking, "notes": []}
+    if note:
+        document.setdefault("notes", []).append(note)
+    text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    return text, render_summary(document), render_html(document)
+
+
+def test_the_streamed_writer_writes_what_the_in_memory_one_did(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A resumed run's file: superseded, stale, removed, unreadable and torn lines, a
+    # suite of six configs (errors, cache hits, unknown costs) and one whose routed and
+    # cascade configs are composed when the report is written.
+    import time
+
+    from evalgate.report.gate import GateSettings
+    from evalgate.report.write import write_run_report
+    from evalgate.results import ResultsWriter
+    from evalgate.runs import RunPaths
+    from evalgate.suite.loader import load_suite
+    from evalgate.testing.report_data import synthetic_results, synthetic_suite
+
+    fixed = time.struct_time((2026, 12, 4, 6, 0, 0, 4, 338, 0))
+    monkeypatch.setattr(time, "gmtime", lambda *_: fixed)
+    synthetic = synthetic_suite(110)
+    rows = "".join(
+        f'  - {{id: q{i}, vars: {{question: "q {i}", answer: "v{i * 7}"}}}}\n' for i in range(40)
+    )
+    (tmp_path / "derived.yaml").write_text(DERIVED_SUITE + rows)
+    derived = load_suite(tmp_path / "derived.yaml")
+    suites = {synthetic.name: synthetic, derived.name: derived}
+    paths = RunPaths(tmp_path / "reports", "run-1")
+    measured = synthetic_results(synthetic, seed=4) + _derived_results(derived, 40)
+    old = dataclasses.replace(measured[7], suite_hash="earlier", score=0.0, passed=False)
+    removed = dataclasses.replace(measured[0], config_id="gone-config")
+    stale = dataclasses.replace(measured[-1], suite_hash="earlier")
+    writer = ResultsWriter(paths.results)
+    for result in [old, removed, *measured[::-1], measured[7], stale]:
+        writer.append(result)  # reversed: first appearances are not the suites' order
+    writer.close()
+    with paths.results.open("ab") as fh:
+        fh.write(b'"another shape"\n{"item_key": "torn')
+
+    written = write_run_report(paths, suites, GateSettings())
+    expected_json, expected_md, expected_html = _reference_report(paths, suites)
+    assert written.ignored_note and "stored result(s) ignored" in written.ignored_note
+    assert paths.report_json.read_text(encoding="utf-8") == expected_json
+    assert (paths.run_dir / "evalgate.json").read_text(encoding="utf-8") == expected_json
+    assert paths.summary_md.read_text(encoding="utf-8") == expected_md
+    html = (paths.reports / "evalgate.html").read_text(encoding="utf-8")
+    assert html == expected_html
+    assert '"derivations"' in expected_json and '"cascade"' in expected_json
+
+
+def _held_at_statistics(tmp_path: Path, n_cases: int) -> int:
+    """Traced memory the report writer holds when the statistics start (bytes)."""
+    import gc
+    import tracemalloc
+
+    import evalgate.stats as stats
+    from evalgate.report.gate import GateSettings
+    from evalgate.report.write import write_run_report
+    from evalgate.results import ResultsWriter
+    from evalgate.runs import RunPaths
+    from evalgate.testing.report_data import SyntheticConfig, synthetic_results, synthetic_suite
+
+    configs = (SyntheticConfig("large"), SyntheticConfig("small", tier="small", quality=0.85))
+    suite = synthetic_suite(n_cases, configs)
+    paths = RunPaths(tmp_path / f"reports-{n_cases}", "r")
+    writer = ResultsWriter(paths.results)
+    for result in synthetic_results(suite, configs):
+        writer.append(result)
+    writer.close()
+    held: list[int] = []
+    analyze = stats.analyze_suite
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        held.append(tracemalloc.get_traced_memory()[0])
+        if n_cases > 20:
+            raise _Measured  # the rest of the report is not what is measured here
+        return analyze(*args, **kwargs)
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(stats, "analyze_suite", spy)
+            try:
+                write_run_report(paths, {suite.name: suite}, GateSettings())
+            except _Measured:
+                pass
+    finally:
+        tracemalloc.stop()
+    return held[0]
+
+
+class _Measured(BaseException):
+    """Ends the writer once measured (not an Exception: the writer keeps going on those)."""
+
+
+def test_the_report_writer_holds_no_result_object_per_item(tmp_path: Path) -> None:
+    # The writer reads each suite's results back from results.jsonl for each use; what
+    # it holds per item while the statistics run is an offset and the suite's columns,
+    # not the run's results (a CaseResult with its call and grades is ~1.1 KiB).
+    _held_at_statistics(tmp_path, 20)  # imports and caches outside the measurement
+    small, large = _held_at_statistics(tmp_path, 300), _held_at_statistics(tmp_path, 1200)
+    per_item_kib = (large - small) / 1024 / (2 * (1200 - 300))
+    assert per_item_kib < 0.4, per_item_kib

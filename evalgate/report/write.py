@@ -46,6 +46,7 @@ def write_run_report(
     reason. ``shard_note`` marks a shard's partial run: its figures are written, its gate
     is not applied (the merged shards are gated).
     """
+    from evalgate.report.heap import release_freed_memory
     from evalgate.report.stored import composed_rows, index_current, suite_rows
     from evalgate.report.summary import build_suites_report, copy_atomic, write_json
     from evalgate.results import ReadStats
@@ -88,6 +89,8 @@ def write_run_report(
         gate = RunGate(blocking=[f"statistics failed ({type(exc).__name__}: {exc})"])
     if baseline_error:
         gate.blocking.append(baseline_error)
+    # The statistics' freed blocks, returned before the rest of the report grows on top.
+    release_freed_memory()
     document = build_suites_report(
         by_suite,
         run_id=paths.run_id,
@@ -99,6 +102,7 @@ def write_run_report(
     # The document's case rows are read back from the files as they are written (see
     # report.tables.CaseRows and report.stored.StoredRows): no result is held.
     del by_suite
+    release_freed_memory()  # the figures' columns, before the page is built
     from evalgate.report.inputs import suite_inputs
     from evalgate.report.settings import suite_settings
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -454,3 +455,28 @@ def test_the_statistics_freed_blocks_go_back_to_the_system() -> None:
     if released != "True":
         pytest.skip("no malloc_trim here (not glibc): nothing to hand back")
     assert float(freed_mib) > 8, freed_mib
+
+
+def test_the_drilldown_text_is_the_data_encoded_without_the_rows_as_objects() -> None:
+    # The page's drill-down JSON is made row by row (each row encoded as read); it must
+    # be the text of the whole data encoded at once, hostile strings and repeats included.
+    from evalgate.report.html import embed_json
+    from evalgate.report.html_data import drilldown_data, drilldown_json
+    from evalgate.testing.report_data import (
+        DEFAULT_CONFIGS,
+        SyntheticConfig,
+        synthetic_document,
+    )
+
+    configs = (*DEFAULT_CONFIGS, SyntheticConfig("small-r3", tier="small", repeats=3))
+    document = synthetic_document(cases=400, configs=configs, hostile=True)
+    rows = document["suites"]["synthetic"]["cases"]
+    rows[0]["latency_ms"] = math.nan
+    rows[1]["output"] = '"</script><!-- \u2028 ✓'
+    rows.append({"case_id": "extra", "config_id": "not-listed", "repeat": 1})
+    rows.append({"case_id": "extra", "config_id": "not-listed", "repeat": 0})
+    expected = embed_json(drilldown_data(document))
+    assert drilldown_json(document) == expected
+    peak_whole = _peak_mib(lambda: embed_json(drilldown_data(document)))
+    peak_rows = _peak_mib(lambda: drilldown_json(document))
+    assert peak_rows < 0.7 * peak_whole, (peak_rows, peak_whole)

@@ -14,7 +14,6 @@ hash), and in the same order (an item's first appearance in the file).
 
 from __future__ import annotations
 
-import bisect
 import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -104,53 +103,14 @@ class CurrentIndex:
     ignored_note: str | None
 
 
-class _Items:
-    """Every item the current suites define, as a position in flat arrays."""
-
-    def __init__(self, suites: Mapping[str, Suite]) -> None:
-        # suite -> (first position, case index, config -> (slot, repeats), slots per case)
-        self.layout: dict[str, tuple[int, dict[str, int], dict[str, tuple[int, int]], int]] = {}
-        size = 0
-        for name, suite in suites.items():
-            configs: dict[str, tuple[int, int]] = {}
-            slots = 0
-            for config in suite.configs:
-                configs[config.id] = (slots, config.repeats)
-                slots += config.repeats
-            cases = {case.id: i for i, case in enumerate(suite.cases)}
-            self.layout[name] = (size, cases, configs, slots)
-            size += len(cases) * slots
-        self.size = size
-        self._names = list(self.layout)
-        self._starts = [self.layout[name][0] for name in self._names]
-
-    def position(self, key: ItemKey) -> int | None:
-        """The item's position, or None when the current suites do not define it."""
-        layout = self.layout.get(key.suite)
-        if layout is None:
-            return None
-        start, cases, configs, slots = layout
-        case, config = cases.get(key.case), configs.get(key.config)
-        if case is None or config is None:
-            return None
-        slot, repeats = config
-        if key.repeat not in range(repeats):  # as resume's set of defined keys compares
-            return None
-        return start + case * slots + slot + int(key.repeat)
-
-    def suite_of(self, position: int) -> str:
-        """The suite whose items hold ``position`` (suites own consecutive ranges)."""
-        return self._names[bisect.bisect_right(self._starts, position) - 1]
-
-
 def index_current(
     path: Path, suites: Mapping[str, Suite], stats: ReadStats | None = None
 ) -> CurrentIndex:
     """Reads ``path`` once: the current results' offsets per suite, and the note on the
     stored results left out (:func:`evalgate.resume.ignored_note`)."""
-    from evalgate.resume import ignored_note
+    from evalgate.resume import DefinedItems, ignored_note
 
-    items = _Items(suites)
+    items = DefinedItems(suites)
     latest = array("q", [-1]) * items.size  # offset of the item's latest line
     first = array("q", [0]) * items.size  # when the item first appeared (its order)
     current = bytearray(items.size)  # 1: the latest line has the current suite hash

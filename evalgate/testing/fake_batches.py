@@ -9,6 +9,7 @@ Served by :mod:`evalgate.testing.fake_openai` under ``/v1/files`` and ``/v1/batc
 - ``GET /v1/batches/{id}``: ``in_progress`` until its turnaround has passed, then
   ``completed`` (or ``expired`` / ``failed`` as injected), with ``output_file_id`` and
   ``error_file_id``;
+- ``GET /v1/batches?limit=N&after=ID``: the batches, newest first (with ``metadata``);
 - ``POST /v1/batches/{id}/cancel``: ``cancelled``.
 
 Each request line is answered by the same function that answers an online, non-streamed
@@ -244,6 +245,27 @@ class BatchService:
             elif batch.status == "in_progress" and time.time() >= batch.due:
                 self._finish(batch)
             return batch.as_json()
+
+    def list(self, query: str) -> dict[str, Any]:
+        """``GET /v1/batches?limit=N&after=ID``: newest first, as OpenAI lists them."""
+        params = dict(parse_qsl(query))
+        try:
+            limit = min(100, max(1, int(params.get("limit", "20"))))
+        except ValueError:
+            raise BatchError(400, f"'limit' must be an integer, got {params['limit']!r}") from None
+        with self._lock:
+            ordered = sorted(self._batches.values(), key=lambda b: b.id, reverse=True)
+            after = params.get("after")
+            if after:
+                ordered = [b for b in ordered if b.id < after]
+            page = [b.as_json() for b in ordered[:limit]]
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(ordered) > limit,
+        }
 
     def cancel(self, batch_id: str) -> dict[str, Any]:
         batch = self._get(batch_id)

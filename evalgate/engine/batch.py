@@ -34,7 +34,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -404,7 +404,14 @@ class BatchQueue:
     which a multipart upload must not carry.
     """
 
-    def __init__(self, store: BatchStore | None, settings: BatchSettings | None = None) -> None:
+    def __init__(
+        self,
+        store: BatchStore | None,
+        settings: BatchSettings | None = None,
+        batch_base: Callable[[str], str] | None = None,
+    ) -> None:
+        # A chat endpoint's base URL -> where its batches go (a local model's batch proxy).
+        self._batch_base = batch_base or (lambda base: base)
         self._sessions: dict[tuple[str, str | None], aiohttp.ClientSession] = {}
         self._store = store
         self.settings = settings or BatchSettings()
@@ -450,7 +457,7 @@ class BatchQueue:
             if first:
                 self._spawn(self._recover(stored, target), recovering)
             return await future
-        group_key = (_base_url(target), target.model)
+        group_key = (self._batch_base(_base_url(target)), target.model)
         group = self._groups.setdefault(group_key, _Group())
         queued = group.waiting.get(key)
         if queued is None:
@@ -515,7 +522,7 @@ class BatchQueue:
     def _client(self, target: NativeTarget, base_url: str | None = None) -> _Client:
         import aiohttp
 
-        base = base_url or _base_url(target)
+        base = base_url or self._batch_base(_base_url(target))
         session = self._sessions.get((base, target.api_key))
         if session is None or session.closed:
             headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}

@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ctx", type=int, default=8192)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--parent-pid", type=int, default=os.getppid())
+    # The Files/Batches endpoints for this model (llama.cpp has none): see batch_local.
+    parser.add_argument("--batch-port", type=int, default=0)
     args = parser.parse_args(argv)
     # Block the stop signals in every thread (the server's threads inherit the mask) so
     # sigwait below receives them and we exit in one place.
@@ -71,6 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     # it holds from the previous request (the shared system prompt), as any server would.
     params.cache_ram_mib = 0
     server = xllamacpp.Server(params)  # serves in its own threads
+    if args.batch_port:
+        from evalgate.engine.batch_local import LocalBatchServer
+
+        chat_url = f"http://127.0.0.1:{args.port}/v1/chat/completions"
+        LocalBatchServer(chat_url, args.batch_port, args.parallel).start()
     print(f"evalgate-llama-server ready port={args.port}", flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     del server

@@ -64,11 +64,14 @@ def batch_unsupported(model: str, api_base: str | None, transport: str) -> str |
     """Why ``model`` cannot run as batches (None: it can), in one phrase.
 
     Batches go over the native OpenAI-protocol transport: an ``openai/``-style model with
-    an endpoint (its api_base, or OpenAI's API), or ``transport: native`` with an api_base.
+    an endpoint (its api_base, or OpenAI's API), or ``transport: native`` with an api_base;
+    a ``local/`` model's batches go to its server's batch proxy (``batch_local``).
     """
     from evalgate.engine.native import OPENAI_PROTOCOL_PREFIXES
 
     prefix, slash, _ = model.partition("/")
+    if prefix == "local" and slash:
+        return None
     if transport == "litellm":
         return f"batch not supported for {model} with transport: litellm"
     if slash and prefix in OPENAI_PROTOCOL_PREFIXES and (api_base or prefix == "openai"):

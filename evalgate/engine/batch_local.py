@@ -69,6 +69,11 @@ class LocalBatchServer(ThreadingHTTPServer):
         threading.Thread(target=self.serve_forever, name="evalgate-batch", daemon=True).start()
         return self
 
+    def halt(self) -> None:
+        """Cancels every running batch (no new line starts), then stops serving."""
+        self.service.cancel_all()
+        self.stop()
+
     def stop(self) -> None:
         self.shutdown()
         self.server_close()

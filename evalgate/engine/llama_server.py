@@ -73,13 +73,18 @@ def main(argv: list[str] | None = None) -> None:
     # it holds from the previous request (the shared system prompt), as any server would.
     params.cache_ram_mib = 0
     server = xllamacpp.Server(params)  # serves in its own threads
+    batches = None
     if args.batch_port:
         from evalgate.engine.batch_local import LocalBatchServer
 
         chat_url = f"http://127.0.0.1:{args.port}/v1/chat/completions"
-        LocalBatchServer(chat_url, args.batch_port, args.parallel).start()
+        batches = LocalBatchServer(chat_url, args.batch_port, args.parallel).start()
     print(f"evalgate-llama-server ready port={args.port}", flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    if batches is not None:
+        # A running batch would keep the model busy (and the server's shutdown waiting)
+        # line after line: cancel it so no new line starts.
+        batches.halt()
     del server
     os._exit(0)  # skip native destructors: the process is going away anyway
 

@@ -290,6 +290,16 @@ class BatchService:
                 self.cancelled += 1
             return batch.as_json()
 
+    def cancel_all(self) -> int:
+        """Cancels every batch still running; returns how many."""
+        with self._lock:
+            running = [
+                b.id for b in self._batches.values() if b.status in ("validating", "in_progress")
+            ]
+        for batch_id in running:
+            self.cancel(batch_id)
+        return len(running)
+
     def _get(self, batch_id: str) -> _Batch:
         with self._lock:
             batch = self._batches.get(batch_id)

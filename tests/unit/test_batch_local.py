@@ -85,3 +85,16 @@ def _jsonl(model: str, n: int) -> bytes:
     from tests.unit.test_fake_batches import _jsonl as lines
 
     return lines(model, n)
+
+
+def test_halt_cancels_running_batches_so_the_model_server_can_stop(fake_server, key) -> None:
+    from evalgate.testing.fake_openai import make_model
+
+    proxy = LocalBatchServer(f"{fake_server.base_url}/chat/completions", parallel=1).start()
+    with httpx.Client(base_url=proxy.base_url, timeout=30) as client:
+        created = _submit(client, _jsonl(make_model("fake", key=key, latency_ms=200), 20))
+    time.sleep(0.3)
+    proxy.halt()  # what the llama.cpp server process does on SIGTERM
+    assert proxy.service.snapshot()["batches"][created["id"]] == "cancelled"
+    time.sleep(0.5)
+    assert fake_server.request_count(key) < 5  # the lines after the halt never started

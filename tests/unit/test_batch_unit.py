@@ -93,7 +93,9 @@ def test_batch_price_is_half_the_tier_price_and_litellms_batch_price_otherwise()
 def test_which_models_can_batch() -> None:
     assert batch_unsupported("openai/gpt-4o-mini", None, "auto") is None
     assert batch_unsupported("hosted_vllm/m", "http://h/v1", "auto") is None
-    assert "batch not supported for local/m" in (batch_unsupported("local/m", None, "auto") or "")
+    assert "batch not supported for anthropic/m" in (
+        batch_unsupported("anthropic/m", None, "auto") or ""
+    )
     assert batch_unsupported("openai/x", "http://h/v1", "litellm") is not None
 
 
@@ -190,3 +192,8 @@ def test_the_report_says_what_a_batch_config_saved(tmp_path) -> None:
     alone = frame[frame["config_id"] == "batched"]
     (note,) = batch_notes("s", _notes_suite(tmp_path, twin=False), alone)
     assert "saved $4e-06 (50%) against the online price of its 2 cases" in note
+
+
+def test_local_models_can_batch() -> None:
+    # Their batches go to the Files/Batches proxy beside each llama.cpp server.
+    assert batch_unsupported("local/smollm2-135m", None, "auto") is None

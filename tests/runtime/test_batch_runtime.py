@@ -253,3 +253,20 @@ def _only_handle(policy: Policy) -> str:
     )
     (found,) = rows.fetchall()
     return found[0].rpartition(":")[2]
+
+
+@pytest.mark.parametrize("prefix", ["hosted_vllm", "litellm_proxy"])
+def test_litellm_batch_functions_serve_other_openai_compatible_providers(
+    tmp_path, fake_server, key, prefix
+) -> None:
+    # litellm's create_file/create_batch/retrieve_batch/file_content for another provider
+    # prefix, pointed at the fake server (Azure, Vertex and Bedrock need their clouds).
+    entry = {
+        **feature(make_model(key=key), fake_server.base_url),
+        "model": f"{prefix}/fake?key={key}",
+    }
+    path = write_policy(tmp_path, {"digest": entry})
+    with Policy.load(path, backend=f"sqlite:///{tmp_path / 's.sqlite3'}") as policy:
+        results = policy.batch("digest", [ask("p"), ask("q")]).wait(60, poll_s=0.05)
+    assert [r.content for r in results] == ["echo: p", "echo: q"]
+    assert fake_server.batch_submissions(key) == 1

@@ -279,7 +279,8 @@ class BatchHandle:
     def _provider(self, state: dict[str, Any], group: dict[str, Any]) -> tuple[Provider, str]:
         feature, route = self._route(state, group["route"])
         endpoint = self.policy._endpoint(feature, route)
-        return provider_of(endpoint.model, endpoint.api_base, endpoint.api_key)
+        base = self.policy.batch_bases.get(route.model, endpoint.api_base)
+        return provider_of(endpoint.model, base, endpoint.api_key)
 
     def _create(self, state: dict[str, Any], group: dict[str, Any]) -> None:
         """Creates the group's batch: tag stored first, then the batch, then its id."""

@@ -219,6 +219,9 @@ class Policy:
         self.ledger = Ledger(backend, write_behind=True, failures=self.failures)
         self._exact = ExactCache(backend, writer=self.ledger.submit, failures=self.failures)
         self.api_bases = dict(api_bases or {})
+        # Model string -> where its batches go when not its api_base (a local model's
+        # batch proxy, set by serve_local_models): see policy.batch.
+        self.batch_bases: dict[str, str] = {}
         self.router: Router = router or FeatureRouter()
         self.guards = list(guards)
         self.limiter = limit_guard(document.limits, backend, limits)

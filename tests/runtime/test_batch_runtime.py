@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from evalgate.policy.render import render_policy
-from evalgate.runtime import LimitExceeded, Policy, PolicyError
+from evalgate.runtime import LimitExceeded, Policy, PolicyError, serve_local_models
 from evalgate.runtime.batch import BATCH_DISCOUNT
 from evalgate.testing.fake_openai import FakeOpenAIServer, make_model
+from tests.integration.test_local_model import requires_smol
 
 ROOT = Path(__file__).resolve().parents[2]
 PRICE = {"input_per_mtok": 2.0, "output_per_mtok": 8.0}
@@ -270,3 +271,32 @@ def test_litellm_batch_functions_serve_other_openai_compatible_providers(
         results = policy.batch("digest", [ask("p"), ask("q")]).wait(60, poll_s=0.05)
     assert [r.content for r in results] == ["echo: p", "echo: q"]
     assert fake_server.batch_submissions(key) == 1
+
+
+@pytest.mark.integration
+@requires_smol
+def test_a_local_model_batch_gives_the_online_answers_at_half_price(tmp_path) -> None:
+    entry = {
+        "model": "local/smollm2-135m",
+        "price": {"input_per_mtok": 0.1, "output_per_mtok": 0.4},
+        "max_tokens": 6,
+        "temperature": 0.0,
+        "cache": {"mode": "off"},
+        "evidence": {"suite_hash": "local"},
+    }
+    path = write_policy(tmp_path, {"geo": entry})
+    questions = ["What is the capital of France?", "What is the capital of Japan?"]
+    with (
+        Policy.load(path, backend=f"sqlite:///{tmp_path / 's.sqlite3'}") as policy,
+        serve_local_models(policy),
+    ):
+        batched = policy.batch("geo", [ask(q) for q in questions]).wait(300, poll_s=0.2)
+        online = [policy.completion(feature="geo", messages=ask(q)["messages"]) for q in questions]
+        policy.ledger.flush()
+        records = list(policy.ledger.read())
+    assert [r.content for r in batched] == [o.choices[0].message.content for o in online]
+    batch_records = [r for r in records if r.batch_id]
+    assert len(batch_records) == 2
+    for record in batch_records:  # the tier's price, halved
+        full = (record.tokens_in * 0.1 + record.tokens_out * 0.4) / 1e6
+        assert record.cost_usd == pytest.approx(full * 0.5)

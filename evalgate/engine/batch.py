@@ -11,12 +11,19 @@ sent before the last of them has joined it. Each call's future resolves when its
 collected. This is Inspect AI's design (queue + background worker, grouped by count,
 bytes and delay).
 
-Nothing paid twice: before it polls, each batch's id and its requests' keys are written
-to ``<run dir>/batches/<id>.json`` (atomically, fsync'd). A resumed run reads those files:
+Nothing paid twice: before a batch is created, an intent (its requests' keys and a random
+tag, sent as the batch's ``metadata.evalgate_tag``) is written to
+``<run dir>/batches/intent-<tag>.json``; once created, the batch's id and keys go to
+``<id>.json`` (atomically, fsync'd) before the first poll. A resumed run reads those files:
 a call whose key is in a stored, uncollected batch waits on that batch (polled again)
-instead of being submitted. Requests a batch did not answer (expired, failed, cancelled,
-or missing from its output) are submitted again, alone. Per-request errors (an HTTP error
-status in the error file) become error results, like any other error.
+instead of being submitted; an intent left by a process killed between creating a batch
+and storing its id is resolved by listing the endpoint's batches for its tag. Choosing
+what to submit and recording it happen under ``batches/.lock`` (flock), and a request
+another process already put in a batch waits on that batch, so two processes resuming one
+run pay once. Requests a batch did not answer (expired, failed, cancelled, or missing
+from its output) are submitted again, alone. Per-request errors (an HTTP error status in
+the error file) become error results, like any other error. A batch that has not ended
+after ``max_wait_s`` ends its calls with an error and stays recorded for a later resume.
 
 The custom_id is the request's cache key (:meth:`CallSpec.cache_key`), not the item key:
 the engine sees requests, not items; the key names the request exactly (model, endpoint,

@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,19 @@ from typing import Any
 import pytest
 
 from evalgate.policy.render import render_policy
-from evalgate.runtime import LimitExceeded, Policy, PolicyError, serve_local_models
+from evalgate.runtime import (
+    LimitExceeded,
+    LimitOptions,
+    Policy,
+    PolicyError,
+    serve_local_models,
+)
 from evalgate.runtime.batch import BATCH_DISCOUNT
 from evalgate.testing.fake_openai import FakeOpenAIServer, make_model
 from tests.integration.test_local_model import requires_smol
 
 ROOT = Path(__file__).resolve().parents[2]
+NOON = (time.time() // 86400) * 86400 + 43200  # today's noon, UTC (limits' windows)
 PRICE = {"input_per_mtok": 2.0, "output_per_mtok": 8.0}
 
 
@@ -71,7 +79,8 @@ def policy_for(tmp_path, backend_spec):
     def make(features: dict[str, Any], limits: dict | None = None) -> Policy:
         url, prefix = backend_spec
         path = write_policy(tmp_path, features, limits)
-        policy = Policy.load(path, backend=url, prefix=prefix)
+        clock = LimitOptions(clock=lambda: NOON)  # no test straddles a minute
+        policy = Policy.load(path, backend=url, prefix=prefix, limits=clock)
         opened.append(policy)
         return policy
 
@@ -179,7 +188,7 @@ def test_bad_requests_name_the_request(policy_for, fake_server, key) -> None:
 # the batch and storing its id.
 _CHILD = """
 import os, sys
-from evalgate.runtime import Policy
+from evalgate.runtime import LimitOptions, Policy
 from evalgate.runtime import batch as b
 
 path, url, prefix, when = sys.argv[1:5]
@@ -190,7 +199,10 @@ if when == "created":
             os._exit(9)  # the batch exists on the server; its id never reaches the backend
         save(self, state)
     b.BatchHandle._save = dying_save
-policy = Policy.load(path, backend=url, prefix=prefix)
+noon = float(sys.argv[5])  # one clock in both processes: no test straddles a minute
+policy = Policy.load(
+    path, backend=url, prefix=prefix, limits=LimitOptions(clock=lambda: noon)
+)
 handle = policy.batch("digest", [
     {"messages": [{"role": "user", "content": f"t{i}"}], "user": "u1"} for i in range(4)
 ])
@@ -213,14 +225,16 @@ def test_a_new_process_picks_up_the_handle_without_resubmitting(
         )
         env = {**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
         proc = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(path), url, prefix, when],
+            [sys.executable, "-c", _CHILD, str(path), url, prefix, when, str(NOON)],
             capture_output=True,
             text=True,
             env=env,
             timeout=120,
         )
         assert server.batch_submissions(key) == 1, proc.stderr[-2000:]
-        policy = Policy.load(path, backend=url, prefix=prefix)
+        policy = Policy.load(
+            path, backend=url, prefix=prefix, limits=LimitOptions(clock=lambda: NOON)
+        )
         try:
             if when == "submitted":
                 assert proc.returncode == 0, proc.stderr[-2000:]

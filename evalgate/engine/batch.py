@@ -433,10 +433,13 @@ class BatchQueue:
         # A resumed run's stored batches, by request key; their pollers start on demand.
         self._stored: dict[str, StoredBatch] = {}
         self._recovering: dict[str, dict[str, _Waiting]] = {}
+        # Collected batches of earlier processes: a call whose result was never written
+        # (killed after collection) takes its answer from there; errors are asked again.
+        self._answered_in: dict[str, StoredBatch] = {}
         if store is not None:
-            for batch in store.pending():
+            for batch in store.records():
                 for key in batch.keys:
-                    self._stored[key] = batch
+                    (self._answered_in if batch.collected else self._stored)[key] = batch
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = time.time()
         self._submit_lock: asyncio.Lock | None = None
@@ -458,7 +461,7 @@ class BatchQueue:
         """The call's result, once the batch that carries it is collected; never raises."""
         key = spec.cache_key()
         future: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
-        stored = self._stored.get(key)
+        stored = self._stored.get(key) or self._answered_in.get(key)
         if stored is not None:
             recovering = self._recovering.setdefault(_ident(stored), {})
             first = not recovering
@@ -658,6 +661,7 @@ class BatchQueue:
             # Calls that arrive after collection are no longer served by this batch.
             for key in stored.keys:
                 self._stored.pop(key, None)
+                self._answered_in.pop(key, None)
             self._recovering.pop(_ident(stored), None)
 
     async def _adopt(self, client: _Client, intent: StoredBatch) -> StoredBatch | None:
@@ -712,6 +716,7 @@ class BatchQueue:
             self._retry_or_fail(chunk, f"batch {stored.batch_id}: {_describe(exc)}")
             return
         missing: dict[str, _Waiting] = {}
+        answered: list[tuple[_Waiting, CallResult]] = []
         for key, item in chunk.items():
             item.tried.add(stored.batch_id)
             try:
@@ -720,11 +725,13 @@ class BatchQueue:
                 result = CallResult(
                     error="APIError: malformed batch output line", attempts=item.submissions
                 )
-            if result is None:
-                missing[key] = item
+            if result is None or (stored.collected and result.error is not None):
+                missing[key] = item  # collected earlier: only its answers are reused
             else:
-                _resolve(item, result)
+                answered.append((item, result))
         await self._mark_collected(stored)
+        for item, result in answered:
+            _resolve(item, result)
         if missing:
             reason = f"batch {stored.batch_id} ended {batch.get('status')} without an answer"
             self._retry_or_fail(missing, reason)
@@ -766,6 +773,10 @@ class BatchQueue:
         return lines
 
     async def _mark_collected(self, stored: StoredBatch) -> None:
+        """Marks it collected before any caller sees its results (written on the loop's
+        thread, one small file): a run that closes right after its last result must not
+        leave it "uncollected", or a resumed run retrying an error would be served the
+        same error line from it instead of a new request."""
         done = StoredBatch(
             stored.batch_id,
             stored.base_url,
@@ -776,8 +787,10 @@ class BatchQueue:
             stored.tag,
         )
         if self._store is not None:
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(self._store.record, done)
+            try:
+                self._store.record(done)
+            except OSError as exc:
+                _warn(f"could not mark batch {stored.batch_id} collected: {exc}")
 
     def _retry_or_fail(self, chunk: dict[str, _Waiting], reason: str) -> None:
         """Submits again (alone) the requests still without a result, up to a limit."""

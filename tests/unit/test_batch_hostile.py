@@ -299,3 +299,21 @@ def test_no_usage_reported_means_unknown_cost_never_zero() -> None:
     for r in got:
         assert r.error is None and r.output.startswith("ok ")
         assert r.input_tokens is None and r.output_tokens is None and r.cost_usd is None
+
+
+def test_a_run_killed_after_collection_reuses_the_answers_and_asks_errors_again(
+    tmp_path, key
+) -> None:
+    # The batch is collected (and marked so) before its results reach the run's file: a
+    # process killed in between leaves calls without results whose answers are paid for.
+    store = tmp_path / "batches"
+    with FakeOpenAIServer() as server:
+        model = make_model("fake", key=key, fail="500:1")
+        first = run(store, server.base_url, model, 4)
+        assert sum(r.error is not None for r in first) == 1
+        assert [r["collected"] for r in records(store)] == [True]
+
+        again = run(store, server.base_url, model, 4)  # as a resumed run would ask
+        assert [r.output for r in again] == [f"echo: n{i}" for i in range(4)]
+        assert server.batch_submissions(key) == 2  # only the errored request, alone
+        assert server.request_count(key) == 5

@@ -199,8 +199,9 @@ def _jsonl(objs: list[Any]) -> bytes:
 class _Crafted(ThreadingHTTPServer):
     """Files/Batches endpoints whose output and error files ``craft`` writes."""
 
-    def __init__(self, craft: Craft) -> None:
+    def __init__(self, craft: Craft, status: str = "completed") -> None:
         self.craft = craft
+        self.status = status  # "in_progress": never ends; cancel is not supported either
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         super().__init__(("127.0.0.1", 0), _CraftedHandler)
@@ -232,10 +233,15 @@ class _CraftedHandler(BaseHTTPRequestHandler):
             fid = f"file-{len(srv.files)}"
             srv.files[fid] = content
             return self._send({"id": fid})
+        if self.path.endswith("/cancel"):
+            self.send_response(501)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         payload = json.loads(body)
         lines = [json.loads(x) for x in srv.files[payload["input_file_id"]].splitlines()]
         out, err = srv.craft(lines)
-        batch = {"id": f"batch-{len(srv.batches)}", "status": "completed"}
+        batch = {"id": f"batch-{len(srv.batches)}", "status": srv.status}
         for name, content in (("output_file_id", out), ("error_file_id", err)):
             if content is not None:
                 fid = f"file-{len(srv.files)}"
@@ -317,3 +323,20 @@ def test_a_run_killed_after_collection_reuses_the_answers_and_asks_errors_again(
         assert [r.output for r in again] == [f"echo: n{i}" for i in range(4)]
         assert server.batch_submissions(key) == 2  # only the errored request, alone
         assert server.request_count(key) == 5
+
+
+def test_an_interrupted_run_names_the_batches_it_could_not_cancel(capsys) -> None:
+    server = _Crafted(lambda lines: (None, None), status="in_progress")
+    try:
+
+        async def interrupted() -> None:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(_run(None, server.base_url, "m", 2), 1.0)
+
+        asyncio.run(interrupted())  # as Ctrl-C: the queue closes while it polls
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert "these batches may still run (and bill): batch-0 at http://127.0.0.1:" in err
+    assert "<base_url>/batches/<id>/cancel" in err

@@ -5,6 +5,8 @@ create, poll, download the output and error files, cancel, list) and runs each b
 lines against the local model's own ``/v1/chat/completions``, ``parallel`` at a time (the
 server's slots). So a ``batch: true`` config on a ``local/`` tier, and
 ``policy.batch()`` on a local route, exercise the same protocol as a provider batch.
+Lines run when the model server is idle (llama.cpp's ``/slots``), so a batch never
+delays the online calls whose latency the same run measures.
 
 It runs inside the llama.cpp server's child process (``--batch-port``), so it lives and
 dies with the model server; ``servers.json`` names it as the model's ``batch_url``.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,12 +29,42 @@ from evalgate.testing.fake_batches import BatchError, BatchService
 
 LINE_TIMEOUT_S = 600.0
 """One line's request to the model server at most (a long answer on a loaded CPU)."""
+IDLE_CHECK_S = 0.05
+"""Batch lines wait for two readings of an idle server this far apart (see ``idle``)."""
 
 
-def forwarder(chat_url: str) -> Any:
-    """Answers one batch line by POSTing its body to ``chat_url``: (status, body)."""
+def idle(slots_url: str) -> bool | None:
+    """Whether no slot of the llama.cpp server is processing (None: it cannot say)."""
+    try:
+        with urllib.request.urlopen(slots_url, timeout=5) as reply:
+            slots = json.loads(reply.read())
+        return not any(slot.get("is_processing") for slot in slots)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def wait_until_idle(slots_url: str) -> bool:
+    """Blocks while the server answers online calls: a batch is work that can wait, and a
+    line sent beside an online call would queue that call behind it (one slot) and inflate
+    the latency the eval measures. Returns False when the server cannot say (no wait)."""
+    quiet = 0
+    while quiet < 2:
+        state = idle(slots_url)
+        if state is None:
+            return False
+        quiet = quiet + 1 if state else 0
+        time.sleep(IDLE_CHECK_S)
+    return True
+
+
+def forwarder(chat_url: str, slots_url: str | None = None) -> Any:
+    """Answers one batch line by POSTing its body to ``chat_url``: (status, body); with
+    ``slots_url`` (llama.cpp's ``/slots``), each line first waits for an idle server."""
+    polite = [slots_url]
 
     def answer(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if polite[0] and not wait_until_idle(polite[0]):
+            polite[0] = None  # no /slots there: never ask again
         payload = {k: v for k, v in body.items() if k != "stream"}
         request = urllib.request.Request(
             chat_url,
@@ -57,8 +90,11 @@ class LocalBatchServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, chat_url: str, port: int = 0, parallel: int = 2) -> None:
-        self.service = BatchService(forwarder(chat_url), workers=max(1, parallel))
+    def __init__(
+        self, chat_url: str, port: int = 0, parallel: int = 2, slots_url: str | None = None
+    ) -> None:
+        answer = forwarder(chat_url, slots_url)
+        self.service = BatchService(answer, workers=max(1, parallel))
         super().__init__(("127.0.0.1", port), _Handler)
 
     @property

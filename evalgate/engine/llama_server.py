@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         from evalgate.engine.batch_local import LocalBatchServer
 
         chat_url = f"http://127.0.0.1:{args.port}/v1/chat/completions"
-        batches = LocalBatchServer(chat_url, args.batch_port, args.parallel).start()
+        slots_url = f"http://127.0.0.1:{args.port}/slots"  # lines wait for an idle server
+        batches = LocalBatchServer(chat_url, args.batch_port, args.parallel, slots_url).start()
     print(f"evalgate-llama-server ready port={args.port}", flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     if batches is not None:

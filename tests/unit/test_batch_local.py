@@ -98,3 +98,56 @@ def test_halt_cancels_running_batches_so_the_model_server_can_stop(fake_server, 
     assert proxy.service.snapshot()["batches"][created["id"]] == "cancelled"
     time.sleep(0.5)
     assert fake_server.request_count(key) < 5  # the lines after the halt never started
+
+
+def test_batch_lines_wait_while_the_model_server_answers_online_calls() -> None:
+    # A llama.cpp-like server: /slots says "processing" for its first 0.6 s (an online
+    # call), and the chat endpoint notes when each batch line arrives.
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from evalgate.engine.batch_local import forwarder
+
+    started = time.monotonic()
+    arrived: list[float] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _send(self, obj: object) -> None:
+            data = json.dumps(obj).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path != "/slots":
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self._send([{"id": 0, "is_processing": time.monotonic() - started < 0.6}])
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            arrived.append(time.monotonic() - started)
+            self._send({"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        answer = forwarder(f"{base}/v1/chat/completions", f"{base}/slots")
+        status, body = answer({"model": "m", "messages": []})
+        assert status == 200 and body["choices"][0]["message"]["content"] == "ok"
+        assert arrived and arrived[0] >= 0.6  # sent only once the online call was done
+        # A server without /slots (the fake server, other OpenAI-compatible servers):
+        # lines go at once.
+        plain = forwarder(f"{base}/v1/chat/completions", f"{base}/no-such-endpoint")
+        assert plain({"model": "m", "messages": []})[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -225,6 +225,9 @@ class Policy:
         self.ledger = Ledger(backend, write_behind=True, failures=self.failures)
         self._exact = ExactCache(backend, writer=self.ledger.submit, failures=self.failures)
         self.api_bases = dict(api_bases or {})
+        # Model string -> where its batches go when not its api_base (a local model's
+        # batch proxy, set by serve_local_models): see policy.batch.
+        self.batch_bases: dict[str, str] = {}
         self.router: Router = router or FeatureRouter()
         self.guards = list(guards)
         self.limiter = limit_guard(document.limits, backend, limits)
@@ -272,6 +275,40 @@ class Policy:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- offline requests as provider batches (evalgate.runtime.batch) ----------------------
+
+    def batch(self, feature: str, requests: Sequence[Mapping[str, Any]]) -> Any:
+        """Submits offline requests as provider batches under the feature's policy.
+
+        Args:
+            feature: the policy feature (model, trim, cap, cache, limits).
+            requests: one mapping per request: ``messages`` and optionally ``user``,
+                ``tenant``, ``context``, ``query`` and litellm parameters.
+
+        Returns:
+            A :class:`~evalgate.runtime.batch.BatchHandle`: ``poll()``, ``wait()``,
+            ``await handle``; ``handle.id`` reopens it anywhere (:meth:`batch_handle`).
+
+        Raises:
+            UnknownFeatureError, PolicyError: the feature, a request or its model.
+            LimitExceeded: a request does not fit its limits (nothing is sent then).
+        """
+        from evalgate.runtime.batch import submit_batch
+
+        return submit_batch(self, feature, requests)
+
+    async def abatch(self, feature: str, requests: Sequence[Mapping[str, Any]]) -> Any:
+        """:meth:`batch` for asyncio code (submits in a worker thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.batch, feature, requests)
+
+    def batch_handle(self, handle_id: str) -> Any:
+        """The batch handle ``handle_id`` stored in this policy's backend (from any process)."""
+        from evalgate.runtime.batch import open_handle
+
+        return open_handle(self, handle_id)
 
     # -- steps shared by the sync and async paths -----------------------------------------
 

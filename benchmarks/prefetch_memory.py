@@ -9,11 +9,13 @@ Each run is a fresh ``python -m pytest --evalgate`` process; its peak resident s
 comes from ``wait4`` (the kernel's ``ru_maxrss`` for that process and what it waited for).
 The runner keeps a bounded window of calls submitted (``PREFETCH_PER_SLOT`` x concurrency),
 so calls, tasks and results in flight do not grow with the suite. What does: pytest's own
-per-item cost (collected items, reports), each item's plan, and the end-of-run report,
-which holds the run's current results (one small object per item) and the statistics'
-columns; evalgate.json's per-item rows are made one at a time as the file is written
-(``report.tables.CaseRows``). ``--tree`` runs another checkout of evalgate (for example
-main, before a change) for comparison.
+per-item cost (collected items, reports), each item's plan, and the end-of-run report's
+transient work. The report holds no result per item: it keeps the offset of each current
+result's line in results.jsonl and reads a suite's results back for each use (one
+suite's statistics columns at a time; evalgate.json's rows and the HTML page's one at a
+time, ``report.stored``), and hands the statistics' freed bootstrap blocks back to the
+system before the page is built (``report.heap``). ``--tree`` runs another checkout of
+evalgate (for example main, before a change) for comparison.
 
 Beside each evalgate run, the same number of trivial parametrized tests run under bare
 pytest (evalgate installed, not enabled), once with ``--collect-only`` (the items alone)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from evalgate.redact import redact
 
@@ -272,14 +272,23 @@ def read_results(path: Path, stats: ReadStats | None = None) -> Iterator[CaseRes
     multi-byte character (a writer killed mid-write) is skipped alone; lines after it,
     written by a resumed run, are kept. Skipped lines are counted in ``stats``.
     """
+    for _, result in read_lines(path, stats):
+        yield result
+
+
+def read_lines(path: Path, stats: ReadStats | None = None) -> Iterator[tuple[int, CaseResult]]:
+    """(byte offset of its line, result) of every readable line, as :func:`read_results`;
+    the offset reads the line back later (:func:`read_at`) without holding the result."""
     stats = stats if stats is not None else ReadStats()
     try:
         fh = path.open("rb")
     except FileNotFoundError:
         return
     shared: dict[str, str] = {}
+    offset = 0
     with fh:
         for raw in fh:
+            start, offset = offset, offset + len(raw)
             if not raw.endswith(b"\n"):
                 stats.torn += 1  # the writer died mid-line (the last line of the file)
                 continue
@@ -290,9 +299,20 @@ def read_results(path: Path, stats: ReadStats | None = None) -> Iterator[CaseRes
                 continue
             try:
                 _share_strings(data, shared)
-                yield CaseResult.from_dict(data)
+                result = CaseResult.from_dict(data)
             except (TypeError, KeyError, ValueError, AttributeError):
                 stats.unreadable += 1
+                continue
+            yield start, result
+
+
+def read_at(fh: BinaryIO, offset: int, shared: dict[str, str]) -> CaseResult:
+    """The result on the line at ``offset`` of an open results file (one that
+    :func:`read_lines` read there), its repeating texts shared through ``shared``."""
+    fh.seek(offset)
+    data = json.loads(fh.readline().decode("utf-8"))
+    _share_strings(data, shared)
+    return CaseResult.from_dict(data)
 
 
 _SHARED_FIELDS = (

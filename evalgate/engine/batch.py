@@ -11,12 +11,19 @@ sent before the last of them has joined it. Each call's future resolves when its
 collected. This is Inspect AI's design (queue + background worker, grouped by count,
 bytes and delay).
 
-Nothing paid twice: before it polls, each batch's id and its requests' keys are written
-to ``<run dir>/batches/<id>.json`` (atomically, fsync'd). A resumed run reads those files:
+Nothing paid twice: before a batch is created, an intent (its requests' keys and a random
+tag, sent as the batch's ``metadata.evalgate_tag``) is written to
+``<run dir>/batches/intent-<tag>.json``; once created, the batch's id and keys go to
+``<id>.json`` (atomically, fsync'd) before the first poll. A resumed run reads those files:
 a call whose key is in a stored, uncollected batch waits on that batch (polled again)
-instead of being submitted. Requests a batch did not answer (expired, failed, cancelled,
-or missing from its output) are submitted again, alone. Per-request errors (an HTTP error
-status in the error file) become error results, like any other error.
+instead of being submitted; an intent left by a process killed between creating a batch
+and storing its id is resolved by listing the endpoint's batches for its tag. Choosing
+what to submit and recording it happen under ``batches/.lock`` (flock), and a request
+another process already put in a batch waits on that batch, so two processes resuming one
+run pay once. Requests a batch did not answer (expired, failed, cancelled, or missing
+from its output) are submitted again, alone. Per-request errors (an HTTP error status in
+the error file) become error results, like any other error. A batch that has not ended
+after ``max_wait_s`` ends its calls with an error and stays recorded for a later resume.
 
 The custom_id is the request's cache key (:meth:`CallSpec.cache_key`), not the item key:
 the engine sees requests, not items; the key names the request exactly (model, endpoint,
@@ -33,7 +40,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,11 +71,14 @@ def batch_unsupported(model: str, api_base: str | None, transport: str) -> str |
     """Why ``model`` cannot run as batches (None: it can), in one phrase.
 
     Batches go over the native OpenAI-protocol transport: an ``openai/``-style model with
-    an endpoint (its api_base, or OpenAI's API), or ``transport: native`` with an api_base.
+    an endpoint (its api_base, or OpenAI's API), or ``transport: native`` with an api_base;
+    a ``local/`` model's batches go to its server's batch proxy (``batch_local``).
     """
     from evalgate.engine.native import OPENAI_PROTOCOL_PREFIXES
 
     prefix, slash, _ = model.partition("/")
+    if prefix == "local" and slash:
+        return None
     if transport == "litellm":
         return f"batch not supported for {model} with transport: litellm"
     if slash and prefix in OPENAI_PROTOCOL_PREFIXES and (api_base or prefix == "openai"):
@@ -90,6 +101,9 @@ class BatchSettings:
         send_delay_s: a group is submitted once no call has joined it for this long.
         poll_s: first wait between polls; it grows by half each poll up to ``max_poll_s``.
         max_poll_s: longest wait between polls.
+        max_wait_s: longest wait for one batch to end (default 26 h: OpenAI's window is
+            24 h); past it the calls end with an error naming the batch, which stays
+            recorded for a resumed run to collect.
     """
 
     max_requests: int = OPENAI_MAX_REQUESTS
@@ -97,11 +111,12 @@ class BatchSettings:
     send_delay_s: float = 0.5
     poll_s: float = 1.0
     max_poll_s: float = 60.0
+    max_wait_s: float = 26 * 3600.0
 
     @classmethod
     def from_env(cls) -> BatchSettings:
         """Defaults, overridden by ``EVALGATE_BATCH_MAX_REQUESTS``, ``..._MAX_BYTES``,
-        ``..._SEND_DELAY_S``, ``..._POLL_S`` and ``..._MAX_POLL_S``."""
+        ``..._SEND_DELAY_S``, ``..._POLL_S``, ``..._MAX_POLL_S`` and ``..._MAX_WAIT_S``."""
         values: dict[str, Any] = {}
         for name, kind in (
             ("max_requests", int),
@@ -109,6 +124,7 @@ class BatchSettings:
             ("send_delay_s", float),
             ("poll_s", float),
             ("max_poll_s", float),
+            ("max_wait_s", float),
         ):
             env = f"EVALGATE_BATCH_{name.upper()}"
             raw = os.environ.get(env, "").strip()
@@ -137,6 +153,14 @@ class StoredBatch:
     keys: tuple[str, ...]
     submitted_at: float
     collected: bool = False
+    tag: str = ""
+    """Sent as the batch's ``metadata.evalgate_tag``: finds a batch whose id was never
+    stored (the process died between creating it and recording it)."""
+
+    @property
+    def is_intent(self) -> bool:
+        """Recorded before submission: the batch may or may not exist on the server."""
+        return not self.batch_id
 
 
 class BatchStore:
@@ -150,9 +174,13 @@ class BatchStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
+    def _path(self, batch: StoredBatch) -> Path:
+        name = batch.batch_id or f"intent-{batch.tag}"
+        return self.directory / f"{_safe(name)}.json"
+
     def record(self, batch: StoredBatch) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{_safe(batch.batch_id)}.json"
+        path = self._path(batch)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         data = {
             "batch_id": batch.batch_id,
@@ -161,6 +189,7 @@ class BatchStore:
             "keys": list(batch.keys),
             "submitted_at": batch.submitted_at,
             "collected": batch.collected,
+            "tag": batch.tag,
         }
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(data, fh)
@@ -173,8 +202,32 @@ class BatchStore:
         finally:
             os.close(fd)
 
+    def forget(self, batch: StoredBatch) -> None:
+        """Removes a record (an intent once its batch is recorded, or found never made)."""
+        with contextlib.suppress(FileNotFoundError):
+            self._path(batch).unlink()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive across processes (``flock`` on ``batches/.lock``): deciding whether a
+        request still needs a batch and recording the batch made for it is one step, so
+        two processes resuming one run never both pay for the same request."""
+        import fcntl
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def pending(self) -> list[StoredBatch]:
         """Stored batches not collected yet (unreadable files are skipped)."""
+        return [batch for batch in self.records() if not batch.collected]
+
+    def records(self) -> list[StoredBatch]:
+        """Every stored batch and intent, collected or not (unreadable files skipped)."""
         found: list[StoredBatch] = []
         for path in sorted(self.directory.glob("*.json")) if self.directory.is_dir() else ():
             try:
@@ -186,11 +239,11 @@ class BatchStore:
                     keys=tuple(str(k) for k in raw["keys"]),
                     submitted_at=float(raw["submitted_at"]),
                     collected=bool(raw["collected"]),
+                    tag=str(raw.get("tag") or ""),
                 )
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-            if not batch.collected:
-                found.append(batch)
+            found.append(batch)
         return found
 
 
@@ -232,7 +285,7 @@ class _Client:
             raise BatchProtocolError(f"{method} {path}: reply is not a JSON object")
         return obj
 
-    async def submit(self, content: bytes) -> str:
+    async def submit(self, content: bytes, tag: str = "") -> str:
         import aiohttp
 
         form = aiohttp.FormData()
@@ -246,9 +299,28 @@ class _Client:
                 "input_file_id": uploaded["id"],
                 "endpoint": ENDPOINT,
                 "completion_window": "24h",
+                **({"metadata": {"evalgate_tag": tag}} if tag else {}),
             },
         )
         return str(created["id"])
+
+    async def find(self, tag: str, pages: int = 20) -> str | None:
+        """The id of the batch created with ``metadata.evalgate_tag == tag`` among the
+        newest ``pages`` x 100 batches (``GET /batches``, newest first), else None."""
+        after = ""
+        for _ in range(pages):
+            listing = await self._json("GET", f"/batches?limit=100{after}")
+            data = listing.get("data")
+            if not isinstance(data, list):
+                return None
+            for batch in data:
+                meta = batch.get("metadata") if isinstance(batch, dict) else None
+                if isinstance(meta, dict) and meta.get("evalgate_tag") == tag:
+                    return str(batch["id"])
+            if not listing.get("has_more") or not data:
+                return None
+            after = f"&after={data[-1].get('id')}"
+        return None
 
     async def retrieve(self, batch_id: str) -> dict[str, Any]:
         return await self._json("GET", f"/batches/{batch_id}")
@@ -320,12 +392,18 @@ class _Waiting:
     line: bytes
     futures: list[asyncio.Future[CallResult]] = field(default_factory=list)
     submissions: int = 0
+    # Batches already collected for this request: never waited on again for it.
+    tried: set[str] = field(default_factory=set)
 
 
 @dataclass
 class _Group:
     waiting: dict[str, _Waiting] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
+
+
+class BatchStillRunning(RuntimeError):
+    """A batch did not end within :attr:`BatchSettings.max_wait_s`."""
 
 
 class BatchQueue:
@@ -336,21 +414,35 @@ class BatchQueue:
     which a multipart upload must not carry.
     """
 
-    def __init__(self, store: BatchStore | None, settings: BatchSettings | None = None) -> None:
+    def __init__(
+        self,
+        store: BatchStore | None,
+        settings: BatchSettings | None = None,
+        batch_base: Callable[[str], str] | None = None,
+    ) -> None:
+        # A chat endpoint's base URL -> where its batches go (a local model's batch proxy).
+        self._batch_base = batch_base or (lambda base: base)
         self._sessions: dict[tuple[str, str | None], aiohttp.ClientSession] = {}
         self._store = store
         self.settings = settings or BatchSettings()
         self._groups: dict[tuple[str, str], _Group] = {}
         # Batches in flight: id -> (client, stored record); what close() cancels.
         self._live: dict[str, tuple[_Client, StoredBatch]] = {}
+        # Batches being created (tag -> client): close() finds and cancels them by tag.
+        self._creating: dict[str, _Client] = {}
         # A resumed run's stored batches, by request key; their pollers start on demand.
         self._stored: dict[str, StoredBatch] = {}
         self._recovering: dict[str, dict[str, _Waiting]] = {}
+        # Collected batches of earlier processes: a call whose result was never written
+        # (killed after collection) takes its answer from there; errors are asked again.
+        self._answered_in: dict[str, StoredBatch] = {}
         if store is not None:
-            for batch in store.pending():
+            for batch in store.records():
                 for key in batch.keys:
-                    self._stored[key] = batch
+                    (self._answered_in if batch.collected else self._stored)[key] = batch
         self._tasks: set[asyncio.Task[None]] = set()
+        self._started = time.time()
+        self._submit_lock: asyncio.Lock | None = None
         self.submitted = 0  # batches this process created
         # While held (the runner is submitting a run's batch calls), groups wait: a pause
         # in the submitting thread must not cut a batch in two.
@@ -369,16 +461,16 @@ class BatchQueue:
         """The call's result, once the batch that carries it is collected; never raises."""
         key = spec.cache_key()
         future: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
-        stored = self._stored.get(key)
+        stored = self._stored.get(key) or self._answered_in.get(key)
         if stored is not None:
-            recovering = self._recovering.setdefault(stored.batch_id, {})
+            recovering = self._recovering.setdefault(_ident(stored), {})
             first = not recovering
             waiting = recovering.setdefault(key, _Waiting(spec, target, b"", submissions=1))
             waiting.futures.append(future)
             if first:
                 self._spawn(self._recover(stored, target), recovering)
             return await future
-        group_key = (_base_url(target), target.model)
+        group_key = (self._batch_base(_base_url(target)), target.model)
         group = self._groups.setdefault(group_key, _Group())
         queued = group.waiting.get(key)
         if queued is None:
@@ -443,7 +535,7 @@ class BatchQueue:
     def _client(self, target: NativeTarget, base_url: str | None = None) -> _Client:
         import aiohttp
 
-        base = base_url or _base_url(target)
+        base = base_url or self._batch_base(_base_url(target))
         session = self._sessions.get((base, target.api_key))
         if session is None or session.closed:
             headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
@@ -451,37 +543,145 @@ class BatchQueue:
             self._sessions[base, target.api_key] = session
         return _Client(session, base)
 
+    # -- the store, under its lock -----------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> Any:
+        """The store's lock: one task of this process at a time, then one process."""
+        if self._submit_lock is None:
+            self._submit_lock = asyncio.Lock()
+        async with self._submit_lock:
+            if self._store is None:
+                yield
+                return
+            held = self._store.locked()
+            await asyncio.to_thread(held.__enter__)
+            try:
+                yield
+            finally:
+                held.__exit__(None, None, None)
+
+    async def _record(self, batch: StoredBatch) -> None:
+        if self._store is None:
+            return
+        try:
+            await asyncio.to_thread(self._store.record, batch)
+        except OSError as exc:
+            _warn(f"could not record batch {_ident(batch)} in the run directory: {exc}")
+
+    async def _forget(self, batch: StoredBatch) -> None:
+        if self._store is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._store.forget, batch)
+
+    async def _claimed(
+        self, chunk: dict[str, _Waiting]
+    ) -> list[tuple[StoredBatch, dict[str, _Waiting]]]:
+        """Requests of ``chunk`` another batch in the store already carries (another
+        process's, made while this one ran or not collected yet): wait on it, never pay
+        twice. Called under the store's lock; removes them from ``chunk``."""
+        if self._store is None:
+            return []
+        records = await asyncio.to_thread(self._store.records)
+        holder: dict[str, StoredBatch] = {}
+        for record in records:
+            if record.is_intent or (record.collected and record.submitted_at < self._started):
+                continue  # an intent's process is gone (we hold the lock); old answers are old
+            for key in record.keys:
+                item = chunk.get(key)
+                if item is None or record.batch_id in item.tried:
+                    continue
+                if key not in holder or holder[key].submitted_at < record.submitted_at:
+                    holder[key] = record
+        grouped: dict[str, tuple[StoredBatch, dict[str, _Waiting]]] = {}
+        for key, record in holder.items():
+            grouped.setdefault(record.batch_id, (record, {}))[1][key] = chunk.pop(key)
+        return list(grouped.values())
+
+    # -- submit, recover, collect ------------------------------------------------------------
+
     async def _submit_and_collect(self, chunk: dict[str, _Waiting]) -> None:
         target = next(iter(chunk.values())).target
         client = self._client(target)
-        for item in chunk.values():
-            item.submissions += 1
-        try:
-            content = b"".join(item.line for item in chunk.values())
-            batch_id = await client.submit(content)
-        except Exception as exc:
-            self._retry_or_fail(chunk, f"batch submission failed: {_describe(exc)}")
-            return
-        self.submitted += 1
-        stored = StoredBatch(batch_id, client.base_url, target.model, tuple(chunk), time.time())
-        try:
-            if self._store is not None:
-                # Before the first poll: a run killed from here on finds it on resume.
-                await asyncio.to_thread(self._store.record, stored)
-        except OSError as exc:
-            _warn(f"could not record batch {batch_id} in the run directory: {exc}")
+        stored: StoredBatch | None = None
+        async with self._locked():
+            for record, part in await self._claimed(chunk):
+                self._spawn(
+                    self._collect(self._client(target, record.base_url), record, part), part
+                )
+            if not chunk:
+                return
+            for item in chunk.values():
+                item.submissions += 1
+            tag = uuid.uuid4().hex
+            # The intent is on disk before the batch exists: a process killed before the
+            # batch's id is recorded leaves the tag, and a resumed run finds the batch by it.
+            intent = StoredBatch(
+                "", client.base_url, target.model, tuple(chunk), time.time(), tag=tag
+            )
+            await self._record(intent)
+            self._creating[tag] = client
+            try:
+                batch_id = await client.submit(b"".join(item.line for item in chunk.values()), tag)
+            except Exception as exc:
+                batch_id = None
+                if not isinstance(exc, BatchProtocolError) or exc.status is None:
+                    # No answer (connection lost, timeout): the batch may exist all the same.
+                    with contextlib.suppress(Exception):
+                        batch_id = await client.find(tag)
+                if batch_id is None:
+                    await self._forget(intent)
+                    self._retry_or_fail(chunk, f"batch submission failed: {_describe(exc)}")
+                    return
+            finally:
+                self._creating.pop(tag, None)
+            self.submitted += 1
+            stored = StoredBatch(
+                batch_id, client.base_url, target.model, tuple(chunk), intent.submitted_at, tag=tag
+            )
+            # Before the first poll: a run killed from here on finds it on resume.
+            await self._record(stored)
+            await self._forget(intent)
         await self._collect(client, stored, chunk)
 
     async def _recover(self, stored: StoredBatch, target: NativeTarget) -> None:
         # Give the resumed run's other calls of this batch time to join before collecting.
         await asyncio.sleep(self.settings.send_delay_s)
-        chunk = self._recovering.get(stored.batch_id, {})
-        client = self._client(target, stored.base_url)
-        await self._collect(client, stored, chunk)
-        # Calls that arrive after collection are no longer served by this batch.
-        for key in stored.keys:
-            self._stored.pop(key, None)
-        self._recovering.pop(stored.batch_id, None)
+        chunk = self._recovering.get(_ident(stored), {})
+        try:
+            client = self._client(target, stored.base_url)
+            if stored.is_intent:
+                adopted = await self._adopt(client, stored)
+                if adopted is None:
+                    self._retry_or_fail(chunk, "its batch was never created")
+                    return
+                stored = adopted
+            await self._collect(client, stored, chunk)
+        finally:
+            # Calls that arrive after collection are no longer served by this batch.
+            for key in stored.keys:
+                self._stored.pop(key, None)
+                self._answered_in.pop(key, None)
+            self._recovering.pop(_ident(stored), None)
+
+    async def _adopt(self, client: _Client, intent: StoredBatch) -> StoredBatch | None:
+        """The batch a killed process created for ``intent`` (recorded now), else None."""
+        async with self._locked():
+            batch_id = await client.find(intent.tag)
+            if batch_id is None:
+                await self._forget(intent)
+                return None
+            stored = StoredBatch(
+                batch_id,
+                intent.base_url,
+                intent.model,
+                intent.keys,
+                intent.submitted_at,
+                tag=intent.tag,
+            )
+            await self._record(stored)
+            await self._forget(intent)
+            return stored
 
     async def _collect(
         self, client: _Client, stored: StoredBatch, chunk: dict[str, _Waiting]
@@ -489,51 +689,108 @@ class BatchQueue:
         self._live[stored.batch_id] = (client, stored)
         try:
             batch = await self._poll(client, stored.batch_id)
+        except BatchStillRunning as exc:
+            self._live.pop(stored.batch_id, None)
+            # Left running and recorded: a later resume collects it (nothing is lost).
+            message = (
+                f"BatchError: {exc}; it stays recorded: run again with --evalgate-resume to "
+                f"collect it, or cancel it: POST {stored.base_url}/batches/{stored.batch_id}/cancel"
+            )
+            for item in chunk.values():
+                _resolve(item, CallResult(error=message, attempts=item.submissions))
+            return
         except Exception as exc:
             self._live.pop(stored.batch_id, None)
             if isinstance(exc, BatchProtocolError) and exc.status == 404:
                 # The endpoint does not know it (deleted, another server): never poll again.
                 await self._mark_collected(stored)
+            for item in chunk.values():
+                item.tried.add(stored.batch_id)
             self._retry_or_fail(chunk, f"batch {stored.batch_id}: {_describe(exc)}")
             return
         self._live.pop(stored.batch_id, None)
         turnaround_ms = (time.time() - stored.submitted_at) * 1000
-        lines: dict[str, dict[str, Any]] = {}
         try:
-            for file_key in ("output_file_id", "error_file_id"):
-                if batch.get(file_key):
-                    for raw in (await client.content(str(batch[file_key]))).splitlines():
-                        with contextlib.suppress(ValueError, TypeError, AttributeError):
-                            obj = json.loads(raw)
-                            lines.setdefault(str(obj["custom_id"]), obj)
+            lines = await self._lines(client, batch, chunk)
         except Exception as exc:
             self._retry_or_fail(chunk, f"batch {stored.batch_id}: {_describe(exc)}")
             return
         missing: dict[str, _Waiting] = {}
+        answered: list[tuple[_Waiting, CallResult]] = []
         for key, item in chunk.items():
+            item.tried.add(stored.batch_id)
             try:
                 result = _result_of(lines.get(key), item, turnaround_ms)
             except Exception:  # a line of an unexpected shape: that call's error, not a hang
                 result = CallResult(
                     error="APIError: malformed batch output line", attempts=item.submissions
                 )
-            if result is None:
-                missing[key] = item
+            if result is None or (stored.collected and result.error is not None):
+                missing[key] = item  # collected earlier: only its answers are reused
             else:
-                _resolve(item, result)
+                answered.append((item, result))
         await self._mark_collected(stored)
+        for item, result in answered:
+            _resolve(item, result)
         if missing:
             reason = f"batch {stored.batch_id} ended {batch.get('status')} without an answer"
             self._retry_or_fail(missing, reason)
 
+    async def _lines(
+        self, client: _Client, batch: dict[str, Any], chunk: dict[str, _Waiting]
+    ) -> dict[str, dict[str, Any]]:
+        """Output and error lines by custom_id. A custom_id seen twice keeps its first
+        answered line (a 200 response) over an error or a malformed one; lines that are
+        not JSON objects and ids this batch never sent are skipped (and counted)."""
+        lines: dict[str, dict[str, Any]] = {}
+        skipped = duplicates = 0
+        for file_key in ("output_file_id", "error_file_id"):
+            if not batch.get(file_key):
+                continue
+            for raw in (await client.content(str(batch[file_key]))).splitlines():
+                if not raw.strip():
+                    continue
+                try:
+                    obj = json.loads(raw)
+                    custom_id = obj["custom_id"]
+                except (ValueError, TypeError, KeyError):
+                    skipped += 1
+                    continue
+                if not isinstance(custom_id, str) or custom_id not in chunk:
+                    skipped += 1
+                    continue
+                kept = lines.get(custom_id)
+                if kept is not None:
+                    duplicates += 1
+                    if _answered(kept) or not _answered(obj):
+                        continue
+                lines[custom_id] = obj
+        if skipped or duplicates:
+            _warn(
+                f"batch {batch.get('id')}: skipped {skipped} line(s) that are not JSON or "
+                f"name no request of this batch, and {duplicates} repeated custom_id(s)"
+            )
+        return lines
+
     async def _mark_collected(self, stored: StoredBatch) -> None:
-        if self._store is None:
-            return
+        """Marks it collected before any caller sees its results (written on the loop's
+        thread, one small file): a run that closes right after its last result must not
+        leave it "uncollected", or a resumed run retrying an error would be served the
+        same error line from it instead of a new request."""
         done = StoredBatch(
-            stored.batch_id, stored.base_url, stored.model, stored.keys, stored.submitted_at, True
+            stored.batch_id,
+            stored.base_url,
+            stored.model,
+            stored.keys,
+            stored.submitted_at,
+            True,
+            stored.tag,
         )
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(self._store.record, done)
+        if self._store is not None:
+            try:
+                self._store.record(done)
+            except OSError as exc:
+                _warn(f"could not mark batch {stored.batch_id} collected: {exc}")
 
     def _retry_or_fail(self, chunk: dict[str, _Waiting], reason: str) -> None:
         """Submits again (alone) the requests still without a result, up to a limit."""
@@ -550,10 +807,17 @@ class BatchQueue:
 
     async def _poll(self, client: _Client, batch_id: str) -> dict[str, Any]:
         wait = self.settings.poll_s
+        deadline = time.monotonic() + self.settings.max_wait_s
         while True:
             batch = await client.retrieve(batch_id)
-            if batch.get("status") in _TERMINAL:
+            status = batch.get("status")
+            if status in _TERMINAL:
                 return batch
+            if time.monotonic() + wait > deadline:
+                raise BatchStillRunning(
+                    f"batch {batch_id} still {status} after "
+                    f"{self.settings.max_wait_s:g} s (EVALGATE_BATCH_MAX_WAIT_S)"
+                )
             await asyncio.sleep(wait)
             wait = min(self.settings.max_poll_s, wait * 1.5)
 
@@ -563,14 +827,22 @@ class BatchQueue:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        live = [(batch_id, client) for batch_id, (client, _) in self._live.items()]
+        for tag, client in list(self._creating.items()):
+            # Interrupted while creating it: the batch may exist; find it by its tag.
+            with contextlib.suppress(Exception):
+                batch_id = await client.find(tag)
+                if batch_id is not None and batch_id not in self._live:
+                    live.append((batch_id, client))
         remaining: list[str] = []
-        for batch_id, (client, stored) in list(self._live.items()):
+        for batch_id, client in live:
             try:
                 await client.cancel(batch_id)
-                _warn(f"cancelled batch {batch_id} at {stored.base_url} (run interrupted)")
+                _warn(f"cancelled batch {batch_id} at {client.base_url} (run interrupted)")
             except Exception:
-                remaining.append(f"{batch_id} at {stored.base_url}")
+                remaining.append(f"{batch_id} at {client.base_url}")
         self._live.clear()
+        self._creating.clear()
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
@@ -582,6 +854,15 @@ class BatchQueue:
                 "<base_url>/batches/<id>/cancel"
             )
         return remaining
+
+
+def _ident(batch: StoredBatch) -> str:
+    return batch.batch_id or f"intent-{batch.tag}"
+
+
+def _answered(line: Any) -> bool:
+    response = line.get("response") if isinstance(line, dict) else None
+    return isinstance(response, dict) and response.get("status_code") == 200
 
 
 def _resolve(item: _Waiting, result: CallResult) -> None:

@@ -209,7 +209,9 @@ class Engine:
         # Calls of batch configs: queued, grouped and sent as provider batches; the
         # batches submitted are recorded in batch_dir (a resumed run polls them again).
         self._batches = BatchQueue(
-            BatchStore(batch_dir) if batch_dir is not None else None, batch_settings
+            BatchStore(batch_dir) if batch_dir is not None else None,
+            batch_settings,
+            batch_base=getattr(resolve, "batch_base", None),  # local models' batch endpoints
         )
         # Cache key -> the result of the identical cached call now in flight (single flight).
         self._in_flight: dict[str, asyncio.Future[CallResult]] = {}

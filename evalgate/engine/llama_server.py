@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ctx", type=int, default=8192)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--parent-pid", type=int, default=os.getppid())
+    # The Files/Batches endpoints for this model (llama.cpp has none): see batch_local.
+    parser.add_argument("--batch-port", type=int, default=0)
     args = parser.parse_args(argv)
     # Block the stop signals in every thread (the server's threads inherit the mask) so
     # sigwait below receives them and we exit in one place.
@@ -71,8 +73,19 @@ def main(argv: list[str] | None = None) -> None:
     # it holds from the previous request (the shared system prompt), as any server would.
     params.cache_ram_mib = 0
     server = xllamacpp.Server(params)  # serves in its own threads
+    batches = None
+    if args.batch_port:
+        from evalgate.engine.batch_local import LocalBatchServer
+
+        chat_url = f"http://127.0.0.1:{args.port}/v1/chat/completions"
+        slots_url = f"http://127.0.0.1:{args.port}/slots"  # lines wait for an idle server
+        batches = LocalBatchServer(chat_url, args.batch_port, args.parallel, slots_url).start()
     print(f"evalgate-llama-server ready port={args.port}", flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    if batches is not None:
+        # A running batch would keep the model busy (and the server's shutdown waiting)
+        # line after line: cancel it so no new line starts.
+        batches.halt()
     del server
     os._exit(0)  # skip native destructors: the process is going away anyway
 

@@ -35,10 +35,16 @@ class RunningServer:
     name: str
     pid: int
     port: int
+    batch_port: int = 0
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def batch_url(self) -> str | None:
+        """The model's Files/Batches endpoints (:mod:`evalgate.engine.batch_local`)."""
+        return f"http://127.0.0.1:{self.batch_port}/v1" if self.batch_port else None
 
 
 def free_port() -> int:
@@ -82,10 +88,10 @@ class LocalServers:
         check_xllamacpp()
         paths = {name: model_path(name) for name in wanted}  # may raise MissingModelError
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        pending: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
+        pending: dict[str, tuple[subprocess.Popen[bytes], int, Path, int]] = {}
         for name in wanted:
             lookup(name)
-            port = free_port()
+            port, batch_port = free_port(), free_port()
             log = self.log_dir / f"server-{name}.log"
             with log.open("wb") as out:
                 proc = subprocess.Popen(
@@ -105,16 +111,18 @@ class LocalServers:
                         str(self.parallel),
                         "--parent-pid",
                         str(os.getpid()),
+                        "--batch-port",
+                        str(batch_port),
                     ],
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                 )
             self._procs[name] = proc
-            pending[name] = (proc, port, log)
+            pending[name] = (proc, port, log, batch_port)
         deadline = time.monotonic() + HEALTH_TIMEOUT_S
         while pending:
-            for name, (proc, port, log) in list(pending.items()):
+            for name, (proc, port, log, batch_port) in list(pending.items()):
                 if proc.poll() is not None:
                     tail = log.read_text(errors="replace").strip().splitlines()[-3:]
                     self.stop_all()
@@ -123,7 +131,7 @@ class LocalServers:
                         + " | ".join(tail)
                     )
                 if _healthy(port):
-                    self.running[name] = RunningServer(name, proc.pid, port)
+                    self.running[name] = RunningServer(name, proc.pid, port, batch_port)
                     del pending[name]
             if pending and time.monotonic() > deadline:
                 self.stop_all()

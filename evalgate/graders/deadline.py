@@ -122,6 +122,21 @@ def paused() -> Iterator[None]:
             _WAKE.notify_all()
 
 
+@contextlib.contextmanager
+def limited(timeout_s: float) -> Iterator[None]:
+    """Bounds :func:`remaining` on this thread while the block runs, for grader code run
+    outside a :class:`GradingThreads` pool (a runtime cascade's checks in the caller's
+    thread): a :func:`search` in it stops at the limit instead of the default one."""
+    job = _Job(lambda: None, timeout_s, "check")
+    job.started = time.monotonic()
+    previous = getattr(_current, "job", None)
+    _current.job = job
+    try:
+        yield
+    finally:
+        _current.job = previous
+
+
 def run_coroutine(coro: Any) -> Any:
     """Runs a coroutine on the calling grading thread's own event loop (made once per thread).
 

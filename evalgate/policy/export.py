@@ -262,6 +262,14 @@ def _router_section(
             "policy applies to the whole feature; route between configs that differ in tier only"
         )
     record = (section.get("derivations") or {}).get(config_id)
+    if isinstance(record, Mapping) and (
+        record.get("error") or record.get("composed") == 0 or record.get("results") == 0
+    ):
+        # No evaluation stands behind it (its derivation failed or had no results): a
+        # policy must not carry a router or cascade the evals never measured.
+        raise ExportError(
+            f"{where}: the report holds no evaluation of it ({record.get('line') or 'no results'})"
+        )
     if derived.get("kind") == "cascade":
         return _cascade_section(where, config_id, derived, record, small, large, tiers)
     model = record.get("router") if isinstance(record, Mapping) else None

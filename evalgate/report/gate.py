@@ -6,7 +6,7 @@ session writes the document and turns blocking reasons into the exit status.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,11 +94,22 @@ def analyze_run(
     stored_baseline: Mapping[str, Any] | None = None,
 ) -> RunGate:
     """Statistics for every suite with results, and the gate over all of them."""
-    from evalgate.stats import analyze_suite
-
     by_suite: dict[str, list[CaseResult]] = {}
     for result in results:
         by_suite.setdefault(result.suite, []).append(result)
+    return analyze_suites(by_suite, suites, settings, stored_baseline)
+
+
+def analyze_suites(
+    by_suite: Mapping[str, Sequence[CaseResult]],
+    suites: Mapping[str, Suite],
+    settings: GateSettings,
+    stored_baseline: Mapping[str, Any] | None = None,
+) -> RunGate:
+    """:func:`analyze_run` of results grouped by suite; each suite's results are read
+    once for its statistics (twice against a stored baseline), never held whole."""
+    from evalgate.stats import analyze_suite
+
     gate = RunGate()
     for name, suite_results in sorted(by_suite.items()):
         suite = suites.get(name)
@@ -123,6 +134,7 @@ def analyze_run(
                 f"{name}: baseline {suite.baseline!r} was not run (deselected?); no comparisons"
             )
             continue
+        gate.blocking += _gated_without_results(name, suite, gated, present)
         try:
             analysis = analyze_suite(
                 frame,
@@ -163,11 +175,31 @@ def analyze_run(
     return gate
 
 
+def _gated_without_results(
+    name: str, suite: Suite, gated: Iterable[str], present: set[str]
+) -> list[str]:
+    """A blocking line per gated derived config with no results: its base configs were
+    not run (deselected, a shard missing) or its derivation failed. The statistics leave
+    out a config without rows, so the gate would otherwise pass it without a verdict."""
+    configs = {c.id: c for c in suite.configs}
+    lines = []
+    for config_id in gated:
+        derived = configs[config_id].derived
+        if config_id in present or derived is None:
+            continue
+        lines.append(
+            f"{name}: {config_id}: no results to gate: no case has results of both "
+            f"{derived.small!r} and {derived.large!r} (or its derivation failed, see the "
+            "report's derivations); the gate cannot pass it"
+        )
+    return lines
+
+
 def _compare_with_stored(
     gate: RunGate,
     name: str,
     suite: Suite,
-    head: list[CaseResult],
+    head: Sequence[CaseResult],
     stored: Mapping[str, Any],
     settings: GateSettings,
     margin: float,

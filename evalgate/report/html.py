@@ -128,7 +128,7 @@ def render_html(document: Mapping[str, Any]) -> str:
     """The page for one evalgate.json document."""
     import jinja2
 
-    from evalgate.report.html_data import drilldown_data
+    from evalgate.report.html_data import drilldown_json
     from evalgate.report.html_view import build_view
 
     env = jinja2.Environment(
@@ -147,7 +147,7 @@ def render_html(document: Mapping[str, Any]) -> str:
     markup = jinja2.utils.markupsafe.Markup
     return template.render(
         view=build_view(document),
-        data=markup(embed_json(drilldown_data(document))),
+        data=markup(drilldown_json(document)),
         css=markup(css),
         js=markup(script),
         script_hash=f"sha256-{digest}",

@@ -11,8 +11,11 @@ script reads the same names from the embedded ``fields`` list, so the two cannot
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+import re
+import secrets
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 ROW_FIELDS = (
@@ -65,6 +68,16 @@ def _seq(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else []
 
 
+def _rows(suite: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """The suite's case rows, read as a stream: the writer's rows are made as iterated
+    (report.tables.CaseRows), so listing them first would hold a dict per item."""
+    cases = suite.get("cases")
+    if isinstance(cases, list | tuple):
+        for row in cases:
+            if isinstance(row, Mapping):
+                yield row
+
+
 def _messages(value: Any) -> list[dict[str, str]] | None:
     if not isinstance(value, list | tuple):
         return None
@@ -88,33 +101,50 @@ def _repeat(row: list[Any]) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
-def _suite_data(name: str, suite: Mapping[str, Any]) -> dict[str, Any]:
+def _suite_data(
+    name: str, suite: Mapping[str, Any], seal: Callable[[list[str]], str] | None = None
+) -> dict[str, Any]:
+    """One suite's drill-down data. With ``seal``, each row is JSON text as soon as it is
+    read and each cell (a case's rows under a config, by repeat) is what ``seal`` makes
+    of its rows' texts (see :func:`drilldown_json`)."""
     listed = suite.get("configs")
     configs = [str(c) for c in listed] if isinstance(listed, Mapping) else []
-    rows = [r for r in _seq(suite.get("cases")) if isinstance(r, Mapping)]
-    for row in rows:
-        config = str(row.get("config_id"))
-        if config not in configs:
-            configs.append(config)
     column = {c: j for j, c in enumerate(configs)}
     case_index: dict[str, int] = {}
     expected: list[str] = []
     grid: list[list[list[list[Any]] | None]] = []
-    for row in rows:
+    # One pass (the rows are read back from the run's file for each): a config the
+    # document does not list gets the next column, and shorter grid rows are padded.
+    for row in _rows(suite):
+        config = str(row.get("config_id"))
+        j = column.get(config)
+        if j is None:
+            j = column[config] = len(configs)
+            configs.append(config)
         case = str(row.get("case_id"))
         i = case_index.get(case)
         if i is None:
             i = case_index[case] = len(grid)
             grid.append([None] * len(configs))
             expected.append(str(row.get("expected") or ""))
-        cell = grid[i][column[str(row.get("config_id"))]]
+        cells = grid[i]
+        if j >= len(cells):
+            cells.extend([None] * (j + 1 - len(cells)))
+        cell = cells[j]
         if cell is None:
-            cell = grid[i][column[str(row.get("config_id"))]] = []
-        cell.append(_row(row))
+            cell = cells[j] = []
+        compact = _row(row)
+        cell.append(compact if seal is None else (_repeat(compact), _dumps(compact)))
     for cells in grid:
-        for cell in cells:
-            if cell:
+        cells.extend([None] * (len(configs) - len(cells)))
+        for k, cell in enumerate(cells):
+            if not cell:
+                continue
+            if seal is None:
                 cell.sort(key=_repeat)
+            else:
+                cell.sort(key=lambda entry: entry[0])
+                cells[k] = seal([text for _, text in cell])
     # Cases in id order (results arrive in run order); the grid follows.
     order = sorted(case_index)
     grid = [grid[case_index[c]] for c in order]
@@ -143,6 +173,43 @@ def _suite_data(name: str, suite: Mapping[str, Any]) -> dict[str, Any]:
         "messages": messages,
         "grid": grid,
     }
+
+
+def _dumps(value: Any) -> str:
+    """JSON text as :func:`evalgate.report.html.embed_json` writes it (before escaping)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def drilldown_json(document: Mapping[str, Any]) -> str:
+    """``embed_json(drilldown_data(document))``, the same text, without the rows as objects.
+
+    A big run's drill-down holds every case row: as lists of values they were the
+    largest part of the report's peak memory. Here each row becomes JSON text as it is
+    read; a cell's place in the document is held by a marker (a random nonce no data
+    can guess), replaced by the cell's text once the rest is encoded.
+    """
+    from evalgate.report.html import _SCRIPT_SAFE, embed_json
+
+    nonce = secrets.token_hex(8)
+    cells: list[str] = []
+
+    def seal(texts: list[str]) -> str:
+        cells.append("[" + ",".join(texts) + "]")
+        return f"{nonce}:{len(cells) - 1}"
+
+    suites = _mapping(document.get("suites"))
+    data = {
+        "fields": list(ROW_FIELDS),
+        "grade_fields": list(GRADE_FIELDS),
+        "suites": [
+            _suite_data(str(n), s, seal) for n, s in suites.items() if isinstance(s, Mapping)
+        ],
+    }
+    parts = re.split(f'"{nonce}:([0-9]+)"', embed_json(data))
+    del data
+    # Escaping is per character: each cell escaped alone reads as the whole escaped.
+    parts[1::2] = [cells[int(i)].translate(_SCRIPT_SAFE) for i in parts[1::2]]
+    return "".join(parts)
 
 
 def drilldown_data(document: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ escapes them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,6 +257,13 @@ def _list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else []
 
 
+def _cases(suite: Mapping[str, Any]) -> Iterable[Any]:
+    """The suite's case rows as a stream, not a copy: the writer makes them as iterated
+    (report.tables.CaseRows), and a list of them would hold a dict per item."""
+    cases = suite.get("cases")
+    return cases if isinstance(cases, list | tuple) else ()
+
+
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
@@ -321,7 +328,7 @@ def _vs_stored(data: Any) -> StoredComparison | None:
 
 
 def _cases_count(suite: Mapping[str, Any]) -> int | None:
-    rows = _list(suite.get("cases"))
+    rows = _cases(suite)
     return len({str(r.get("case_id")) for r in rows if isinstance(r, Mapping)}) or None
 
 
@@ -621,7 +628,7 @@ def _plots(
 def _costs(ids: Sequence[str], suite: Mapping[str, Any]) -> list[CostSplit]:
     """Each config's spend split into input and output tokens (priced when prices are known)."""
     totals: dict[str, list[float]] = {c: [0.0, 0.0] for c in ids}
-    for row in _list(suite.get("cases")):
+    for row in _cases(suite):
         if not isinstance(row, Mapping) or row.get("cached") or row.get("error"):
             continue
         t = totals.get(str(row.get("config_id")))
@@ -714,7 +721,7 @@ def _features(suites: Mapping[str, Any]) -> list[FeatureRow]:
         )
         a["suites"].append(str(name))
         a.setdefault("lat", [])
-        for row in _list(suite.get("cases")):
+        for row in _cases(suite):
             if not isinstance(row, Mapping):
                 continue
             a["calls"] += 1

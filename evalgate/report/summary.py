@@ -39,6 +39,12 @@ def _estimate(interval: Mapping[str, Any] | None) -> float | None:
     return None if not interval else interval.get("estimate")
 
 
+def _joined(column: pd.Series) -> str:
+    """The one value of a column, or its distinct values joined with '+' (sorted)."""
+    values = sorted({str(v) for v in column})
+    return "+".join(values)
+
+
 def config_summary(rows: pd.DataFrame, figures: Mapping[str, Any]) -> dict[str, Any]:
     """One config's entry in evalgate.json.
 
@@ -53,8 +59,10 @@ def config_summary(rows: pd.DataFrame, figures: Mapping[str, Any]) -> dict[str, 
     repeats = int(rows.groupby("case_id")["repeat"].nunique().max()) if len(rows) else 0
     measured = ok[~ok["cached"]]
     return {
-        "tier": str(rows["tier"].iloc[0]),
-        "model": str(rows["model"].iloc[0]),
+        # A routed or cascade config's rows come from two tiers: name both, never
+        # whichever answered its first case.
+        "tier": _joined(rows["tier"]),
+        "model": _joined(rows["model"]),
         "n_cases": int(figures["n_cases"]),
         "n_items": len(rows),
         "n_completed_cases": int(figures["n_completed"]),
@@ -136,19 +144,40 @@ def build_report(
             (rows made as iterated, for ``write_json`` and the HTML page: the run's report
             writer) instead of a plain list (for any other use, ``json.dumps`` included).
     """
-    from evalgate.report.tables import CaseRows, float_columns, suite_table
-    from evalgate.stats._common import json_safe
-
-    results = list(results)
     by_suite: dict[str, list[CaseResult]] = {}
     for result in results:
         by_suite.setdefault(result.suite, []).append(result)
-    as_float = float_columns(results)
+    return build_suites_report(
+        by_suite,
+        run_id=run_id,
+        baselines=baselines,
+        config_orders=config_orders,
+        extra=extra,
+        stream_cases=stream_cases,
+    )
+
+
+def build_suites_report(
+    by_suite: Mapping[str, Sequence[CaseResult]],
+    *,
+    run_id: str,
+    baselines: Mapping[str, str],
+    config_orders: Mapping[str, Sequence[str]] | None = None,
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+    stream_cases: bool = False,
+) -> dict[str, Any]:
+    """:func:`build_report` of results grouped by suite (a list, or rows read back from
+    the run's file as iterated: :class:`evalgate.report.stored.StoredRows`)."""
+    from evalgate.report.tables import CaseRows, read_suite
+    from evalgate.stats._common import json_safe
+
+    as_float: set[str] = set()
     suites: dict[str, Any] = {}
-    cases: dict[str, CaseRows] = {}
     for suite_name, suite_results in sorted(by_suite.items()):
         # Only the columns the figures read: a suite's outputs and grades stay out.
-        suite_rows = suite_table(suite_results, _summary_columns())
+        table = read_suite(suite_results, _summary_columns())
+        as_float |= table.float_columns
+        suite_rows = table.frame
         order = list((config_orders or {}).get(suite_name, ()))
         by_config = dict(iter(suite_rows.groupby("config_id", sort=False)))
         ids = [c for c in order if c in by_config] + sorted(
@@ -158,16 +187,17 @@ def build_report(
         configs = {
             cid: config_summary(by_config[cid], _figures(by_config[cid], cid, stats)) for cid in ids
         }
-        del suite_rows, by_config
+        feature, suite_hash = table.feature, table.suite_hash  # of the suite's last result
+        del table, suite_rows, by_config
         suites[suite_name] = {
-            "feature": suite_results[-1].feature,
-            "suite_hash": suite_results[-1].suite_hash,
+            "feature": feature,
+            "suite_hash": suite_hash,
             "baseline": baselines.get(suite_name),
             "configs": configs,
             **dict((extra or {}).get(suite_name, {})),
         }
-        # Made row by row when written (see CaseRows): no dict per item held.
-        cases[suite_name] = CaseRows(suite_results, as_float)
+    # Made row by row when written (see CaseRows): no dict per item held.
+    cases = {name: CaseRows(by_suite[name], as_float) for name in suites}
     document = json_safe(
         {
             "version": REPORT_VERSION,
@@ -194,6 +224,20 @@ def write_json(document: Mapping[str, Any], path: Path) -> None:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a value json cannot write: no half file left behind
+        raise
+
+
+def copy_atomic(source: Path, path: Path) -> None:
+    """A copy of a written report, replaced atomically like :func:`write_json`'s."""
+    import shutil
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -13,7 +13,9 @@ JSON-safe copy of every dict.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from evalgate.results import CaseResult, _row
@@ -31,28 +33,61 @@ def suite_table(results: Iterable[CaseResult], columns: Collection[str]) -> Any:
     Built column by column: a list of per-item dicts first (pandas' other way in) would
     cost more than the frame itself, at the peak of a big run's report.
     """
+    return read_suite(results, columns).frame
+
+
+@dataclass(slots=True)
+class SuiteTable:
+    """What one pass over a suite's results gives the report.
+
+    Attributes:
+        frame: the ``columns`` asked for, one row per item.
+        float_columns: the integer columns holding a None or a float in some row (see
+            :func:`float_columns`).
+        feature, suite_hash: the suite's, from its last result (as the report says them).
+    """
+
+    frame: Any
+    float_columns: frozenset[str]
+    feature: str | None
+    suite_hash: str | None
+
+
+def read_suite(results: Iterable[CaseResult], columns: Collection[str]) -> SuiteTable:
+    """:func:`suite_table` and :func:`float_columns` in one pass (a big run's results are
+    read back from its file for each pass)."""
     import pandas as pd
 
     names = list(columns)
     values: dict[str, list[Any]] = {name: [] for name in names}
+    found: set[str] = set()
+    last: CaseResult | None = None
     for result in results:
         row = _row(result)
         for name in names:
             values[name].append(row[name])
-    return pd.DataFrame(values, columns=names)
+        if len(found) < len(_INT_COLUMNS):
+            found.update(_floats(result))
+        last = result
+    frame = pd.DataFrame(values, columns=names)
+    feature = last.feature if last is not None else None
+    return SuiteTable(frame, frozenset(found), feature, last.suite_hash if last else None)
 
 
 def float_columns(results: Iterable[CaseResult]) -> frozenset[str]:
     """The integer columns that hold a None or a float in some row (see _INT_COLUMNS)."""
     found: set[str] = set()
     for result in results:
-        row = _int_values(result)
-        for name, value in zip(_INT_COLUMNS, row, strict=True):
-            if value is None or isinstance(value, float):
-                found.add(name)
+        found.update(_floats(result))
         if len(found) == len(_INT_COLUMNS):
             break
     return frozenset(found)
+
+
+def _floats(result: CaseResult) -> Iterator[str]:
+    for name, value in zip(_INT_COLUMNS, _int_values(result), strict=True):
+        if value is None or isinstance(value, float):
+            yield name
 
 
 def _int_values(r: CaseResult) -> tuple[Any, ...]:
@@ -67,17 +102,32 @@ def _int_values(r: CaseResult) -> tuple[Any, ...]:
 
 def case_row(result: CaseResult, as_float: Collection[str] = ()) -> dict[str, Any]:
     """One item's row in evalgate.json: JSON-safe builtins, without suite and feature."""
-    from evalgate.stats._common import json_safe
-
     row = _row(result)
     for name in _ROW_DROPPED:
         del row[name]
     for name in as_float:
         value = row[name]
         row[name] = None if value is None else float(value)
-    out = json_safe(row)
+    out = _plain(row)
     assert isinstance(out, dict)
     return out
+
+
+def _plain(value: Any) -> Any:
+    """:func:`evalgate.stats._common.json_safe` of a row, with a fast path for the JSON
+    types a row holds (made for every row each time the rows are written or shown)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is dict:
+        return {str(k): _plain(v) for k, v in value.items()}
+    if kind is list:
+        return [_plain(v) for v in value]
+    from evalgate.stats._common import json_safe
+
+    return json_safe(value)
 
 
 class CaseRows(list):  # type: ignore[type-arg]
@@ -98,6 +148,11 @@ class CaseRows(list):  # type: ignore[type-arg]
     def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
         for result in self._results:
             yield case_row(result, self._as_float)
+
+    @property
+    def results(self) -> Sequence[CaseResult]:
+        """The results the rows are made from (read, never copied)."""
+        return self._results
 
     def __len__(self) -> int:
         return len(self._results)

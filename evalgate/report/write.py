@@ -46,22 +46,36 @@ def write_run_report(
     reason. ``shard_note`` marks a shard's partial run: its figures are written, its gate
     is not applied (the merged shards are gated).
     """
-    from evalgate.report.summary import build_report, write_json
-    from evalgate.results import ReadStats, latest_by_item, read_results
-    from evalgate.resume import current_results
+    from evalgate.report.heap import release_freed_memory
+    from evalgate.report.stored import composed_rows, index_current, suite_rows
+    from evalgate.report.summary import build_suites_report, copy_atomic, write_json
+    from evalgate.results import ReadStats
 
     written = WrittenReport()
     stats = ReadStats()
-    current, written.ignored_note = current_results(
-        latest_by_item(read_results(paths.results, stats)), suites, stats
-    )
-    if not current:
+    # Offsets of the current results, not the results: each suite's are read back from
+    # the file for each use (statistics, figures, case rows, page), one at a time.
+    index = index_current(paths.results, suites, stats)
+    written.ignored_note = index.ignored_note
+    if not index.suites:
         return written
+    by_suite = suite_rows(paths.results, index)
+    del index
     from evalgate.derived import derive_results
 
     # Routed and cascade configs: composed from the measured results, then analysed alike.
-    current, derivations = derive_results(suites, current)
-    from evalgate.report.gate import RunGate, analyze_run
+    # One suite at a time (a suite's results are held only while its configs are
+    # composed); the composed results are spooled and read back like the stored ones.
+    derivations: dict[str, dict[str, Any]] = {}
+    for name, rows in by_suite.items():
+        if not any(config.derived is not None for config in suites[name].configs):
+            continue
+        measured = list(rows)
+        current, derived = derive_results({name: suites[name]}, measured)
+        by_suite[name] = composed_rows(rows, current[len(measured) :])
+        derivations.update(derived)
+        del measured, current
+    from evalgate.report.gate import RunGate, analyze_suites
     from evalgate.report.markdown import render_summary
 
     baselines = {name: suite.baseline for name, suite in suites.items()}
@@ -70,29 +84,32 @@ def write_run_report(
     # A defect in the analysis must not lose the report: the results are already on
     # disk; the reason becomes one blocking line.
     try:
-        gate = analyze_run(current, suites, gate_settings, stored_baseline)
+        gate = analyze_suites(by_suite, suites, gate_settings, stored_baseline)
     except Exception as exc:
         gate = RunGate(blocking=[f"statistics failed ({type(exc).__name__}: {exc})"])
     if baseline_error:
         gate.blocking.append(baseline_error)
-    document = build_report(
-        current,
+    # The statistics' freed blocks, returned before the rest of the report grows on top.
+    release_freed_memory()
+    document = build_suites_report(
+        by_suite,
         run_id=paths.run_id,
         baselines=baselines,
         config_orders=orders,
         extra={name: {"stats": section} for name, section in gate.sections.items()},
         stream_cases=True,
     )
-    # The document's case rows are made from these results as they are written (see
-    # report.tables.CaseRows); no other copy of the results is held.
-    del current
+    # The document's case rows are read back from the files as they are written (see
+    # report.tables.CaseRows and report.stored.StoredRows): no result is held.
+    del by_suite
+    release_freed_memory()  # the figures' columns, before the page is built
     from evalgate.report.inputs import suite_inputs
     from evalgate.report.settings import suite_settings
 
     for name, section in document["suites"].items():
         if name in suites:
             section["settings"] = suite_settings(suites[name])
-            ran = {row["case_id"] for row in section.get("cases", ())}
+            ran = {result.case_id for result in section["cases"].results}
             section["inputs"] = suite_inputs(suites[name], ran)
         if derivations.get(name):
             section["derivations"] = derivations[name]
@@ -115,7 +132,8 @@ def write_run_report(
         document.update(extra_document)
     written.blocked = bool(document["gate"]["blocked"])
     write_json(document, paths.report_json)
-    write_json(document, paths.run_dir / "evalgate.json")
+    # The same bytes: copied, not serialised (and its rows read back) a second time.
+    copy_atomic(paths.report_json, paths.run_dir / "evalgate.json")
     paths.summary_md.write_text(render_summary(document), encoding="utf-8")
     written.html_error = _write_html(document, paths)
     written.document = document

@@ -81,7 +81,23 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _newton(z: np.ndarray, y: np.ndarray, l2: float, iterations: int = 50) -> np.ndarray:
-    """L2-penalised logistic regression (intercept unpenalised) by Newton's method."""
+    """L2-penalised logistic regression (intercept unpenalised) by Newton's method.
+
+    With fewer cases than features (a demo fold: ~88 cases, 390 features) the weights are
+    solved in an orthonormal basis of the cases' span and mapped back: at the optimum
+    ``l2 * w = -z.T @ (p - y)`` lies in that span, so this is the same model (to the
+    solver's tolerance) at a fraction of the cost (390 x 390 Hessians become ~88 x 88).
+    """
+    n, d = z.shape
+    if 0 < n < d and l2 > 0:
+        _, singular, vt = np.linalg.svd(z, full_matrices=False)
+        basis = vt[singular > 1e-10 * max(float(singular.max(initial=0.0)), 1e-300)].T
+        reduced = _newton_dense(z @ basis, y, l2, iterations)
+        return np.concatenate([basis @ reduced[:-1], reduced[-1:]])
+    return _newton_dense(z, y, l2, iterations)
+
+
+def _newton_dense(z: np.ndarray, y: np.ndarray, l2: float, iterations: int) -> np.ndarray:
     n, d = z.shape
     a = np.hstack([z, np.ones((n, 1))])
     penalty = np.full(d + 1, l2)

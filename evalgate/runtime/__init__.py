@@ -11,11 +11,14 @@
         context=document, query=q,
     )
 
+Offline requests: ``policy.batch(feature, requests)`` (see :mod:`evalgate.runtime.batch`).
+
 Imports neither pytest nor the eval stack (scipy, pandas, jinja2); litellm is imported on
 the first call.
 """
 
 from evalgate.runtime.backends import Backend, open_backend
+from evalgate.runtime.batch import BatchHandle, BatchResult
 from evalgate.runtime.cache import CachedAnswer, CacheRequest, ExactCache, Hit, ResponseCache
 from evalgate.runtime.callpath import (
     Admission,
@@ -43,6 +46,8 @@ __all__ = [
     "CONTEXT_SLOT",
     "Admission",
     "Backend",
+    "BatchHandle",
+    "BatchResult",
     "CacheRequest",
     "CachedAnswer",
     "ExactCache",

@@ -22,6 +22,7 @@ every step but the model call itself.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -104,11 +105,16 @@ class FeatureRouter(StaticRouter):
         if isinstance(routing, CascadeRouting):
             # The policy asks ``first``, then ``then`` when a check rejects the answer.
             return (routing.first, routing.then)
+        model = routing.model
+        if model.threshold is None:
+            # Nothing was certified: every request goes large, whatever its score, so no
+            # score is computed (its MiniLM encoding is the routing decision's latency).
+            call.route = "large"
+            return (routing.large, routing.small)
         from evalgate.routing.features import feature_matrix, request_text
 
-        model = routing.model
         score = float(model.score(feature_matrix([request_text(call.messages)], model.recipe))[0])
-        small = model.threshold is not None and score >= model.threshold
+        small = score >= model.threshold
         call.route, call.route_score = ("small" if small else "large"), score
         return (routing.small, routing.large) if small else (routing.large, routing.small)
 
@@ -219,6 +225,9 @@ class Policy:
         self.ledger = Ledger(backend, write_behind=True, failures=self.failures)
         self._exact = ExactCache(backend, writer=self.ledger.submit, failures=self.failures)
         self.api_bases = dict(api_bases or {})
+        # Model string -> where its batches go when not its api_base (a local model's
+        # batch proxy, set by serve_local_models): see policy.batch.
+        self.batch_bases: dict[str, str] = {}
         self.router: Router = router or FeatureRouter()
         self.guards = list(guards)
         self.limiter = limit_guard(document.limits, backend, limits)
@@ -266,6 +275,40 @@ class Policy:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- offline requests as provider batches (evalgate.runtime.batch) ----------------------
+
+    def batch(self, feature: str, requests: Sequence[Mapping[str, Any]]) -> Any:
+        """Submits offline requests as provider batches under the feature's policy.
+
+        Args:
+            feature: the policy feature (model, trim, cap, cache, limits).
+            requests: one mapping per request: ``messages`` and optionally ``user``,
+                ``tenant``, ``context``, ``query`` and litellm parameters.
+
+        Returns:
+            A :class:`~evalgate.runtime.batch.BatchHandle`: ``poll()``, ``wait()``,
+            ``await handle``; ``handle.id`` reopens it anywhere (:meth:`batch_handle`).
+
+        Raises:
+            UnknownFeatureError, PolicyError: the feature, a request or its model.
+            LimitExceeded: a request does not fit its limits (nothing is sent then).
+        """
+        from evalgate.runtime.batch import submit_batch
+
+        return submit_batch(self, feature, requests)
+
+    async def abatch(self, feature: str, requests: Sequence[Mapping[str, Any]]) -> Any:
+        """:meth:`batch` for asyncio code (submits in a worker thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.batch, feature, requests)
+
+    def batch_handle(self, handle_id: str) -> Any:
+        """The batch handle ``handle_id`` stored in this policy's backend (from any process)."""
+        from evalgate.runtime.batch import open_handle
+
+        return open_handle(self, handle_id)
 
     # -- steps shared by the sync and async paths -----------------------------------------
 
@@ -689,6 +732,14 @@ class Policy:
         tried: list[str] = []
         try:
             response = await litellm.acompletion(**self._request(call, cascade.first, first_ep))
+        except asyncio.CancelledError as exc:  # recorded like a failure (see acompletion)
+            call.route = "first"
+            self._finish(
+                call,
+                admitted,
+                self._record(call, model=cascade.first.model, error=_describe(exc)),
+            )
+            raise
         except Exception as exc:
             tried.append(f"{cascade.first.model}: {_describe(exc)}")
             response = None
@@ -701,7 +752,8 @@ class Policy:
             if streamed:
                 chunks = aiter(response)
                 first = await anext(chunks, None)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            # Cancelled too: the first call was paid for, and the record says so.
             tried.append(f"{cascade.then.model}: {_describe(exc)}")
             self._cascade_failed(call, admitted, tried, exc)
             raise
@@ -896,6 +948,12 @@ class Policy:
                 if call.stream:
                     chunks = aiter(response)
                     first = await anext(chunks, None)
+            except asyncio.CancelledError as exc:
+                # The caller's task went away mid-call: the call may be billed, and its
+                # admissions must be settled, so it is recorded like a failure.
+                tried.append(f"{route.model}: {_describe(exc)}")
+                self._failed(call, admitted, tried, exc)
+                raise
             except Exception as exc:
                 tried.append(f"{route.model}: {_describe(exc)}")
                 if index == len(call.routes) - 1:

@@ -18,6 +18,9 @@ from evalgate.runtime.policy_file import Route
 
 # Graders an application can run on an answer alone: no case variables, model or file.
 RUNTIME_CHECKS = ("json-valid", "json-schema", "regex", "contains", "equals")
+# A check runs inside the application's request, on model output: a pattern that
+# backtracks on an answer must not hold the request for the evals' 30 s grade limit.
+CHECK_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,13 +32,15 @@ class AcceptCheck:
 
     def failure(self, answer: str) -> str | None:
         """None when the answer passes, else why not (one line)."""
+        from evalgate.graders import deadline
         from evalgate.graders.registry import lookup, normalise
 
         found = lookup(self.type)
         assert found is not None  # checked when the policy was loaded
         definition, negated = found
         try:
-            result = definition.fn(answer, None, **self.params)
+            with deadline.limited(CHECK_TIMEOUT_S):
+                result = definition.fn(answer, None, **self.params)
             grade = normalise(result, source=self.type)
         except Exception as exc:  # a grader error escalates, as it does offline
             return f"{self.type}: error: {type(exc).__name__}: {exc}"

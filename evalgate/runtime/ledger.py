@@ -45,6 +45,8 @@ class UsageRecord:
             a cascade's ("first": its answer was accepted, "escalated": it was not).
         first_cost_usd: an escalated cascade's first call (included in ``cost_usd``).
         similarity: a semantic cache hit's similarity to the entry it served.
+        batch_id: the provider batch that carried the request (``policy.batch``); its
+            ``cost_usd`` is the batch price and ``latency_ms`` the batch's turnaround.
     """
 
     ts: float
@@ -69,6 +71,7 @@ class UsageRecord:
     route_score: float | None = None
     first_cost_usd: float | None = None
     similarity: float | None = None
+    batch_id: str | None = None
 
     def to_bytes(self) -> bytes:
         data = asdict(self)

@@ -376,7 +376,11 @@ class LimitGuard:
 
     # -- admit and settle -----------------------------------------------------------------
 
-    def admit(self, call: PreparedCall) -> _Reservation | _NoReservation:
+    def admit(
+        self, call: PreparedCall, ttl_s: float | None = None
+    ) -> _Reservation | _NoReservation:
+        """Reserves the call's worst case; ``ttl_s``: how long the reservation holds if never
+        settled (default ``reservation_ttl_s``; a batch request's is the batch window)."""
         applied = self.applicable(call.feature.name, call.user, call.tenant)
         if not applied:
             return _NoReservation()
@@ -408,7 +412,8 @@ class LimitGuard:
         rid = uuid.uuid4().hex
         needs = [need for _, _, need in planned]
         try:
-            refusal = self.store.reserve(rid, needs, now, now + self.reservation_ttl_s)
+            ttl = self.reservation_ttl_s if ttl_s is None else ttl_s
+            refusal = self.store.reserve(rid, needs, now, now + ttl)
         except Exception as exc:
             return self._unavailable(exc, "reserve")
         if refusal is not None:

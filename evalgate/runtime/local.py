@@ -45,6 +45,9 @@ def serve_local_models(policy: Policy, *, threads: int = 2) -> Iterator[dict[str
             raise PolicyError(f"{policy.document.path}: {exc}") from None
         bases = {LOCAL_PREFIX + name: server.base_url for name, server in running.items()}
         policy.api_bases.update(bases)
+        policy.batch_bases.update(
+            {LOCAL_PREFIX + n: s.batch_url for n, s in running.items() if s.batch_url}
+        )
         policy._endpoints.clear()
         try:
             yield bases

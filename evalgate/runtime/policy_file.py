@@ -520,6 +520,14 @@ def _router(check: _Checker, raw: Any, key: str) -> Any:
     except ValueError as exc:  # "router.weights: why" -> features.f.router.model.weights
         where, _, why = str(exc).partition(": ")
         raise check.fail(f"{key}.model{where.removeprefix('router')}", why) from None
+    share = model.evidence.get("calibration_small_share")
+    if share is not None and (
+        isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1
+    ):  # the evals' share, shown beside the live one by `evalgate usage`
+        raise check.fail(
+            f"{key}.model.evidence.calibration_small_share",
+            f"expected a share in [0, 1], found {_shown(share)}",
+        )
     wanted = model.recipe.embedding_model
     if model.recipe.embedding and wanted != embedding_model_identity():
         raise check.fail(
@@ -542,6 +550,10 @@ def _cascade(check: _Checker, raw: dict[str, Any], key: str) -> Any:
     rate = check.number(
         evidence.get("escalation_rate"), f"{key}.evidence.escalation_rate", optional=True
     )
+    if rate is not None and rate > 1:  # a share, shown beside the live one by `usage`
+        raise check.fail(
+            f"{key}.evidence.escalation_rate", f"expected a share in [0, 1], found {_shown(rate)}"
+        )
     routes = {}
     for side in ("first", "then"):
         check.keys(raw[side], f"{key}.{side}", _ROUTE_KEYS, ("model",))

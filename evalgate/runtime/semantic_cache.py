@@ -7,12 +7,14 @@ A request is split in two (:func:`split_request`):
   must all match exactly (the tenant is part of the key: two tenants never share);
 * its **user turn**, compared by meaning: MiniLM unit vectors, cosine similarity.
 
-A lookup embeds the user turn, reads the scope's entries appended since this process last
-looked (one indexed SQLite query or one Redis ``LRANGE``: the version check), and searches
-them exactly in numpy (a matrix-vector product over unit float32 rows). The most similar
-live entry is served when its similarity reaches the policy's certified threshold and,
-with the guard on, its guard signature equals the request's
-(:mod:`evalgate.semcache.guard`). A hit carries its similarity, which the ledger records.
+A lookup embeds the user turn (MiniLM on ONNX Runtime when installed), reads the scope's
+entries appended since this process last looked (one indexed SQLite query or one Redis
+``LRANGE``: the version check; on Redis it runs while the turn is embedded), and searches
+them exactly (:mod:`evalgate.runtime.semantic_index`: an int8 scan with error bounds and a
+float32 re-rank, or a float32 scan). The most similar live entry is served when its
+similarity reaches the policy's certified threshold and, with the guard on, its guard
+signature equals the request's (:mod:`evalgate.semcache.guard`). A hit carries its
+similarity, which the ledger records.
 
 Storage, by backend:
 
@@ -33,16 +35,24 @@ Entries are never served past their ``ttl_s``; expired entries stay in the store
 ``cache_clear`` (the search masks them). A backend failure is a miss, as for the exact
 cache. The embedding model's identity must match the one the threshold was certified
 with: :class:`SemanticCache` refuses to start otherwise, since another model's
-similarities mean something else.
+similarities mean something else; and scopes are stored under that identity, so two
+deployments with different models that share a store never search each other's vectors.
+What a broken writer could leave (a torn blob, a mistyped head, a NaN or non-unit vector)
+is skipped on read and never stored by this module; a scope stops growing at
+``max_entries``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import os
 import struct
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,10 +63,17 @@ from evalgate.runtime.backends.base import Backend
 from evalgate.runtime.cache import CachedAnswer, CacheRequest, Hit
 from evalgate.runtime.degraded import BackendFailures
 from evalgate.runtime.errors import PolicyError
+from evalgate.runtime.semantic_index import ScopeIndex
 from evalgate.semcache.guard import GUARD_VERSION, signature
 
 ENTRY_VERSION = 1
 _HEADER = struct.Struct("<I")
+UNIT_TOLERANCE = 1e-3
+"""How far from 1 a vector's norm may be (float32 MiniLM rows are within 1e-6)."""
+# ((position, last entry) when the read started, the read)
+_Read = tuple[tuple[int, bytes | None], "Future[tuple[int, list[bytes]]]"]
+DEFAULT_MAX_ENTRIES = 200_000
+"""Entries per scope unless the caller says otherwise (see :class:`SemanticCache`)."""
 
 
 def user_turn(messages: Sequence[Mapping[str, Any]]) -> tuple[int, str] | None:
@@ -87,6 +104,23 @@ def split_request(request: CacheRequest) -> tuple[str, str] | None:
     return scope, text
 
 
+def scope_key(scope: str, embedding_model: str) -> str:
+    """The stored scope: the request's scope under the embedding model's identity, so
+    entries of two models never meet in one search (their similarities are not
+    comparable), even when two deployments share one store."""
+    return hashlib.sha256(f"{embedding_model}\x00{scope}".encode()).hexdigest()
+
+
+def usable(vector: np.ndarray, dim: int) -> bool:
+    """A finite unit vector of the right width: anything else (a broken encoder, a flipped
+    bit) could score above every threshold or turn a search's maximum into NaN."""
+    return (
+        vector.shape == (dim,)
+        and bool(np.isfinite(vector).all())
+        and abs(float(np.linalg.norm(vector)) - 1.0) <= UNIT_TOLERANCE
+    )
+
+
 def encode_entry(
     vector: np.ndarray, sig: str, answer: CachedAnswer, expires: float | None
 ) -> bytes:
@@ -98,67 +132,106 @@ def encode_entry(
     return _HEADER.pack(len(head)) + head + np.asarray(vector, dtype="<f4").tobytes()
 
 
-def decode_entry(raw: bytes, dim: int) -> tuple[np.ndarray, str, CachedAnswer, float | None] | None:
-    """An entry, or None for one of another version or shape (skipped, never an error)."""
+def decode_entry(raw: bytes, dim: int) -> tuple[np.ndarray, str, CachedAnswer, float] | None:
+    """(vector, signature, answer, expiry or inf), or None for an entry of another version
+    or shape, a torn one, or one whose fields have the wrong types (skipped, never an
+    error: a lookup must not fail because one writer misbehaved)."""
+    vectors, sigs, answers, expires = decode_entries([raw], dim)
+    return (vectors[0], sigs[0], answers[0], float(expires[0])) if sigs else None
+
+
+def decode_entries(
+    raws: Sequence[bytes], dim: int
+) -> tuple[np.ndarray, list[str], list[CachedAnswer], np.ndarray]:
+    """The usable entries of ``raws`` (see :func:`decode_entry`), as a ``(k, dim)`` float32
+    matrix, signatures, answers and expiries: the vectors are checked together, which
+    is most of the cost of a process's first read of a large scope."""
+    kept: list[tuple[bytes, str, CachedAnswer, float]] = []
+    width = 4 * dim
+    for raw in raws:
+        head_end = _HEADER.size + (_HEADER.unpack_from(raw)[0] if len(raw) >= 4 else 0)
+        if len(raw) < 4 or len(raw) - head_end != width:
+            continue  # torn, or of another width
+        parsed = _parse_head(raw[_HEADER.size : head_end])
+        if parsed is not None:
+            kept.append((raw[head_end:], *parsed))
+    if not kept:
+        return np.zeros((0, dim), dtype=np.float32), [], [], np.zeros(0)
+    vectors = np.frombuffer(b"".join(k[0] for k in kept), dtype="<f4").reshape(-1, dim)
+    vectors = vectors.astype(np.float32)  # a writable native-order copy
+    with np.errstate(invalid="ignore", over="ignore"):
+        norms = np.linalg.norm(vectors, axis=1)
+    ok = np.isfinite(vectors).all(axis=1) & (np.abs(norms - 1.0) <= UNIT_TOLERANCE)
+    rows = [k for k, good in zip(kept, ok, strict=True) if good]
+    return (
+        vectors[ok],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        np.array([r[3] for r in rows], dtype=np.float64),
+    )
+
+
+def _parse_head(raw: bytes) -> tuple[str, CachedAnswer, float] | None:
+    """(signature, answer, expiry or inf) of an entry's JSON head, or None."""
     try:
-        (length,) = _HEADER.unpack_from(raw)
-        head = json.loads(raw[_HEADER.size : _HEADER.size + length])
-        vector = np.frombuffer(raw[_HEADER.size + length :], dtype="<f4")
-        answer = CachedAnswer.from_bytes(head["a"].encode("utf-8"))
-        bad = vector.shape != (dim,) or not np.isfinite(vector).all()
-        if head.get("v") != ENTRY_VERSION or bad or answer is None:
-            return None
-        return vector, str(head["sig"]), answer, head.get("exp")
-    except (struct.error, ValueError, KeyError, TypeError, AttributeError):
+        head = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
         return None
+    if not isinstance(head, dict) or head.get("v") != ENTRY_VERSION:
+        return None
+    sig, expires, text = head.get("sig"), head.get("exp", 0), head.get("a")
+    if not isinstance(sig, str) or not isinstance(text, str):
+        return None
+    if expires is None:
+        expires = math.inf
+    elif isinstance(expires, bool) or not isinstance(expires, int | float) or math.isnan(expires):
+        return None
+    try:
+        answer = CachedAnswer.from_bytes(text.encode("utf-8"))
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeError):
+        return None
+    return None if answer is None else (sig, answer, float(expires))
 
 
 @dataclass(slots=True)
 class _Scope:
-    """One scope's entries as this process has read them.
-
-    Vectors and expiries live in buffers that double when full, so reading a tail of k
-    new entries costs O(k), not a copy of the whole matrix (a busy scope gains an entry
-    per miss, from every instance).
-    """
+    """One scope as this process has read it: the store position and the index."""
 
     position: int = 0
-    count: int = 0
-    buffer: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
-    expires_buffer: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    signatures: list[str] = field(default_factory=list)
-    answers: list[CachedAnswer] = field(default_factory=list)
+    # The last entry read: each version check reads it again, and finds it gone (or
+    # another in its place) when the scope was cleared, even if it has refilled since.
+    last: bytes | None = None
+    index: ScopeIndex | None = None
     # Entries this process stored and already holds: skipped when read back from the store.
     own: set[bytes] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
-    def vectors(self) -> np.ndarray:
-        return self.buffer[: self.count]
-
     def reset(self) -> None:
-        self.position = self.count = 0
-        self.signatures.clear()
-        self.answers.clear()
+        self.position = 0
+        self.last = None
+        self.index = None
         self.own.clear()
 
-    @property
-    def expires(self) -> np.ndarray:
-        return self.expires_buffer[: self.count]
+    def resume(self) -> int:
+        """Where the next read starts: at the last entry read (SQLite: ids after its id
+        minus one; Redis: from its index), or at the start."""
+        return self.position - 1 if self.last is not None else self.position
 
-    def append(self, vectors: np.ndarray, expires: np.ndarray) -> None:
-        need = self.count + len(vectors)
-        if need > len(self.buffer):
-            capacity = max(need, 2 * len(self.buffer), 64)
-            grown = np.zeros((capacity, vectors.shape[1]), dtype=np.float32)
-            if self.count:
-                grown[: self.count] = self.vectors
-            grown_exp = np.zeros(capacity)
-            grown_exp[: self.count] = self.expires
-            self.buffer, self.expires_buffer = grown, grown_exp
-        self.buffer[self.count : need] = vectors
-        self.expires_buffer[self.count : need] = expires
-        self.count = need
+    def add(
+        self,
+        vectors: np.ndarray,
+        expires: np.ndarray,
+        sigs: list[str],
+        answers: list[CachedAnswer],
+        int8_scan: bool | None,
+    ) -> None:
+        if self.index is None:
+            self.index = ScopeIndex(vectors.shape[1], int8_scan=int8_scan)
+        self.index.append(vectors, expires, sigs, answers)
+
+    @property
+    def count(self) -> int:
+        return 0 if self.index is None else self.index.count
 
 
 class SemanticCache:
@@ -170,10 +243,17 @@ class SemanticCache:
         guard: apply the near-miss guard.
         embedding_model: the identity the threshold was certified with; must match the
             installed model's (``evalgate.routing.features.embedding_model_identity``).
-        encoder: texts -> unit rows (default: :func:`evalgate.embeddings.get_encoder`).
+            Entries are stored under it: another model's entries are never searched.
+        encoder: texts -> unit rows (default: the fastest installed MiniLM backend).
         failures: where backend failures are reported (a failure is a miss).
         writer: runs a function on a background thread (the ledger's), so storing an
             entry never adds to a call's latency; None: written inline.
+        max_entries: entries per scope (tenant, prompt, model and parameters) at most;
+            a full scope serves what it holds and stores nothing more. It bounds the
+            store and each process's memory (about 2 KB per entry in memory); expired
+            entries count until ``cache_clear``.
+        int8_scan: search through the int8 scan (:mod:`evalgate.runtime.semantic_index`);
+            None: when ONNX Runtime is installed. Either way the search is exact.
     """
 
     def __init__(
@@ -186,23 +266,46 @@ class SemanticCache:
         encoder: Any = None,
         failures: BackendFailures | None = None,
         writer: Callable[[Callable[[], None]], None] | None = None,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        int8_scan: bool | None = None,
     ):
         if not 0.0 < threshold <= 1.0:
             raise PolicyError(f"semantic cache threshold must be in (0, 1] (got {threshold!r})")
+        if max_entries < 1:
+            raise PolicyError(f"semantic cache max_entries must be >= 1 (got {max_entries!r})")
         self.backend = backend
         self.threshold = float(threshold)
         self.guard = guard
         self.embedding_model = embedding_model
+        self.max_entries = int(max_entries)
         self._encoder = encoder
         self._encoder_checked = encoder is not None
         self.failures = failures or BackendFailures(backend.url)
         self._scopes: dict[str, _Scope] = {}
         self._scopes_lock = threading.Lock()
         self._writer = writer
+        self._int8_scan = int8_scan
+        # Over a network (Redis), the version check's round trip runs while the user turn
+        # is embedded; SQLite's is a local read (~0.1 ms) that a thread hand-off would not
+        # shorten.
+        self._overlap = not backend.url.startswith("sqlite")
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+
+    def _model_identity(self) -> str:
+        if self.embedding_model is None:
+            from evalgate.routing.features import embedding_model_identity
+
+            self.embedding_model = embedding_model_identity()
+        return self.embedding_model
+
+    def scope_of(self, request: CacheRequest) -> str | None:
+        """The stored scope of ``request`` (None: no plain-text user turn)."""
+        split = split_request(request)
+        return None if split is None else scope_key(split[0], self._model_identity())
 
     def _encode(self, text: str) -> np.ndarray:
         if not self._encoder_checked:
-            from evalgate.embeddings import get_encoder
             from evalgate.routing.features import embedding_model_identity
 
             installed = embedding_model_identity()
@@ -211,7 +314,9 @@ class SemanticCache:
                     f"semantic cache certified with embedding model {self.embedding_model!r}, "
                     f"but {installed!r} is installed: re-run the evaluation and export"
                 )
-            self._encoder = get_encoder()
+            from evalgate.embeddings import fastest_encoder
+
+            self._encoder = fastest_encoder()
             self._encoder_checked = True
         return np.asarray(self._encoder.encode([text])[0], dtype=np.float32)
 
@@ -225,81 +330,122 @@ class SemanticCache:
                 state = self._scopes[scope] = _Scope()
             return state
 
-    def _refresh(self, scope: str, state: _Scope, dim: int) -> None:
-        """Reads the entries appended since this process last looked (the version check)."""
-        position, raws = self.backend.semantic_read(scope, state.position)
-        if position < state.position:  # cleared: start over
-            state.reset()
-            position, raws = self.backend.semantic_read(scope, position)
+    def _prefetch(self, scope: str, state: _Scope) -> _Read | None:
+        """Starts the version check on a worker thread (see ``_overlap``)."""
+        if not self._overlap or not self.failures.available():
+            return None
+        pid = os.getpid()
+        with self._scopes_lock:
+            if self._pool is None or self._pool_pid != pid:  # new, or inherited by fork
+                self._pool = ThreadPoolExecutor(2, thread_name_prefix="evalgate-semcache")
+                self._pool_pid = pid
+            pool = self._pool
+        started = (state.position, state.last)
+        return started, pool.submit(self.backend.semantic_read, scope, state.resume())
+
+    def _refresh(self, scope: str, state: _Scope, dim: int, read: _Read | None = None) -> None:
+        """Reads the entries appended since this process last looked (the version check);
+        ``read``: one started earlier, used if nothing was read since it started."""
+        after = state.resume()
+        if read is not None and read[0][0] == state.position and read[0][1] is state.last:
+            position, raws = read[1].result()
+        else:
+            position, raws = self.backend.semantic_read(scope, after)
+        if state.last is not None:
+            if position < after or not raws or raws[0] != state.last:  # cleared: start over
+                state.reset()
+                position, raws = self.backend.semantic_read(scope, 0)
+            else:
+                raws = raws[1:]
         if not raws:
             return
+        state.last = raws[-1]
         fresh = []
         for raw in raws:
             if raw in state.own:
                 state.own.discard(raw)
             else:
                 fresh.append(raw)
-        decoded = [e for e in (decode_entry(raw, dim) for raw in fresh) if e is not None]
-        if decoded:
-            exp = np.array([np.inf if e[3] is None else e[3] for e in decoded])
-            state.append(np.stack([e[0] for e in decoded]), exp)
-            state.signatures.extend(e[1] for e in decoded)
-            state.answers.extend(e[2] for e in decoded)
+        vectors, sigs, answers, expires = decode_entries(fresh, dim)
+        if sigs:
+            state.add(vectors, expires, sigs, answers, self._int8_scan)
         state.position = position
+
+    def _refreshed(
+        self, scope: str, state: _Scope, dim: int, what: str, read: _Read | None = None
+    ) -> None:
+        """:meth:`_refresh`, a backend failure reported and taken as nothing new."""
+        if not self.failures.available():
+            self.failures.skipped(what)
+            return
+        try:
+            self._refresh(scope, state, dim, read)
+        except self.backend.errors as exc:
+            self.failures.failed(what, exc)
+        else:
+            self.failures.succeeded()
 
     def lookup(self, request: CacheRequest) -> Hit | None:
         split = split_request(request)
         if split is None:
             return None
         scope, text = split
-        vector = self._encode(text)
+        scope = scope_key(scope, self._model_identity())
         state = self._scope(scope)
-        with state.lock:
-            if not self.failures.available():
-                self.failures.skipped("semantic cache lookup")
-            else:
-                try:
-                    self._refresh(scope, state, len(vector))
-                except self.backend.errors as exc:
-                    self.failures.failed("semantic cache lookup", exc)
-                else:
-                    self.failures.succeeded()
-            if not state.answers:
-                return None
-            sims = state.vectors @ vector
-            sims[state.expires <= time.time()] = -np.inf
-            if self.guard:
-                sig = self._signature(text)
-                allowed = np.fromiter((s == sig for s in state.signatures), bool, len(sims))
-                sims[~allowed] = -np.inf
-            best = int(np.argmax(sims))
-            # float32 rounding: an identical turn scores 1 - 1e-7, and 1.0 means identical.
-            similarity = 1.0 if sims[best] >= 1.0 - 1e-6 else float(sims[best])
-            answer = state.answers[best]
-        if not similarity >= self.threshold:
+        read = self._prefetch(scope, state)
+        vector = self._encode(text)
+        if not usable(vector, len(vector)):
             return None
-        return Hit(answer, kind="semantic", similarity=similarity)
+        with state.lock:
+            self._refreshed(scope, state, len(vector), "semantic cache lookup", read)
+            if state.index is None:
+                return None
+            found = state.index.search(
+                vector,
+                now=time.time(),
+                threshold=self.threshold,
+                signature=self._signature(text) if self.guard else None,
+            )
+            if found is None:
+                return None
+            row, similarity = found
+            answer = state.index.answers[row]
+        # float32 rounding: an identical turn scores 1 - 1e-7, and 1.0 means identical.
+        return Hit(
+            answer, kind="semantic", similarity=1.0 if similarity >= 1.0 - 1e-6 else similarity
+        )
 
     def store(self, request: CacheRequest, answer: CachedAnswer, ttl_s: float | None) -> None:
         split = split_request(request)
         if split is None:
             return
         scope, text = split
+        scope = scope_key(scope, self._model_identity())
         expires = None if ttl_s is None else time.time() + ttl_s
         vector, sig = self._encode(text), self._signature(text)
+        if not usable(vector, len(vector)):
+            return  # never stored, never served: see usable()
         entry = encode_entry(vector, sig, answer, expires)
         state = self._scope(scope)
         with state.lock:  # this process serves it at once, before the write lands
-            state.append(vector[None, :], np.array([np.inf if expires is None else expires]))
-            state.signatures.append(sig)
-            state.answers.append(answer)
+            if state.count >= self.max_entries:
+                return
+            until = np.array([math.inf if expires is None else expires])
+            state.add(vector[None, :], until, [sig], [answer], self._int8_scan)
             state.own.add(entry)
         if self._writer is None:
-            self._write(scope, entry)
+            self._write(scope, entry, len(vector))
         else:
-            self._writer(lambda: self._write(scope, entry))
+            self._writer(lambda: self._write(scope, entry, len(vector)))
 
-    def _write(self, scope: str, entry: bytes) -> None:
+    def _write(self, scope: str, entry: bytes, dim: int) -> None:
+        state = self._scope(scope)
+        with state.lock:
+            # What other processes stored counts toward the bound too (read off the
+            # call's path: this runs on the writer thread).
+            self._refreshed(scope, state, dim, "semantic cache write")
+            if state.count - len(state.own) >= self.max_entries:
+                return
         if not self.failures.available():
             self.failures.skipped("semantic cache write")
             return

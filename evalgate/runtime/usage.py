@@ -115,6 +115,9 @@ def summarise(
         costs = [r.cost_usd for r in ok]
         cost_known = all(c is not None for c in costs)
         cost_total = sum(c for c in costs if c is not None)
+        # What failed calls are known to have cost is spent too (an escalated cascade's
+        # billed, rejected first answer when its second route failed); unknown is none.
+        spent = cost_total + sum(r.cost_usd or 0.0 for r in rows if r.error is not None)
         latencies = [r.latency_ms for r in ok if r.latency_ms is not None]
         ttfts = [r.ttft_ms for r in ok if r.ttft_ms is not None]
         by_user: dict[str, float] = defaultdict(float)
@@ -125,7 +128,7 @@ def summarise(
             "calls": len(rows),
             "completed": len(ok),
             "errors": len(rows) - len(ok),
-            "cost_usd": cost_total if cost_known else None,
+            "cost_usd": spent if cost_known else None,
             "cost_per_call_usd": cost_total / len(ok) if ok and cost_known else None,
             "saved_usd": sum(r.saved_usd or 0.0 for r in ok),
             "tokens_in": sum(r.tokens_in or 0 for r in ok),

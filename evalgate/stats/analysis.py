@@ -736,11 +736,8 @@ def analyze_suite(
         if c.zero_variance
     ]
 
-    recommendation = _recommend(configs, comparisons, slo, margin, baseline)
+    recommendation, why = _recommend(configs, comparisons, slo, margin, baseline)
     if recommendation is None:
-        why = "no candidate passes non-inferiority"
-        if slo and any(c.verdict is NonInferiorityVerdict.PASS for c in comparisons.values()):
-            why = "no candidate that passes non-inferiority meets the SLOs"
         notes.append(f"no recommendation: {why} at δ={margin} (Holm-adjusted α={alpha})")
     gate = _gate(comparisons, baseline, order[1:], gated, force_gate, n_baseline)
     if not gate.gating:
@@ -805,7 +802,9 @@ def _recommend(
     slo: dict[str, float],
     margin: float,
     baseline: str,
-) -> Recommendation | None:
+) -> tuple[Recommendation | None, str]:
+    """The recommendation, or None and why there is none."""
+
     def p95(cid: str) -> float | None:
         q = configs[cid].latency_p95
         return q.estimate if q is not None else None
@@ -820,10 +819,27 @@ def _recommend(
     def meets(cid: str) -> bool:
         return within(p95(cid), "p95_latency_ms") and within(cost(cid), "cost_per_case")
 
+    def gains(cid: str) -> bool:
+        # A candidate neither cheaper nor faster than the baseline pulls no lever (a
+        # router that certified nothing and routes every case to the baseline's config,
+        # a cascade that escalates every case): shipping it gains nothing.
+        known = [
+            (mine, theirs)
+            for mine, theirs in ((cost(cid), cost(baseline)), (p95(cid), p95(baseline)))
+            if mine is not None and theirs is not None
+        ]
+        return not known or any(mine < theirs for mine, theirs in known)
+
     passing = [cid for cid, c in comparisons.items() if c.verdict is NonInferiorityVerdict.PASS]
-    qualifying = [cid for cid in passing if meets(cid)]
+    if not passing:
+        return None, "no candidate passes non-inferiority"
+    if not any(meets(cid) for cid in passing):
+        return None, "no candidate that passes non-inferiority meets the SLOs"
+    qualifying = [cid for cid in passing if meets(cid) and gains(cid)]
     if not qualifying:
-        return None
+        return None, (
+            f"no candidate passing non-inferiority is cheaper or faster than {baseline!r}"
+        )
     inf = math.inf
     best = min(
         qualifying,
@@ -847,7 +863,7 @@ def _recommend(
         f"[{_f(comp.delta.low)}, {_f(comp.delta.high)}], N={comp.n_paired}, "
         f"Holm p={_f(comp.p_adjusted, '.3g')}, {saving_text}"
     )
-    return Recommendation(
+    recommendation = Recommendation(
         config_id=best,
         verdict=comp.verdict,
         delta=comp.delta,
@@ -858,6 +874,7 @@ def _recommend(
         latency_p95_ms=p95(best),
         reason=reason,
     )
+    return recommendation, ""
 
 
 def _pareto(t: _Table, configs: dict[str, ConfigStats], seed: int, n_resamples: int) -> Pareto:

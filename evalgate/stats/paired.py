@@ -68,19 +68,49 @@ def resample_counts(n_units: int, n_resamples: int, rng: np.random.Generator) ->
     Each row is one bootstrap resample (``n_units`` draws with replacement). Statistics that
     are ratios of sums become matrix products: ``counts @ unit_sums``.
     """
+    out = np.empty((n_resamples, n_units))
+    _fill_counts(out, rng)
+    return out
+
+
+# Rows of draws counted at once: keeps the counting's temporaries small beside a block.
+_COUNT_ELEMENTS = 1 << 16
+
+
+def _fill_counts(out: np.ndarray, rng: np.random.Generator) -> None:
+    """Fills ``out`` (resamples x units) with a fresh :func:`resample_counts` draw.
+
+    The draws are made in one call, as before (the same seed gives the same numbers
+    whatever the block size of the caller), then counted a few rows at a time into
+    ``out``, so the only large temporary is the draws themselves.
+    """
+    n_resamples, n_units = out.shape
     draws = rng.integers(0, n_units, size=(n_resamples, n_units))
-    offsets = (np.arange(n_resamples) * n_units)[:, None]
-    flat = np.bincount((draws + offsets).ravel(), minlength=n_resamples * n_units)
-    return flat.reshape(n_resamples, n_units).astype(float)
+    step = max(1, _COUNT_ELEMENTS // max(n_units, 1))
+    offsets = (np.arange(step) * n_units)[:, None]
+    for start in range(0, n_resamples, step):
+        chunk = draws[start : start + step]
+        flat = np.bincount((chunk + offsets[: len(chunk)]).ravel(), minlength=chunk.size)
+        out[start : start + len(chunk)] = flat.reshape(chunk.shape)
 
 
 def resample_blocks(
     n_units: int, n_resamples: int, rng: np.random.Generator
 ) -> Iterator[np.ndarray]:
-    """Yields :func:`resample_counts` blocks, together ``n_resamples`` rows (bounded memory)."""
+    """Yields :func:`resample_counts` blocks, together ``n_resamples`` rows (bounded memory).
+
+    Every block is written into one buffer, which the next block overwrites: use a block
+    (``counts @ ...``) before asking for the next, never keep it. A fresh array per block
+    would be held by the caller's loop variable while the next is drawn: two blocks at
+    once, the statistics' peak memory for any suite of more than one block.
+    """
     block = max(1, _BLOCK_ELEMENTS // max(n_units, 1))
+    buffer = np.empty((min(block, n_resamples), n_units)) if n_resamples > 0 else None
     for start in range(0, n_resamples, block):
-        yield resample_counts(n_units, min(block, n_resamples - start), rng)
+        assert buffer is not None
+        counts = buffer[: min(block, n_resamples - start)]
+        _fill_counts(counts, rng)
+        yield counts
 
 
 def _bootstrap_ratio_replicates(

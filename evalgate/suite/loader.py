@@ -686,6 +686,14 @@ def _derived_config(
         derivation = Derivation("cascade", small.id, large.id, accept=accept)
     if small.id == large.id:
         raise check.fail(here, f"the two configs must differ, both are {small.id!r}")
+    keys = ("small", "large") if "router" in entry else ("first", "then")
+    for side, key in zip((small, large), keys, strict=True):
+        if side.batch:
+            raise check.fail(
+                (*here, key),
+                f"{side.id!r} is a batch config (answers within 24 h); a routed or cascade "
+                "config answers each request live: name configs without `batch: true`",
+            )
     if small.repeats != large.repeats:
         raise check.fail(
             here,

@@ -9,6 +9,7 @@ Served by :mod:`evalgate.testing.fake_openai` under ``/v1/files`` and ``/v1/batc
 - ``GET /v1/batches/{id}``: ``in_progress`` until its turnaround has passed, then
   ``completed`` (or ``expired`` / ``failed`` as injected), with ``output_file_id`` and
   ``error_file_id``;
+- ``GET /v1/batches?limit=N&after=ID``: the batches, newest first (with ``metadata``);
 - ``POST /v1/batches/{id}/cancel``: ``cancelled``.
 
 Each request line is answered by the same function that answers an online, non-streamed
@@ -135,10 +136,19 @@ class _Batch:
 
 
 class BatchService:
-    """Files and batches held in memory; thread-safe (the server's loop and test threads)."""
+    """Files and batches held in memory; thread-safe (the server's loop and test threads).
 
-    def __init__(self, answer: Answer) -> None:
+    Args:
+        answer: answers one request line's body.
+        workers: 0 (the fake server): a batch's lines are answered when it is polled after
+            its turnaround. N > 0 (the local batch proxy, :mod:`evalgate.engine.batch_local`,
+            whose ``answer`` calls a real model): a batch runs in the background from its
+            creation, N lines at a time, and is ``completed`` once every line is answered.
+    """
+
+    def __init__(self, answer: Answer, workers: int = 0) -> None:
         self._answer = answer
+        self._workers = workers
         self._lock = threading.Lock()
         self._files: dict[str, tuple[str, bytes]] = {}  # id -> (purpose, content)
         self._batches: dict[str, _Batch] = {}
@@ -234,16 +244,42 @@ class BatchService:
             )
             batch.counts["total"] = len(lines)
             self._batches[batch.id] = batch
+            if self._workers:
+                batch.status = "in_progress"
+                threading.Thread(target=self._run, args=(batch,), daemon=True).start()
             return batch.as_json()
 
     def retrieve(self, batch_id: str) -> dict[str, Any]:
         batch = self._get(batch_id)
         with self._lock:
-            if batch.status == "validating":
+            if self._workers:
+                pass  # the background run moves it on
+            elif batch.status == "validating":
                 batch.status = "in_progress"
             elif batch.status == "in_progress" and time.time() >= batch.due:
                 self._finish(batch)
             return batch.as_json()
+
+    def list(self, query: str) -> dict[str, Any]:
+        """``GET /v1/batches?limit=N&after=ID``: newest first, as OpenAI lists them."""
+        params = dict(parse_qsl(query))
+        try:
+            limit = min(100, max(1, int(params.get("limit", "20"))))
+        except ValueError:
+            raise BatchError(400, f"'limit' must be an integer, got {params['limit']!r}") from None
+        with self._lock:
+            ordered = sorted(self._batches.values(), key=lambda b: b.id, reverse=True)
+            after = params.get("after")
+            if after:
+                ordered = [b for b in ordered if b.id < after]
+            page = [b.as_json() for b in ordered[:limit]]
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(ordered) > limit,
+        }
 
     def cancel(self, batch_id: str) -> dict[str, Any]:
         batch = self._get(batch_id)
@@ -254,12 +290,43 @@ class BatchService:
                 self.cancelled += 1
             return batch.as_json()
 
+    def cancel_all(self) -> int:
+        """Cancels every batch still running; returns how many."""
+        with self._lock:
+            running = [
+                b.id for b in self._batches.values() if b.status in ("validating", "in_progress")
+            ]
+        for batch_id in running:
+            self.cancel(batch_id)
+        return len(running)
+
     def _get(self, batch_id: str) -> _Batch:
         with self._lock:
             batch = self._batches.get(batch_id)
         if batch is None:
             raise BatchError(404, f"no batch {batch_id!r}")
         return batch
+
+    def _run(self, batch: _Batch) -> None:
+        """Answers a batch's lines in the background (``workers`` at a time); a cancelled
+        batch stops taking new lines and keeps the answers it has."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(line: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+            if batch.status == "cancelled":
+                return None
+            try:
+                return self._answer(line["body"])
+            except Exception as exc:  # the model server failed: that line's error
+                return 502, {"error": {"message": f"{type(exc).__name__}: {exc}"[:300]}}
+
+        with ThreadPoolExecutor(self._workers) as pool:
+            answers = list(pool.map(one, batch.lines))
+        with self._lock:
+            self._publish(batch, answers, keep=len(batch.lines), expired=False)
+            if batch.status != "cancelled":
+                batch.status = "completed"
+                batch.completed_at = time.time()
 
     def _finish(self, batch: _Batch) -> None:
         faults = batch.faults
@@ -269,9 +336,26 @@ class BatchService:
             return
         expired = batch.ordinal <= faults.expire_times
         keep = len(batch.lines) // 2 if faults.expire_keep is None else faults.expire_keep
+        answers = [
+            self._answer(line["body"]) if not expired or i < keep else None
+            for i, line in enumerate(batch.lines)
+        ]
+        self._publish(batch, answers, keep=keep if expired else len(batch.lines), expired=expired)
+        batch.status = "expired" if expired else "completed"
+        batch.completed_at = time.time()
+
+    def _publish(
+        self,
+        batch: _Batch,
+        answers: list[tuple[int, dict[str, Any]] | None],
+        keep: int,
+        expired: bool,
+    ) -> None:
+        """Writes the output and error files (lines from ``keep`` on expired when
+        ``expired``; a line without an answer is left out, as a cancelled batch does)."""
         out: list[bytes] = []
         err: list[bytes] = []
-        for i, line in enumerate(batch.lines):
+        for i, (line, answer) in enumerate(zip(batch.lines, answers, strict=True)):
             rid = f"batch_req_{batch.id}_{i}"
             if expired and i >= keep:
                 message = "This request could not be executed before the completion window expired."
@@ -281,7 +365,9 @@ class BatchService:
                     )
                 )
                 continue
-            status, body = self._answer(line["body"])
+            if answer is None:
+                continue
+            status, body = answer
             response = {"status_code": status, "request_id": rid, "body": body}
             if status == 200:
                 out.append(_line(rid, line["custom_id"], response, None))
@@ -297,8 +383,6 @@ class BatchService:
                 fid = f"file-fake{next(self._ids):06d}"
                 self._files[fid] = ("batch_output", b"".join(lines))
                 setattr(batch, attr, fid)
-        batch.status = "expired" if expired else "completed"
-        batch.completed_at = time.time()
 
 
 def _line(rid: str, custom_id: str, response: Any, error: Any) -> bytes:

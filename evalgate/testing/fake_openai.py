@@ -647,6 +647,8 @@ class _HTTPProtocol(asyncio.Protocol):
                 return
             elif parts == ["batches"] and method == "POST":
                 obj = service.create(req.body)
+            elif parts == ["batches"] and method == "GET":
+                obj = service.list(req.query)
             elif len(parts) == 2 and parts[0] == "batches" and method == "GET":
                 obj = service.retrieve(parts[1])
             elif len(parts) == 3 and parts[0] == "batches" and parts[2] == "cancel":

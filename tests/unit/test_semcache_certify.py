@@ -164,3 +164,20 @@ def test_certified_threshold_breaks_its_bound_in_at_most_alpha_of_trials(setting
     assert entries.mean_true_risk < entries.fixed_080_risk
     assert requests.probe_rejection > alpha + mc_error, requests
     assert requests.dispersion > 1.5  # wrong hits are far from independent
+
+
+def test_folds_that_hold_no_request_are_not_reported_as_uncertified():
+    # 6 requests, 10 folds: 4 folds hold nothing. They certified nothing because they
+    # scored nothing; the note must count only folds that held requests (before the fix
+    # it said "10 of 10 folds certified nothing", as if every request were exact-cached
+    # for lack of a threshold).
+    from evalgate.semcache.certify import certify
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((6, 8))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    replay = Replay(["k"] * 6, [str(i) for i in range(6)], vectors, [True] * 6, lambda i, j: True)
+    cert = certify(replay, max_wrong_hit=0.1, alpha=0.1, k=10)
+    assert len(cert.fold_thresholds) == 10
+    counted = [n for n in cert.notes if "certified nothing (exact caching" in n]
+    assert counted == ["6 of 6 folds holding requests certified nothing (exact caching there)"]

@@ -45,9 +45,12 @@ _ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.\-+/]|:(?!:))*$")
 ID_RULE = "an id of letters, digits, '.', '_', '-', '+', '/' and single ':' (never '::')"
 # The item name of repeat N is `case[config-rN]`: a config named like that is refused.
 _REPEAT_SUFFIX = re.compile(r"^(?P<base>.+)-r(?P<n>[0-9]+)$")
-# Cluster, tenant and near-miss labels: short printable text, no control characters.
-_LABEL = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
-LABEL_RULE = "a label of 1 to 200 printable characters"
+# Cluster, tenant and near-miss labels: short printable text, no control characters or
+# line breaks (C0, C1, U+2028/9), no blank edges (" acme" and "acme" would be two tenants
+# shown alike). Patterns are applied with fullmatch: `$` alone also matches before a
+# trailing newline, which a YAML block scalar adds.
+_LABEL = re.compile(r"^(?!\s)[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,200}(?<!\s)$")
+LABEL_RULE = "a label of 1 to 200 printable characters, not starting or ending with a space"
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -188,7 +191,7 @@ class _Checker:
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise self.fail(path, f"expected {what}, found {_kind(value)}")
         text = str(value)
-        if pattern is not None and not pattern.match(text):
+        if pattern is not None and not pattern.fullmatch(text):
             raise self.fail(path, f"expected {what}, found {text!r}")
         return text
 
@@ -826,7 +829,7 @@ def _variables(check: _Checker, raw: Any, path: Path_) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise check.fail(path, f"expected a mapping of variable names, found {_kind(raw)}")
     for key in raw:
-        if not isinstance(key, str) or not _VAR_NAME.match(key):
+        if not isinstance(key, str) or not _VAR_NAME.fullmatch(key):
             raise check.fail(
                 (*path, str(key)),
                 f"expected a variable name (letters, digits, '_'), found {key!r}",
@@ -957,7 +960,7 @@ def _row_case(row: dict[str, Any], file: str, line: int, suite_dir: Path) -> Cas
     if (
         isinstance(row["id"], bool)
         or not isinstance(row["id"], str | int)
-        or not _ID.match(case_id)
+        or not _ID.fullmatch(case_id)
     ):
         raise fail("id", f"expected {ID_RULE}, found {case_id!r}")
     must_pass = row.get("must_pass", False)
@@ -979,12 +982,12 @@ def _row_case(row: dict[str, Any], file: str, line: int, suite_dir: Path) -> Cas
         if (
             isinstance(value, bool)
             or not isinstance(value, str | int)
-            or not _LABEL.match(str(value))
+            or not _LABEL.fullmatch(str(value))
         ):
             raise fail(key, f"expected {LABEL_RULE}, found {_kind(value)}")
         labels[key] = str(value)
     for key in row:
-        if key not in ROW_RESERVED and not _VAR_NAME.match(key):
+        if key not in ROW_RESERVED and not _VAR_NAME.fullmatch(key):
             raise fail(key, f"expected a variable name (letters, digits, '_'), found {key!r}")
     return Case(
         id=case_id,

@@ -1,0 +1,64 @@
+"""Hostile inputs to semantic cache suites: what the loader must refuse, what the
+composition must survive (see test_semcache_suite.py for the suite used)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from evalgate.suite.errors import SuiteError
+from evalgate.suite.loader import load_suite
+from tests.plugin.test_semcache_suite import suite_text, traffic
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        # A YAML block scalar (`tenant: |`) ends in a newline: "a\n" and "a" would be two
+        # tenants that never share, shown alike. `$` matched before the trailing newline.
+        ('"cluster": "d0"', '"cluster": "d0", "tenant": "a\\n"', "tenant"),
+        ('"cluster": "d0"', '"cluster": "d0\\n"', "cluster"),
+        ('"cluster": "d0"', '"cluster": "d0\\u2028x"', "cluster"),  # a Unicode line break
+        ('"cluster": "d0"', '"cluster": "d0\\u0085"', "cluster"),  # NEL, a C1 control
+        ('"cluster": "d0"', '"cluster": "d0", "tenant": "  "', "tenant"),  # blank
+        ('"cluster": "d0"', '"cluster": "d0", "tenant": " acme"', "tenant"),  # " acme" != "acme"
+        # Ids go into pytest node ids and result keys: the same hole.
+        ('"id": "d0-p0"', '"id": "d0-p0\\n"', "id"),
+    ],
+)
+def test_labels_and_ids_with_line_breaks_or_blank_edges_are_refused(
+    tmp_path: Path, old: str, new: str, key: str
+) -> None:
+    text = suite_text("http://127.0.0.1:9/v1", "k", traffic(2))
+    assert old in text
+    (tmp_path / "s.yaml").write_text(text.replace(old, new, 1))
+    with pytest.raises(SuiteError) as caught:
+        load_suite(tmp_path / "s.yaml")
+    shown = str(caught.value)
+    assert re.search(rf"s\.yaml:\d+: cases\[0\]\.{key}: expected", shown), shown
+    assert "\n" not in shown
+
+
+def test_labels_with_colons_stars_and_unicode_are_kept_as_written(tmp_path: Path) -> None:
+    text = suite_text("http://127.0.0.1:9/v1", "k", traffic(2))
+    old = '"cluster": "d0"'
+    (tmp_path / "s.yaml").write_text(
+        text.replace(old, '"cluster": "d0", "tenant": "acme:*:é x"', 1)
+    )
+    suite = load_suite(tmp_path / "s.yaml")
+    assert suite.cases[0].tenant == "acme:*:é x"
+
+
+def test_a_dataset_row_label_or_id_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    import json
+
+    head = suite_text("http://127.0.0.1:9/v1", "k", traffic(1)).split("cases:\n")[0]
+    (tmp_path / "s.yaml").write_text(head + "dataset: traffic.jsonl\n")
+    good = {"id": "x", "question": "q", "answer": "a", "cluster": "c"}
+    for bad, key in [({"tenant": "acme\n"}, "tenant"), ({"id": "x\n"}, "id")]:
+        rows = [good, {**good, "id": "y", **bad}]
+        (tmp_path / "traffic.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        with pytest.raises(SuiteError, match=rf"traffic\.jsonl:2: {key}: expected"):
+            load_suite(tmp_path / "s.yaml")

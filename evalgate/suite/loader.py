@@ -762,6 +762,14 @@ def _semantic_config(
                 f"settings (its twin), found {found}; name it with `of:`",
             )
         twin = same[0]
+    if twin.batch:
+        # The runtime's semantic cache sits in front of live calls; batch requests never
+        # reach it, so a cache composed over batch answers has no policy to become.
+        raise check.fail(
+            (*here, "of") if "of" in raw else here,
+            f"{twin.id!r} is a batch config (answers within 24 h); a semantic cache serves "
+            "live requests: name a config without `batch: true`",
+        )
     max_wrong_hit = check.number(
         raw["max_wrong_hit"], (*here, "max_wrong_hit"), low=0, high=0.5, low_open=True
     )

@@ -62,3 +62,20 @@ def test_a_dataset_row_label_or_id_with_a_trailing_newline_is_refused(tmp_path: 
         (tmp_path / "traffic.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         with pytest.raises(SuiteError, match=rf"traffic\.jsonl:2: {key}: expected"):
             load_suite(tmp_path / "s.yaml")
+
+
+def test_a_semantic_cache_over_a_batch_config_is_refused(tmp_path: Path) -> None:
+    # The runtime's semantic cache serves live requests, and batch requests never reach it;
+    # composed over a batch twin, the config was reported as a batch config (offline, not
+    # ranked on latency) with lookup-latency hits. Routed and cascade configs refuse too.
+    text = suite_text(
+        "http://127.0.0.1:9/v1",
+        "k",
+        traffic(2),
+        cache="{mode: semantic, max_wrong_hit: 0.1, alpha: 0.1, of: b}",
+    ).replace("configs:\n", "configs:\n  - {id: b, tier: t, max_tokens: 30, batch: true}\n")
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(
+        SuiteError, match=r"s\.yaml:\d+: configs\[2\]\.cache\.of: 'b' is a batch config"
+    ):
+        load_suite(tmp_path / "s.yaml")

@@ -27,6 +27,7 @@ import functools
 import importlib.util
 import math
 import os
+import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -127,6 +128,16 @@ def _checked(path: Path) -> Path:
     return path
 
 
+# A Python str holds a surrogate code point only unpaired (json.loads makes one of
+# "\ud800"); the tokenizer refuses such text, so it is embedded as U+FFFD, as a UTF-8
+# decoder would show it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _tokenizable(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text)
+
+
 class _CachedEncoder:
     """LRU of recent embeddings plus length-sorted batching; subclasses do the math."""
 
@@ -148,7 +159,7 @@ class _CachedEncoder:
 
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of strings, not a single string")
-        texts = [str(t) for t in texts]
+        texts = [_tokenizable(str(t)) for t in texts]
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         out = np.empty((len(texts), self.dim), dtype=np.float32)

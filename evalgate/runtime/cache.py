@@ -66,7 +66,12 @@ class CachedAnswer:
     def to_bytes(self) -> bytes:
         data = asdict(self)
         data["v"] = ENTRY_VERSION
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        try:
+            return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (json.loads makes one of a provider's "\ud800") has no
+            # UTF-8 form: escaped, the answer still round-trips unchanged.
+            return json.dumps(data, separators=(",", ":")).encode("ascii")
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CachedAnswer | None:

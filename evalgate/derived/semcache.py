@@ -151,7 +151,7 @@ def derive(
     from evalgate.routing.features import embedding_model_identity
     from evalgate.semcache.certify import FIXED_THRESHOLDS, evaluate
     from evalgate.semcache.guard import GUARD_VERSION
-    from evalgate.semcache.replay import Replay
+    from evalgate.semcache.replay import EXACT, Replay
 
     d = config.derived
     assert d is not None and d.kind == "semantic"
@@ -252,6 +252,9 @@ def derive(
             "fold_thresholds": list(cert.fold_thresholds),
             "hits": figures.hits,
             "hit_rate": figures.hit_rate,
+            # What exact caching alone serves (identical turns): the evaluated hit rate of
+            # an export that falls back to it.
+            "exact_hit_rate": float(replays[0].run(EXACT).hit.mean()),
             "wrong_hits": figures.wrong_hits,
             "wrong_hit_rate": _interval(figures.wrong_hit_rate),
             "wrong_among_hits": _interval(figures.wrong_among_hits),

@@ -218,14 +218,20 @@ def _semantic_section(
         "max_wrong_hit": _num(record.get("max_wrong_hit")),
         "alpha": _num(record.get("alpha")),
         "requests": record.get("requests"),
-        # The evaluated hit rate, shown beside the live one by `evalgate usage`.
+        # The certified cache's cross-fitted hit rate; "hit_rate" below is the exported
+        # mode's, which `evalgate usage` shows beside the live one.
+        "semantic_hit_rate": _num(record.get("hit_rate")),
         "hit_rate": _num(record.get("hit_rate")),
         "wrong_hit_rate": _interval(wrong),
     }
-    if cache != "auto":
-        return _cache({}, cache, ttl_s), evidence
+    # Exact caching exported (asked for, or nothing certified): live hits are exact hits,
+    # so the evals' exact hit rate is the one to compare them with (None in older reports).
+    exact = {**evidence, "hit_rate": _num(record.get("exact_hit_rate"))}
+    if cache != "auto":  # `--cache exact|off`
+        chosen = _cache({}, cache, ttl_s)
+        return chosen, exact if chosen["mode"] == "exact" else {**evidence, "hit_rate": None}
     if not record.get("certified"):
-        return {"mode": "exact", "ttl_s": ttl_s}, evidence
+        return {"mode": "exact", "ttl_s": ttl_s}, exact
     return {
         "mode": "semantic",
         "ttl_s": ttl_s,

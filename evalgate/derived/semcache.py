@@ -34,7 +34,7 @@ import numpy as np
 from evalgate.derived import as_config
 
 if TYPE_CHECKING:
-    from evalgate.results import CaseResult, GradeResult, ItemKey
+    from evalgate.results import CallResult, CaseResult, GradeResult, ItemKey
     from evalgate.semcache.certify import Certification
     from evalgate.semcache.replay import Replay
     from evalgate.suite.model import Case, Config, Suite
@@ -108,14 +108,23 @@ def _cross_fitted(replay: Replay, cert: Certification, groups: Sequence[str], k:
     return served
 
 
+def _call_cost(call: CallResult) -> float | None:
+    """What the call costs without the response cache (a twin served from it records cost
+    0 and the original's cost as ``saved_usd``); None when unpriced."""
+    if call.cost_usd is None:
+        return None
+    return call.cost_usd + (call.saved_usd if call.cached else 0.0)
+
+
 def _hit_row(
     config: Config, fresh: CaseResult, served: CaseResult, graded: Graded, lookup_ms: float
 ) -> CaseResult:
     grades, score, passed = graded
+    cost = _call_cost(fresh.call)
     call = dataclasses.replace(
         served.call,
-        cost_usd=None if fresh.call.cost_usd is None else 0.0,
-        saved_usd=fresh.call.cost_usd or 0.0,
+        cost_usd=None if cost is None else 0.0,
+        saved_usd=cost or 0.0,
         latency_ms=lookup_ms,
         ttft_ms=None if fresh.call.ttft_ms is None else lookup_ms,
         cached=True,
@@ -138,8 +147,7 @@ def _interval(triple: Sequence[float]) -> dict[str, float]:
     return {"estimate": triple[0], "low": triple[1], "high": triple[2]}
 
 
-def _total_cost(rows: Sequence[CaseResult]) -> float | None:
-    costs = [r.call.cost_usd for r in rows]
+def _total_cost(costs: Sequence[float | None]) -> float | None:
     return None if any(c is None for c in costs) else float(sum(costs))  # type: ignore[arg-type]
 
 
@@ -189,7 +197,7 @@ def derive(
 
     memo: dict[tuple[int, int], bool] = {}
     common: dict[str, Any] = {
-        "cost": [r.call.cost_usd or 0.0 for _, r in requests],
+        "cost": [_call_cost(r.call) or 0.0 for _, r in requests],
         "latency_ms": [r.call.latency_ms for _, r in requests],
         "lookup_ms": d.lookup_ms,
         "memo": memo,
@@ -227,7 +235,10 @@ def derive(
         composed.append(_hit_row(config, row, requests[j][1], grade(i, j), d.lookup_ms))
 
     figures = cert.figures
-    twin_cost, cost = _total_cost([r for _, r in requests]), _total_cost(composed)
+    # Costs without the response cache, so a twin served from it saves the same calls.
+    fresh_costs = [_call_cost(r.call) for _, r in requests]
+    twin_cost = _total_cost(fresh_costs)
+    cost = _total_cost([0.0 if served[i] >= 0 else c for i, c in enumerate(fresh_costs)])
     kinds: dict[str, dict[str, int]] = {}
     for i, (case, _) in enumerate(requests):
         if case.near_miss is not None:

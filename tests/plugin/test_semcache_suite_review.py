@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +80,39 @@ def test_a_semantic_cache_over_a_batch_config_is_refused(tmp_path: Path) -> None
         SuiteError, match=r"s\.yaml:\d+: configs\[2\]\.cache\.of: 'b' is a batch config"
     ):
         load_suite(tmp_path / "s.yaml")
+
+
+def test_a_twin_served_from_the_response_cache_keeps_the_cache_figures(
+    tmp_path: Path, fake_server: Any
+) -> None:
+    # The twin runs with `cache: true`; a second run (not a resume) serves every twin call
+    # from the response cache: cost 0, the original cost in saved_usd. The semantic cache
+    # saves the same calls as in the first run; before, its hits saved $0 and its cost
+    # saving read "-" (0 of 0).
+    import uuid
+
+    from tests.helpers import run_evalgate
+    from tests.plugin.test_semcache_suite import report
+
+    text = suite_text(fake_server.base_url, uuid.uuid4().hex[:8], traffic(30))
+    text = text.replace(
+        "{id: fresh, tier: t, max_tokens: 30}", "{id: fresh, tier: t, max_tokens: 30, cache: true}"
+    )
+    text = text.replace("cache: {mode: semantic", "cache: {of: fresh, mode: semantic")
+    (tmp_path / "s.yaml").write_text(text)
+    records, saved = [], []
+    for _ in range(2):
+        proc = run_evalgate(tmp_path, "--evalgate-gate", "none")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        document = report(tmp_path)
+        records.append(document["suites"]["doors"]["derivations"]["cached"])
+        rows = [r for r in document["suites"]["doors"]["cases"] if r["config_id"] == "cached"]
+        # The semantic hits (latency = lookup); the misses are the twin's rows, which the
+        # second time are response-cache hits of the twin (cached, cost 0) as the twin's.
+        hits = [r for r in rows if r["cached"] and r["latency_ms"] == 10.0]
+        saved.append(sorted((r["case_id"], r["saved_usd"]) for r in hits))
+    first, second = records
+    assert first["hits"] > 0 and first["cost_saved_pct"] > 0
+    assert second["hits"] == first["hits"]
+    assert second["cost_saved_pct"] == pytest.approx(first["cost_saved_pct"])
+    assert saved[1] == saved[0] and all(s > 0 for _, s in saved[0])

@@ -176,9 +176,18 @@ def derive(
     }
     requests = _requests(suite, config, results)
     record["requests"] = len(requests)
+    total = len(suite.cases) * config.repeats
+    record["missing"] = total - len(requests)
     if not requests:
         record["note"] = f"no results of {twin.id!r} to replay"
         return [], record
+    # Fewer requests, fewer paraphrases that find an earlier one: said, not hidden.
+    partial = (
+        f"{record['missing']} of {total} requests have no results of {twin.id!r} "
+        f"(deselected, not run, or in another shard): replayed over the other {len(requests)}"
+        if record["missing"]
+        else None
+    )
     keys, turns = _keys_and_turns(suite, twin, requests)
     vectors = get_encoder().encode(turns)
     graded: dict[tuple[int, int], Graded] = {}
@@ -292,11 +301,14 @@ def derive(
             "notes": list(cert.notes),
         }
     )
+    notes = [partial] if partial else []
     if not cert.certified:
-        record["note"] = (
+        notes.append(
             f"no threshold certified at max_wrong_hit {d.max_wrong_hit}, alpha {d.alpha} on "
             f"{len(requests)} requests: falls back to exact caching"
         )
+    if notes:
+        record["note"] = "; ".join(notes)
     return composed, record
 
 
@@ -335,4 +347,6 @@ def describe(config_id: str, record: Mapping[str, Any]) -> str:
     )
     if fixed:
         line += f"; fixed thresholds (no guard): {fixed}"
+    if record.get("missing"):
+        line += f"; {record['note'].split('; ')[0]}"
     return line

@@ -116,3 +116,24 @@ def test_a_twin_served_from_the_response_cache_keeps_the_cache_figures(
     assert second["hits"] == first["hits"]
     assert second["cost_saved_pct"] == pytest.approx(first["cost_saved_pct"])
     assert saved[1] == saved[0] and all(s > 0 for _, s in saved[0])
+
+
+def test_traffic_without_twin_results_is_counted_and_said(tmp_path: Path, fake_server: Any) -> None:
+    # A shard (or -k, or an unfinished run) holds part of the traffic: the cache is replayed
+    # over fewer requests, so fewer paraphrases find an earlier one. Before, the record and
+    # its line read like the whole traffic's.
+    import uuid
+
+    from tests.helpers import run_evalgate
+    from tests.plugin.test_semcache_suite import report
+
+    text = suite_text(fake_server.base_url, uuid.uuid4().hex[:8], traffic(30))
+    (tmp_path / "s.yaml").write_text(text)
+    proc = run_evalgate(tmp_path, "--evalgate-gate", "none", "--evalgate-shard", "1/2")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    record = report(tmp_path)["suites"]["doors"]["derivations"]["cached"]
+    total = len(traffic(30))
+    assert 0 < record["requests"] < total
+    assert record["missing"] == total - record["requests"]
+    shown = f"{record['missing']} of {total} requests have no results of 'fresh'"
+    assert shown in record["note"] and shown in proc.stdout

@@ -137,3 +137,39 @@ def test_traffic_without_twin_results_is_counted_and_said(tmp_path: Path, fake_s
     assert record["missing"] == total - record["requests"]
     shown = f"{record['missing']} of {total} requests have no results of 'fresh'"
     assert shown in record["note"] and shown in proc.stdout
+
+
+def test_repeats_and_a_grader_raising_on_served_answers(tmp_path: Path, fake_server: Any) -> None:
+    # Two repeats (each its own stream: a repeat is never served another repeat's answer)
+    # and a python grader that raises on an answer for another door: the error is a failed
+    # grade of that hit (a wrong hit, never a pass), and the run completes.
+    import uuid
+
+    from tests.helpers import run_evalgate
+    from tests.plugin.test_semcache_suite import report
+
+    (tmp_path / "doorcheck.py").write_text(
+        "def strict(output, case):\n"
+        "    if case.vars['answer'] not in output:\n"
+        "        raise ValueError('an answer for another door')\n"
+        "    return True\n"
+    )
+    text = suite_text(fake_server.base_url, uuid.uuid4().hex[:8], traffic(30))
+    text = text.replace("assert:\n", "assert:\n  - {type: python, function: doorcheck.strict}\n")
+    text = text.replace("max_tokens: 30", "max_tokens: 30, repeats: 2")
+    (tmp_path / "s.yaml").write_text(text)
+    proc = run_evalgate(tmp_path, "--evalgate-gate", "none")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    document = report(tmp_path)
+    record = document["suites"]["doors"]["derivations"]["cached"]
+    assert record["requests"] == 2 * len(traffic(30)) and record["missing"] == 0
+    # At 0.80 unguarded, near-misses are served another door's answer: the grader raised
+    # on them, and they count as wrong hits.
+    assert record["fixed"][0]["wrong_hit_rate"]["estimate"] > 0
+    rows = [r for r in document["suites"]["doors"]["cases"] if r["config_id"] == "cached"]
+    assert len(rows) == 2 * len(traffic(30))
+    hits = [r for r in rows if r["cached"]]
+    assert hits and len(hits) == record["hits"]
+    for row in hits:
+        answer = next(t["answer"] for t in traffic(30) if t["id"] == row["case_id"])
+        assert row["passed"] == (answer in row["output"])

@@ -124,11 +124,13 @@ def usable(vector: np.ndarray, dim: int) -> bool:
 def encode_entry(
     vector: np.ndarray, sig: str, answer: CachedAnswer, expires: float | None
 ) -> bytes:
-    head = json.dumps(
-        {"v": ENTRY_VERSION, "sig": sig, "exp": expires, "a": answer.to_bytes().decode()},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode("utf-8")
+    fields = {"v": ENTRY_VERSION, "sig": sig, "exp": expires, "a": answer.to_bytes().decode()}
+    try:
+        head = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate in the guard's signature (quoted text is kept as written) has
+        # no UTF-8 form: escaped, it reads back unchanged.
+        head = json.dumps(fields, separators=(",", ":")).encode("ascii")
     return _HEADER.pack(len(head)) + head + np.asarray(vector, dtype="<f4").tobytes()
 
 

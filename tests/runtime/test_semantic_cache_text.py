@@ -40,3 +40,18 @@ def test_the_encoder_embeds_a_question_with_a_lone_surrogate() -> None:
     got = encoder.encode([f"what is {LONE} the door code", "what is \ufffd the door code"])
     assert got.shape == (2, 384) and np.isfinite(got).all()
     assert np.allclose(got[0], got[1])
+
+
+def test_a_guarded_question_quoting_a_lone_surrogate_is_stored_and_served(
+    backend_spec: Any,
+) -> None:
+    # The guard's signature keeps quoted text as written: a lone surrogate in it made the
+    # entry unencodable, and store() raised after the paid call.
+    url, prefix = backend_spec
+    question = f'say "{LONE}" item 9'
+    with open_backend(url, prefix=prefix) as backend:
+        cache(backend, guard=True).store(ask(question), answer("ok"), ttl_s=None)
+        hit = cache(backend, guard=True).lookup(ask(question))
+        assert hit is not None and hit.answer.content == "ok"
+        # Another quoted text, same vector: the guard refuses it.
+        assert cache(backend, guard=True).lookup(ask('say "x" item 9')) is None

@@ -159,7 +159,7 @@ def write_html(document: Mapping[str, Any], path: Path) -> Path:
     page = render_html(document)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(page, encoding="utf-8")
+    tmp.write_text(page, encoding="utf-8", errors="backslashreplace")  # lone surrogates
     os.replace(tmp, path)
     return path
 

@@ -42,7 +42,9 @@ def _json_safe(value: Any) -> Any:
 def messages_hash(messages: Any) -> str:
     """The key of one rendered prompt: a hash of its JSON form (stable across runs)."""
     text = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:HASH_CHARS]
+    # surrogatepass: a lone surrogate in a dataset (json.loads of "\ud800") must not
+    # fail the whole report; valid text hashes as before.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_CHARS]
 
 
 def suite_inputs(suite: Suite, case_ids: Collection[str] | None = None) -> dict[str, Any]:

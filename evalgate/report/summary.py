@@ -218,7 +218,9 @@ def write_json(document: Mapping[str, Any], path: Path) -> None:
     # Streamed to the file, never built as one string: a 20,000-item run's document
     # serialised whole would add ~150 MiB to the run's peak memory.
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        # backslashreplace: a lone surrogate (a dataset's or a model's "\ud800", which
+        # has no UTF-8 form) is written as that JSON escape, and reads back unchanged.
+        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:
             json.dump(document, fh, indent=1, ensure_ascii=False)
             fh.write("\n")
         os.replace(tmp, path)

@@ -134,7 +134,9 @@ def write_run_report(
     write_json(document, paths.report_json)
     # The same bytes: copied, not serialised (and its rows read back) a second time.
     copy_atomic(paths.report_json, paths.run_dir / "evalgate.json")
-    paths.summary_md.write_text(render_summary(document), encoding="utf-8")
+    paths.summary_md.write_text(
+        render_summary(document), encoding="utf-8", errors="backslashreplace"
+    )  # a lone surrogate (no UTF-8 form) is written as a backslash escape
     written.html_error = _write_html(document, paths)
     written.document = document
     return written

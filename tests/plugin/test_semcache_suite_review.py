@@ -173,3 +173,31 @@ def test_repeats_and_a_grader_raising_on_served_answers(tmp_path: Path, fake_ser
     for row in hits:
         answer = next(t["answer"] for t in traffic(30) if t["id"] == row["case_id"])
         assert row["passed"] == (answer in row["output"])
+
+
+def test_a_lone_surrogate_in_the_traffic_loses_no_report(tmp_path: Path, fake_server: Any) -> None:
+    # json.loads makes a lone surrogate of a dataset's "\ud800". Before: the report's
+    # prompt hash and evalgate.json could not encode it, and the run ended without a
+    # report; the semantic cache's embedding failed the whole config.
+    import json
+    import uuid
+
+    from tests.helpers import run_evalgate
+    from tests.plugin.test_semcache_suite import report
+
+    rows = traffic(30)
+    rows[5] = {**rows[5], "question": rows[5]["question"] + " \ud800"}
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    head = suite_text(fake_server.base_url, uuid.uuid4().hex[:8], traffic(1)).split("cases:\n")
+    (tmp_path / "s.yaml").write_text(head[0] + "dataset: t.jsonl\n")
+    proc = run_evalgate(tmp_path, "--evalgate-gate", "none")
+    assert "html report not written" not in proc.stdout, proc.stdout[-3000:]
+    document = report(tmp_path)
+    section = document["suites"]["doors"]
+    record = section["derivations"]["cached"]
+    assert "error" not in record and record["requests"] == len(rows) and record["hits"] > 0
+    fresh = {r["case_id"]: r for r in section["cases"] if r["config_id"] == "fresh"}
+    assert len(fresh) == len(rows)  # the hostile row is there (its call's error recorded)
+    assert "\ud800" in json.dumps(document, ensure_ascii=False)  # read back unchanged
+    assert (tmp_path / "reports" / "evalgate.html").is_file()
+    assert (tmp_path / "reports" / "summary.md").is_file()

@@ -229,9 +229,12 @@ def _semantic_section(
     exact = {**evidence, "hit_rate": _num(record.get("exact_hit_rate"))}
     if cache != "auto":  # `--cache exact|off`
         chosen = _cache({}, cache, ttl_s)
-        return chosen, exact if chosen["mode"] == "exact" else {**evidence, "hit_rate": None}
+        kept = exact if chosen["mode"] == "exact" else {**evidence, "hit_rate": None}
+        return chosen, {**kept, "reason": f"--cache {cache}"}
     if not record.get("certified"):
-        return {"mode": "exact", "ttl_s": ttl_s}, exact
+        # Why the policy holds exact caching, in the policy itself.
+        reason = record.get("note") or "no threshold certified: exact caching"
+        return {"mode": "exact", "ttl_s": ttl_s}, {**exact, "reason": reason}
     return {
         "mode": "semantic",
         "ttl_s": ttl_s,

@@ -27,6 +27,8 @@ def document(certified: bool) -> dict[str, Any]:
         "exact_hit_rate": 0.04,
         "wrong_hit_rate": {"estimate": 0.01, "low": 0.0, "high": 0.05},
     }
+    if not certified:
+        record["note"] = "no threshold certified at ...: falls back to exact caching"
     return {
         "run_id": 1,
         "suites": {
@@ -64,3 +66,14 @@ def test_the_evaluated_hit_rate_is_the_exported_modes(
     evidence = entry["evidence"]["semantic_cache"]
     assert evidence["hit_rate"] == rate
     assert evidence["semantic_hit_rate"] == 0.30  # the certified cache's, kept for the record
+
+
+def test_exact_caching_exported_for_lack_of_a_certificate_says_why() -> None:
+    entry = feature_entry(document(False), "doors", "cached")
+    assert entry["cache"]["mode"] == "exact"
+    reason = entry["evidence"]["semantic_cache"]["reason"]
+    assert "falls back to exact caching" in reason
+    certified = feature_entry(document(True), "doors", "cached")
+    assert "reason" not in certified["evidence"]["semantic_cache"]
+    asked = feature_entry(document(True), "doors", "cached", cache="exact")
+    assert asked["evidence"]["semantic_cache"]["reason"] == "--cache exact"

@@ -1,0 +1,167 @@
+"""The report reads results.jsonl back by offsets: what it reads must be what it indexed,
+whatever happens to the file in between (a second process appending, a user or a tool
+rewriting it), and its odd lines (a BOM, CRLF, lone surrogates) read as before."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evalgate.report.stored import ResultsChanged, index_current, suite_rows
+from evalgate.results import CaseResult, ReadStats, ResultsWriter, read_results
+from evalgate.runs import RunPaths
+from evalgate.suite.model import Suite
+from evalgate.testing.report_data import synthetic_results, synthetic_suite
+
+
+def _stored(path: Path, cases: int = 8) -> tuple[Suite, list[CaseResult]]:
+    suite = synthetic_suite(cases)
+    results = synthetic_results(suite, seed=2)
+    writer = ResultsWriter(path)
+    for result in results:
+        writer.append(result)
+    writer.close()
+    return suite, results
+
+
+def _indexed(path: Path, suite: Suite) -> Any:
+    index = index_current(path, {suite.name: suite})
+    return index, suite_rows(path, index)[suite.name]
+
+
+def test_lines_appended_after_indexing_leave_the_read_back_alone(tmp_path: Path) -> None:
+    # A second process resuming the same run appends while the report is written.
+    path = tmp_path / "results.jsonl"
+    suite, results = _stored(path)
+    index, rows = _indexed(path, suite)
+    writer = ResultsWriter(path)
+    writer.append(dataclasses.replace(results[0], score=0.0, passed=False))
+    writer.close()
+    assert list(rows) == results and rows[3] == results[3]
+    index.close()
+
+
+def test_a_results_file_replaced_after_indexing_is_read_as_indexed(tmp_path: Path) -> None:
+    # An editor's save, `sed -i` or a tool writing a new file and renaming it over the
+    # old one: the offsets belong to the file that was indexed, which is the one read.
+    path = tmp_path / "results.jsonl"
+    suite, results = _stored(path)
+    index, rows = _indexed(path, suite)
+    lines = path.read_bytes().splitlines(keepends=True)
+    (tmp_path / "new").write_bytes(b"".join(lines[1:]))  # every offset moves
+    os.replace(tmp_path / "new", path)
+    assert list(rows) == results and rows[-1] == results[-1]
+    index.close()
+
+
+@pytest.mark.parametrize("change", ["truncated", "edited"])
+def test_a_results_file_rewritten_in_place_after_indexing_is_refused(
+    tmp_path: Path, change: str
+) -> None:
+    # Rewritten in place (truncated, or a value edited without moving a byte): reading
+    # the offsets again would read other lines or other values, and the report's passes
+    # (statistics, figures, case rows, page) would disagree. It says so instead.
+    path = tmp_path / "results.jsonl"
+    suite, results = _stored(path)
+    index, rows = _indexed(path, suite)
+    data = path.read_bytes()
+    with path.open("r+b") as fh:
+        if change == "truncated":
+            fh.truncate(len(data) // 2)
+        else:
+            fh.write(data.replace(b'"passed":false', b'"passed":true ', 1))
+    with pytest.raises(ResultsChanged) as raised:
+        list(rows)
+    message = str(raised.value)
+    assert str(path) in message and "byte" in message and "\n" not in message
+    index.close()
+
+
+def test_the_writer_starts_again_when_the_file_changes_under_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The file is rewritten in place while the statistics run: the report is made again
+    # from the file as it now is, and says what the file says.
+    import time
+
+    import evalgate.stats as stats
+    from evalgate.report.gate import GateSettings
+    from evalgate.report.write import write_run_report
+
+    from .test_report_memory import _reference_report
+
+    fixed = time.struct_time((2026, 12, 4, 6, 0, 0, 4, 338, 0))
+    monkeypatch.setattr(time, "gmtime", lambda *_: fixed)
+    paths = RunPaths(tmp_path / "reports", "run-1")
+    suite, _ = _stored(paths.results, cases=30)
+    suites = {suite.name: suite}
+    analyze = stats.analyze_suite
+    rewritten: list[bool] = []
+
+    def rewrite_once(*args: Any, **kwargs: Any) -> Any:
+        if not rewritten:
+            rewritten.append(True)
+            data = paths.results.read_bytes()
+            with paths.results.open("r+b") as fh:
+                fh.write(data.replace(b'"passed":false', b'"passed":true ', 5))
+        return analyze(*args, **kwargs)
+
+    monkeypatch.setattr(stats, "analyze_suite", rewrite_once)
+    written = write_run_report(paths, suites, GateSettings())
+    monkeypatch.setattr(stats, "analyze_suite", analyze)
+    expected_json, expected_md, _ = _reference_report(paths, suites)
+    assert rewritten and written.document is not None
+    assert paths.report_json.read_text(encoding="utf-8") == expected_json
+    assert paths.summary_md.read_text(encoding="utf-8") == expected_md
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_result(tmp_path: Path) -> None:
+    # A results file saved by an editor that adds a BOM: its first line is a result, not
+    # "a line torn by an interrupted writer" (which a resume would call again).
+    path = tmp_path / "results.jsonl"
+    suite, results = _stored(path)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    stats = ReadStats()
+    assert list(read_results(path, stats)) == results and stats == ReadStats()
+    index, rows = _indexed(path, suite)
+    assert index.ignored_note is None and list(rows) == results and rows[0] == results[0]
+    index.close()
+
+
+def test_crlf_lines_read_as_lf_lines(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    suite, results = _stored(path)
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    index, rows = _indexed(path, suite)
+    assert index.ignored_note is None and list(rows) == results
+    index.close()
+
+
+def test_a_lone_surrogate_in_an_output_does_not_lose_the_report(tmp_path: Path) -> None:
+    # results.jsonl keeps such an output (as a JSON escape); the report must too, in
+    # evalgate.json (the same escape, read back as the same text), summary.md and the page.
+    from evalgate.report.gate import GateSettings
+    from evalgate.report.write import write_run_report
+
+    paths = RunPaths(tmp_path / "reports", "run-1")
+    suite = synthetic_suite(6)
+    results = synthetic_results(suite, seed=2)
+    call = dataclasses.replace(results[0].call, output="half a pair \udc80 ✓")
+    results[0] = dataclasses.replace(results[0], call=call)
+    writer = ResultsWriter(paths.results)
+    for result in results:
+        writer.append(result)
+    writer.close()
+    written = write_run_report(paths, {suite.name: suite}, GateSettings())
+    assert written.html_error is None
+    text = paths.report_json.read_text(encoding="utf-8")  # valid UTF-8
+    cases = json.loads(text)["suites"][suite.name]["cases"]
+    assert cases[0]["output"] == "half a pair \udc80 ✓"
+    assert "✓" in text  # everything else still written as text, not escapes
+    html = (paths.reports / "evalgate.html").read_text(encoding="utf-8")
+    assert "half a pair" in html

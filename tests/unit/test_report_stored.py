@@ -67,7 +67,7 @@ def test_a_results_file_rewritten_in_place_after_indexing_is_refused(
     # the offsets again would read other lines or other values, and the report's passes
     # (statistics, figures, case rows, page) would disagree. It says so instead.
     path = tmp_path / "results.jsonl"
-    suite, results = _stored(path)
+    suite, _ = _stored(path)
     index, rows = _indexed(path, suite)
     data = path.read_bytes()
     with path.open("r+b") as fh:

@@ -165,3 +165,83 @@ def test_a_lone_surrogate_in_an_output_does_not_lose_the_report(tmp_path: Path) 
     assert "✓" in text  # everything else still written as text, not escapes
     html = (paths.reports / "evalgate.html").read_text(encoding="utf-8")
     assert "half a pair" in html
+
+
+def test_spooled_results_leave_no_file_and_are_held_when_none_can_be_written(
+    tmp_path: Path,
+) -> None:
+    # The composed (derived) results go to an unnamed file in the run's directory: a
+    # crash leaves nothing behind. A directory that cannot take one (a full disk, a
+    # TMPDIR that is not a directory) must not lose the report: the results are held.
+    from evalgate.report.stored import StoredRows, spool
+
+    results = synthetic_results(synthetic_suite(5), seed=1)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    spooled = StoredRows([spool(results, run_dir)])
+    assert list(spooled) == results and spooled[-1] == results[-1]
+    assert list(run_dir.iterdir()) == []
+    (tmp_path / "a-file").write_text("")
+    held = spool(results, tmp_path / "a-file")
+    assert list(StoredRows([held])) == results
+
+
+FULL_DISK = """
+import os, resource, signal, sys
+from pathlib import Path
+from evalgate.report.summary import copy_atomic, write_json, write_text
+
+out = Path(sys.argv[1])
+write_text("old summary\\n", out / "summary.md")
+write_json({"version": "old"}, out / "evalgate.json")
+(out / "big.json").write_text("x" * 10_000)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+for write in (
+    lambda: write_text("new summary " * 1000, out / "summary.md"),
+    lambda: write_json({"version": "new", "pad": "y" * 5000}, out / "evalgate.json"),
+    lambda: copy_atomic(out / "big.json", out / "evalgate.json"),
+):
+    try:
+        write()
+    except OSError:
+        print("refused")
+"""
+
+
+def test_a_disk_that_fills_mid_write_leaves_the_previous_reports_whole(tmp_path: Path) -> None:
+    # A file-size limit stands in for a full disk: each report file is written beside
+    # its target and renamed over it, so the previous one is left whole, with no
+    # temporary file beside it.
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["refused"] * 3
+    assert (tmp_path / "summary.md").read_text() == "old summary\n"
+    assert json.loads((tmp_path / "evalgate.json").read_text()) == {"version": "old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.json", "evalgate.json", "summary.md"]
+
+
+WITHOUT_CTYPES = """
+import sys
+sys.modules["ctypes"] = None  # a Python built without ctypes: importing it fails
+from evalgate.report.heap import release_freed_memory
+print(release_freed_memory())
+"""
+
+
+def test_no_ctypes_means_nothing_is_trimmed_and_nothing_fails() -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run(
+        [sys.executable, "-c", WITHOUT_CTYPES], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"

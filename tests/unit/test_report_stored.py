@@ -245,3 +245,70 @@ def test_no_ctypes_means_nothing_is_trimmed_and_nothing_fails() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "False"
+
+
+def test_a_semantic_cache_config_reports_what_the_in_memory_writer_did(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The semantic cache replays its twin's results in case order through real MiniLM
+    # embeddings: composed per suite from the read-back rows, spooled, then analysed,
+    # its report must be the one made from every result held at once.
+    import time
+
+    from evalgate.report.gate import GateSettings
+    from evalgate.report.write import write_run_report
+    from evalgate.results import CallResult, GradeResult
+    from evalgate.suite.loader import load_suite
+    from tests.plugin.test_semcache_suite import suite_text, traffic
+
+    from .test_report_memory import _reference_report
+
+    fixed = time.struct_time((2026, 12, 4, 6, 0, 0, 4, 338, 0))
+    monkeypatch.setattr(time, "gmtime", lambda *_: fixed)
+    rows = traffic(12)
+    (tmp_path / "s.yaml").write_text(suite_text("http://127.0.0.1:9/v1", "k", rows))
+    suite = load_suite(tmp_path / "s.yaml")
+    paths = RunPaths(tmp_path / "reports", "run-1")
+    writer = ResultsWriter(paths.results)
+    for i, row in enumerate(rows):
+        ok = i % 9 != 4
+        writer.append(
+            CaseResult(
+                item_key=f"doors::{row['id']}[fresh]",
+                run_id="run-1",
+                suite="doors",
+                feature="doors",
+                suite_hash=suite.suite_hash,
+                case_id=row["id"],
+                config_id="fresh",
+                repeat=0,
+                group=None,
+                tier="t",
+                model="openai/fake",
+                must_pass=False,
+                call=CallResult(
+                    output=f"The code is {row['answer'] if ok else '0000'}.",
+                    input_tokens=20,
+                    output_tokens=5,
+                    cost_usd=3e-5,
+                    latency_ms=100.0 + i,
+                    ttft_ms=30.0,
+                ),
+                grades=(GradeResult("contains", float(ok), ok, "found" if ok else "missed"),),
+                score=float(ok),
+                passed=ok,
+                expected=f"contains(value={row['answer']!r})",
+            )
+        )
+    writer.close()
+    suites = {suite.name: suite}
+    written = write_run_report(paths, suites, GateSettings())
+    expected_json, expected_md, expected_html = _reference_report(paths, suites)
+    assert written.html_error is None
+    assert paths.report_json.read_text(encoding="utf-8") == expected_json
+    assert paths.summary_md.read_text(encoding="utf-8") == expected_md
+    assert (paths.reports / "evalgate.html").read_text(encoding="utf-8") == expected_html
+    document = json.loads(expected_json)
+    assert document["suites"]["doors"]["derivations"]["cached"].get("error") is None
+    cached = [r for r in document["suites"]["doors"]["cases"] if r["config_id"] == "cached"]
+    assert len(cached) == len(rows) and any(r["cost_usd"] == 0 for r in cached)  # hits

@@ -31,12 +31,23 @@ class ResultsChanged(Exception):
     the one indexed (appending is fine; a file renamed over it is never read)."""
 
 
+class _File:
+    """An open file shared by the rows that read it, closed when the last is dropped
+    (the rows of a document returned to a caller outlive the writer)."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self.fh = fh
+
+    def __del__(self) -> None:
+        self.fh.close()
+
+
 @dataclass(slots=True)
 class _Lines:
     """Lines of an open file at ``offsets``; with ``crcs``, each checked to be the line
     indexed there (results.jsonl), without them read as written (the report's own spool)."""
 
-    fh: IO[bytes]
+    file: _File
     offsets: array[int]
     crcs: array[int] | None = None
     label: str = ""
@@ -51,10 +62,11 @@ class _Lines:
 
     def at(self, i: int, shared: dict[str, str]) -> CaseResult:
         offset = self.offsets[i]
+        fh = self.file.fh
         if self.crcs is None:
-            return read_at(self.fh, offset, shared)
-        self.fh.seek(offset)
-        raw = self.fh.readline()
+            return read_at(fh, offset, shared)
+        fh.seek(offset)
+        raw = fh.readline()
         if zlib.crc32(raw) != self.crcs[i]:
             raise ResultsChanged(
                 f"{self.label}: rewritten while the report read it (the line at byte "
@@ -121,7 +133,7 @@ def spool(results: Sequence[CaseResult], directory: Path | None = None) -> Segme
     except OSError:
         fh.close()
         return results
-    return _Lines(fh, offsets)
+    return _Lines(_File(fh), offsets)
 
 
 @dataclass(slots=True)
@@ -133,11 +145,11 @@ class CurrentIndex:
     crcs: dict[str, array[int]]
     ignored_note: str | None
     path: Path
-    file: IO[bytes] | None
+    file: _File | None
 
     def close(self) -> None:
         if self.file is not None:
-            self.file.close()
+            self.file.fh.close()
 
 
 def index_current(
@@ -197,15 +209,17 @@ def index_current(
             by_suite.setdefault(name, array("q")).append(latest[position])
             crcs_by_suite.setdefault(name, array("I")).append(crcs[position])
     note = ignored_note(len(gone), stale, stats)
-    return CurrentIndex(by_suite, crcs_by_suite, note, path, fh)
+    return CurrentIndex(by_suite, crcs_by_suite, note, path, _File(fh))
 
 
 def suite_rows(path: Path, index: CurrentIndex) -> dict[str, StoredRows]:
     """Each suite's current results, read back from the file indexed when iterated; a
     line rewritten in place since raises :class:`ResultsChanged`."""
-    assert index.file is not None or not index.suites
+    if index.file is None:
+        return {}
+    file = index.file
     return {
-        name: StoredRows([_Lines(index.file, offsets, index.crcs[name], str(path))])  # type: ignore[arg-type]
+        name: StoredRows([_Lines(file, offsets, index.crcs[name], str(path))])
         for name, offsets in index.suites.items()
     }
 

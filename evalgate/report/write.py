@@ -94,6 +94,8 @@ def _write(
     # Offsets of the current results, not the results: each suite's are read back from
     # the file for each use (statistics, figures, case rows, page), one at a time.
     index = index_current(paths.results, suites, stats)
+    # On success it stays open: the returned document's case rows read from it (it is
+    # closed when they are dropped, as the spool of composed results is).
     try:
         return _write_indexed(
             paths,
@@ -107,8 +109,9 @@ def _write(
             extra_document=extra_document,
             gate_notes=gate_notes,
         )
-    finally:
+    except BaseException:
         index.close()
+        raise
 
 
 def _write_indexed(

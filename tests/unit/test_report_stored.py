@@ -312,3 +312,18 @@ def test_a_semantic_cache_config_reports_what_the_in_memory_writer_did(
     assert document["suites"]["doors"]["derivations"]["cached"].get("error") is None
     cached = [r for r in document["suites"]["doors"]["cases"] if r["config_id"] == "cached"]
     assert len(cached) == len(rows) and any(r["cost_usd"] == 0 for r in cached)  # hits
+
+
+def test_the_returned_document_still_reads_its_case_rows(tmp_path: Path) -> None:
+    # The session and library callers keep the document the writer returns; its case
+    # rows are read from results.jsonl when iterated, after the writer has returned.
+    from evalgate.report.gate import GateSettings
+    from evalgate.report.write import write_run_report
+
+    paths = RunPaths(tmp_path / "reports", "run-1")
+    suite, results = _stored(paths.results)
+    written = write_run_report(paths, {suite.name: suite}, GateSettings())
+    assert written.document is not None
+    rows = list(written.document["suites"][suite.name]["cases"])
+    stored = json.loads(paths.report_json.read_text(encoding="utf-8"))
+    assert len(rows) == len(results) and rows == stored["suites"][suite.name]["cases"]

@@ -327,3 +327,26 @@ def test_the_returned_document_still_reads_its_case_rows(tmp_path: Path) -> None
     rows = list(written.document["suites"][suite.name]["cases"])
     stored = json.loads(paths.report_json.read_text(encoding="utf-8"))
     assert len(rows) == len(results) and rows == stored["suites"][suite.name]["cases"]
+
+
+def test_an_item_stored_twice_counts_once_its_latest_line_where_it_first_appeared(
+    tmp_path: Path,
+) -> None:
+    # The rule of resume.current_results: the latest line wins (even a failed or stale
+    # one), in the order of the item's first appearance; the earlier line is not used.
+    from evalgate.results import latest_by_item
+    from evalgate.resume import current_results
+
+    path = tmp_path / "results.jsonl"
+    suite, results = _stored(path)
+    writer = ResultsWriter(path)
+    newer = dataclasses.replace(results[0], score=0.25, passed=False)
+    stale = dataclasses.replace(results[1], suite_hash="edited-since")
+    writer.append(newer)
+    writer.append(stale)
+    writer.close()
+    index, rows = _indexed(path, suite)
+    expected, note = current_results(latest_by_item(read_results(path)), {suite.name: suite})
+    assert list(rows) == expected and rows[0] == newer and results[1] not in list(rows)
+    assert index.ignored_note == note and note is not None and "earlier version" in note
+    index.close()

@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, overload
+from typing import BinaryIO, overload
 
 from evalgate.results import CaseResult, ItemKey, ReadStats, parse_line, read_at, scan_lines
 from evalgate.suite.model import Suite
@@ -35,7 +35,7 @@ class _File:
     """An open file shared by the rows that read it, closed when the last is dropped
     (the rows of a document returned to a caller outlive the writer)."""
 
-    def __init__(self, fh: IO[bytes]) -> None:
+    def __init__(self, fh: BinaryIO) -> None:
         self.fh = fh
 
     def __del__(self) -> None:

@@ -350,3 +350,50 @@ def test_an_item_stored_twice_counts_once_its_latest_line_where_it_first_appeare
     assert list(rows) == expected and rows[0] == newer and results[1] not in list(rows)
     assert index.ignored_note == note and note is not None and "earlier version" in note
     index.close()
+
+
+KILLED_MID_WRITE = """
+import sys, time
+from pathlib import Path
+from evalgate.report.summary import write_json
+
+class Rows(list):  # case rows made as written, as CaseRows makes them
+    def __bool__(self):
+        return True
+
+    def __iter__(self):
+        yield {"case_id": "c0"}
+        Path(sys.argv[2]).write_text("half written")
+        time.sleep(300)  # killed here, mid-document
+
+write_json({"version": "new", "cases": Rows()}, Path(sys.argv[1]))
+"""
+
+
+def test_a_run_killed_mid_report_leaves_the_previous_evalgate_json(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from evalgate.report.summary import copy_atomic, write_json
+
+    report = tmp_path / "evalgate.json"
+    write_json({"version": "old"}, report)
+    copy_atomic(report, tmp_path / "copy.json")
+    marker = tmp_path / "marker"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_MID_WRITE, str(report), str(marker)], env=env
+    )
+    try:
+        for _ in range(600):  # a bound on the wait, not a timing assertion
+            if marker.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert marker.exists(), "the writer never got mid-document"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert json.loads(report.read_text(encoding="utf-8")) == {"version": "old"}
+    assert json.loads((tmp_path / "copy.json").read_text(encoding="utf-8")) == {"version": "old"}

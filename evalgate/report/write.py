@@ -127,7 +127,7 @@ def _write_indexed(
     extra_document: Mapping[str, Any] | None,
     gate_notes: Sequence[str],
 ) -> WrittenReport:
-
+    """The report of the results ``index`` points at (read back from its open file)."""
     from evalgate.report.heap import release_freed_memory
     from evalgate.report.stored import ResultsChanged, composed_rows, suite_rows
     from evalgate.report.summary import build_suites_report, copy_atomic, write_json, write_text

@@ -66,7 +66,10 @@ def test_worse_config_blocks_and_equivalent_passes(tmp_path, fake_server, key) -
     stats = report(tmp_path)["suites"]["gated"]["stats"]
     assert stats["comparisons"]["worse"]["verdict"] == "FAIL"
     assert stats["comparisons"]["same"]["verdict"] == "PASS"
-    assert stats["recommendation"]["config_id"] == "same"
+    # `same` costs what `base` costs and is not clearly faster: it pulls no lever, so it
+    # is never recommended (by latency noise it would be in about half the runs).
+    assert stats["recommendation"] is None
+    assert any("cheaper or faster than 'base'" in note for note in stats["notes"])
     summary = (tmp_path / "reports" / "summary.md").read_text()
     assert "**Gate: BLOCKED**" in summary and "| worse |" in summary
 

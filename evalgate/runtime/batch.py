@@ -34,7 +34,8 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +65,15 @@ RESERVATION_TTL_S = 26 * 3600.0
 """How long a batch request's limit reservation holds (the 24 h window, plus margin)."""
 HANDLE_TTL_S = 30 * 86400.0
 """How long a handle's state is kept in the backend."""
+MAX_REQUESTS_PER_BATCH = 50_000
+"""OpenAI's cap on requests per batch: more are split into several batches."""
+MAX_BATCH_BYTES = int(200 * 1024 * 1024 * 0.95)
+"""OpenAI's 200 MB input-file cap, less a 5% margin (as Inspect AI keeps)."""
+LEASE_S = 600.0
+"""How long one process may collect a handle before another may take over (it died)."""
 _KEY = "evalgate-batch:"
+_LEASE = "evalgate-batch-lease:"
+_DONE = "evalgate-batch-done:"
 _NOT_SENT = frozenset(
     {"timeout", "max_retries", "api_base", "api_key", "stream_options", "metadata"}
 )
@@ -115,6 +124,29 @@ def submit_batch(
         for admitted in admissions:  # all or none: a refusal leaves nothing reserved
             policy._settle_unused(admitted)
         raise
+    try:
+        handle, state, hits = _store_new(policy, feature, calls, admissions)
+    except BaseException:
+        # Nothing was sent and no handle exists: a reservation left would hold for 26 h.
+        for admitted in admissions:
+            # Its backend down too: the reservation's TTL ends it.
+            with suppress(Exception):
+                policy._settle_unused(admitted)
+        raise
+    for call, admitted, hit in hits:  # recorded once the handle is stored
+        policy._finish(call, admitted, policy._hit_record(call, hit, None))
+    for group in list(state["groups"]):
+        handle._create(state, group)
+    return handle
+
+
+def _store_new(
+    policy: Policy,
+    feature: FeaturePolicy,
+    calls: list[PreparedCall],
+    admissions: list[list[Admission]],
+) -> tuple[BatchHandle, dict[str, Any], list[tuple[PreparedCall, list[Admission], Any]]]:
+    """The handle and its state, stored before any batch exists (cache hits answered)."""
     handle = BatchHandle(policy, uuid.uuid4().hex, feature.name)
     state: dict[str, Any] = {
         "v": 1,
@@ -125,6 +157,7 @@ def submit_batch(
         "groups": [],
     }
     groups: dict[str, list[int]] = {}
+    hits = []
     for index, (call, admitted) in enumerate(zip(calls, admissions, strict=True)):
         handle._admissions[index] = admitted
         request = _dump_call(call, admitted)
@@ -134,7 +167,7 @@ def submit_batch(
         except Exception:
             hit = None  # the cache is down: the request is sent
         if hit is not None:  # a cached answer is never sent
-            policy._finish(call, admitted, policy._hit_record(call, hit, None))
+            hits.append((call, admitted, hit))
             request["result"] = _result_json(
                 index,
                 hit.answer.content,
@@ -148,18 +181,17 @@ def submit_batch(
     state["groups"] = [
         {
             "route": where,
-            "indices": indices,
+            "indices": chunk,
             "tag": None,
             "batch_id": None,
             "submitted": None,
             "collected": False,
         }
         for where, indices in groups.items()
+        for chunk in _split(state["requests"], indices, where)
     ]
     handle._save(state)  # before any batch exists: a new process finds every request
-    for group in state["groups"]:
-        handle._create(state, group)
-    return handle
+    return handle, state, hits
 
 
 class BatchHandle:
@@ -197,13 +229,39 @@ class BatchHandle:
     # -- status ---------------------------------------------------------------------------
 
     def poll(self) -> bool:
-        """Checks the batches once, collects those that ended; True when all have."""
-        with self._lock:
+        """Checks the batches once, collects those that ended; True when all have.
+
+        One process at a time advances a handle (a lease in the backend); another polling
+        meanwhile only reads the stored state, so no batch is created twice."""
+        with self._lock, self._lease() as mine:
             state = self._load()
+            if not mine:
+                return _finished(state)
             for group in state["groups"]:
                 if not group["collected"]:
                     self._advance(state, group)
             return _finished(state)
+
+    @contextmanager
+    def _lease(self, wait_s: float = 0.0) -> Iterator[bool]:
+        """Whether this process holds the handle's lease (within ``wait_s``); released
+        after. A holder that died frees it after :data:`LEASE_S`."""
+        backend, token = self.policy.backend, uuid.uuid4().hex.encode()
+        deadline = time.monotonic() + wait_s
+        while not (mine := backend.cache_add(_LEASE + self.id, token, LEASE_S)):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        try:
+            yield mine
+        finally:
+            if mine:
+                backend.cache_delete_if(_LEASE + self.id, token)
+
+    def _claim(self, index: int) -> bool:
+        """Exactly one collector records request ``index`` (ledger, limits, cache), even
+        when a lease expired under a slow collector and a second one took over."""
+        return self.policy.backend.cache_add(f"{_DONE}{self.id}:{index}", b"1", HANDLE_TTL_S)
 
     def results(self) -> list[BatchResult | None]:
         """Each request's result so far (None: not answered yet), in request order."""
@@ -248,7 +306,9 @@ class BatchHandle:
         """Cancels the batches still running; returns their ids. Their unanswered
         requests end as errors when the handle is next polled."""
         cancelled: list[str] = []
-        with self._lock:
+        with self._lock, self._lease(wait_s=LEASE_S) as mine:
+            if not mine:
+                raise PolicyError(f"batch handle {self.id}: another process is collecting it")
             state = self._load()
             for group in state["groups"]:
                 if not group["collected"] and group["batch_id"]:
@@ -295,10 +355,7 @@ class BatchHandle:
         for index in group["indices"]:
             request = state["requests"][index]
             request["submissions"] = request.get("submissions", 0) + 1
-            sent = {k: v for k, v in request["params"].items() if k not in _NOT_SENT}
-            body = {"model": upstream, "messages": request["messages"], **sent}
-            line = {"custom_id": f"r{index}", "method": "POST", "url": ENDPOINT, "body": body}
-            lines.append(json.dumps(line, separators=(",", ":"), ensure_ascii=False))
+            lines.append(_line_of(request, index, upstream))
         group["tag"] = uuid.uuid4().hex
         self._save(state)
         try:
@@ -395,7 +452,8 @@ class BatchHandle:
                 latency_ms=latency_ms,
                 batch_id=batch_id,
             )
-            self.policy._finish(call, self._admitted(request, index), record)
+            if self._claim(index):
+                self.policy._finish(call, self._admitted(request, index), record)
             request["result"] = _result_json(
                 index, None, error, model=route.model, batch_id=batch_id
             )
@@ -441,7 +499,8 @@ class BatchHandle:
                 latency_ms=latency_ms,
                 created=time.time(),
             )
-        self.policy._finish(call, self._admitted(request, index), record, answer)
+        if self._claim(index):  # else another collector recorded it
+            self.policy._finish(call, self._admitted(request, index), record, answer)
         request["result"] = _result_json(
             index,
             content if error is None else None,
@@ -473,7 +532,8 @@ class BatchHandle:
                 error=error,
                 batch_id=batch_id,
             )
-            self.policy._finish(call, self._admitted(request, index), record)
+            if self._claim(index):
+                self.policy._finish(call, self._admitted(request, index), record)
             request["result"] = _result_json(
                 index, None, error[:400], model=route.model, batch_id=batch_id
             )
@@ -520,6 +580,17 @@ def _prepare(policy: Policy, feature: str, index: int, req: Mapping[str, Any]) -
     if kwargs.get("stream"):
         raise PolicyError(f"{where}.stream: a batch request cannot stream")
     kwargs.pop("stream", None)
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = kwargs.get(name)
+        if value is not None and (type(value) is not int or value < 1):
+            raise PolicyError(f"{where}.{name}: expected an integer >= 1, found {value!r}"[:300])
+    # The request is stored as JSON (the handle's state, the batch file): a value that is
+    # not JSON fails here, before anything is reserved, not in the middle of submitting.
+    for name, value in (("messages", req["messages"]), *kwargs.items()):
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise PolicyError(f"{where}.{name}: not JSON ({_describe(exc)})"[:300]) from None
     return policy._prepare(
         feature,
         req["messages"],
@@ -587,6 +658,30 @@ def _dump_call(call: PreparedCall, admitted: list[Admission]) -> dict[str, Any]:
         "reservation": dumped,
         "result": None,
     }
+
+
+def _line_of(request: dict[str, Any], index: int, model: str) -> str:
+    """The request's line of the batch input file (JSONL)."""
+    sent = {k: v for k, v in request["params"].items() if k not in _NOT_SENT}
+    body = {"model": model, "messages": request["messages"], **sent}
+    line = {"custom_id": f"r{index}", "method": "POST", "url": ENDPOINT, "body": body}
+    return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+
+
+def _split(requests: list[dict[str, Any]], indices: list[int], where: str) -> list[list[int]]:
+    """``indices`` in chunks a provider takes as one batch (requests and file bytes under
+    its caps). Sizes are measured with the route's name as the model (the upstream name
+    sent is no longer) and a margin of 5% is kept below the byte cap."""
+    chunks: list[list[int]] = []
+    size = 0
+    for index in indices:
+        line = len(_line_of(requests[index], index, where).encode()) + 1 + len(where)
+        if not chunks or len(chunks[-1]) >= MAX_REQUESTS_PER_BATCH or size + line > MAX_BATCH_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(index)
+        size += line
+    return chunks
 
 
 def _call_of(

@@ -1,0 +1,141 @@
+"""policy.batch() under attack: two collectors of one handle, a submission that fails
+before any batch exists, hostile request values, provider per-batch limits."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from evalgate.runtime import LimitExceeded, LimitOptions, Policy, PolicyError
+from evalgate.runtime import batch as batch_module
+from evalgate.testing.fake_openai import make_model
+from tests.runtime import test_batch_runtime as base
+from tests.runtime.test_batch_runtime import NOON, ask, feature, write_policy
+
+key = base.key  # the fixtures of the batch tests
+policy_for = base.policy_for
+
+
+@pytest.fixture
+def two_policies(tmp_path, backend_spec):
+    """Two policies on one backend: what two processes holding the same handle see."""
+    opened: list[Policy] = []
+
+    def make(features: dict[str, Any], limits: dict | None = None) -> tuple[Policy, Policy]:
+        url, prefix = backend_spec
+        path = write_policy(tmp_path, features, limits)
+        for _ in range(2):
+            clock = LimitOptions(clock=lambda: NOON)
+            opened.append(Policy.load(path, backend=url, prefix=prefix, limits=clock))
+        return opened[-2], opened[-1]
+
+    yield make
+    for policy in opened:
+        policy.close()
+
+
+def _ledger(policy: Policy) -> list[Any]:
+    policy.ledger.flush()
+    return [r for r in policy.ledger.read() if r.feature == "digest"]
+
+
+@pytest.mark.parametrize("lease", ["held", "expired"])
+def test_two_collectors_of_one_handle_record_each_request_once(
+    two_policies, fake_server, key, monkeypatch, lease
+) -> None:
+    """The second collector starts while the first is recording answers (its lease held,
+    or already expired): each request lands in the ledger exactly once, settles once."""
+    first, second = two_policies(
+        {"digest": feature(make_model(key=key), fake_server.base_url, cache={"mode": "off"})},
+        limits={"users": {"u1": {"requests_per_minute": 8}}},
+    )
+    handle = first.batch("digest", [ask(f"t{i}") for i in range(4)])
+    if lease == "expired":
+        monkeypatch.setattr(batch_module, "LEASE_S", 0.001)
+    answer = batch_module.BatchHandle._answer
+    interleaved: list[bool] = []
+
+    def answer_while_another_collects(self, *args: Any) -> None:
+        if not interleaved:
+            interleaved.append(True)
+            time.sleep(0.01)  # past an expired lease
+            second.batch_handle(handle.id).poll()  # the other process, at the same moment
+        answer(self, *args)
+
+    monkeypatch.setattr(batch_module.BatchHandle, "_answer", answer_while_another_collects)
+    while not handle.poll():
+        time.sleep(0.05)
+    monkeypatch.setattr(batch_module.BatchHandle, "_answer", answer)
+    results = second.batch_handle(handle.id).wait(timeout_s=60, poll_s=0.05)
+    assert [r.content for r in results] == [f"echo: t{i}" for i in range(4)]
+    assert interleaved and fake_server.batch_submissions(key) == 1
+    second.ledger.flush()  # its records too (the ledger writes in the background)
+    records = [r for r in _ledger(first) if r.batch_id]
+    assert sorted(r.tokens_in for r in records) == sorted(r.tokens_in for r in results)
+    assert len(records) == 4
+    # Settled once each: 4 used of 8 (a double settle would count 8).
+    first.batch("digest", [ask(f"more {i}") for i in range(4)])
+    with pytest.raises(LimitExceeded):
+        first.batch("digest", [ask("one too many")])
+
+
+def test_a_request_the_state_cannot_store_releases_every_reservation(
+    policy_for, fake_server, key
+) -> None:
+    """A value that is not JSON (the handle's state cannot be stored) fails the submission
+    in one line naming the request and key, and nothing stays reserved for 26 hours."""
+    policy = policy_for(
+        {"digest": feature(make_model(key=key), fake_server.base_url, cache={"mode": "off"})},
+        limits={"users": {"u1": {"requests_per_minute": 2}}},
+    )
+    with pytest.raises(PolicyError, match=r"requests\[1\]\.seed: .*JSON") as raised:
+        policy.batch("digest", [ask("a"), {**ask("b"), "seed": object()}])
+    assert "\n" not in str(raised.value)
+    assert fake_server.batch_submissions(key) == 0
+    results = policy.batch("digest", [ask("a"), ask("b")]).wait(timeout_s=60, poll_s=0.05)
+    assert [r.content for r in results] == ["echo: a", "echo: b"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, 1.5, True])
+def test_a_bad_max_tokens_is_refused_before_anything_is_reserved(
+    policy_for, fake_server, key, value
+) -> None:
+    policy = policy_for(
+        {"digest": feature(make_model(key=key), fake_server.base_url, cache={"mode": "off"})},
+        limits={"users": {"u1": {"requests_per_minute": 1}}},
+    )
+    with pytest.raises(PolicyError, match=r"requests\[0\]\.max_tokens"):
+        policy.batch("digest", [{**ask("a"), "max_tokens": value}])
+    assert fake_server.batch_submissions(key) == 0
+    assert policy.batch("digest", [ask("a")]).wait(timeout_s=60, poll_s=0.05)[0].error is None
+
+
+def test_an_empty_request_list_gives_a_finished_handle(policy_for, fake_server, key) -> None:
+    policy = policy_for({"digest": feature(make_model(key=key), fake_server.base_url)})
+    handle = policy.batch("digest", [])
+    assert handle.poll() and handle.wait(timeout_s=5) == []
+    assert fake_server.batch_submissions(key) == 0
+
+
+def test_requests_over_the_provider_caps_split_into_several_batches(
+    policy_for, fake_server, key, monkeypatch
+) -> None:
+    """OpenAI takes at most 50,000 requests and 200 MB per batch: more is split (here with
+    the caps lowered, so the test stays small)."""
+    monkeypatch.setattr(batch_module, "MAX_REQUESTS_PER_BATCH", 3)
+    policy = policy_for(
+        {"digest": feature(make_model(key=key), fake_server.base_url, cache={"mode": "off"})}
+    )
+    results = policy.batch("digest", [ask(f"q{i}") for i in range(7)]).wait(60, poll_s=0.05)
+    assert [r.content for r in results] == [f"echo: q{i}" for i in range(7)]
+    assert fake_server.batch_submissions(key) == 3
+    assert len({r.batch_id for r in results}) == 3
+    monkeypatch.setattr(batch_module, "MAX_REQUESTS_PER_BATCH", 1000)
+    monkeypatch.setattr(batch_module, "MAX_BATCH_BYTES", 600)  # about two lines each
+    results = policy.batch("digest", [ask(f"r{i} " + "x" * 150) for i in range(6)]).wait(
+        60, poll_s=0.05
+    )
+    assert [r.content for r in results] == [f"echo: r{i} " + "x" * 150 for i in range(6)]
+    assert 1 < len({r.batch_id for r in results}) == fake_server.batch_submissions(key) - 3

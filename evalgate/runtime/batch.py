@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 import uuid
@@ -71,6 +72,7 @@ MAX_BATCH_BYTES = int(200 * 1024 * 1024 * 0.95)
 """OpenAI's 200 MB input-file cap, less a 5% margin (as Inspect AI keeps)."""
 LEASE_S = 600.0
 """How long one process may collect a handle before another may take over (it died)."""
+log = logging.getLogger("evalgate.runtime")
 _KEY = "evalgate-batch:"
 _LEASE = "evalgate-batch-lease:"
 _DONE = "evalgate-batch-done:"
@@ -125,7 +127,13 @@ def submit_batch(
             policy._settle_unused(admitted)
         raise
     try:
-        handle, state, hits = _store_new(policy, feature, calls, admissions)
+        try:
+            handle, state, hits = _store_new(policy, feature, calls, admissions)
+        except policy.backend.errors as exc:
+            raise PolicyError(
+                f"batch of features.{feature.name}: cannot store its handle in "
+                f"{policy.backend.url} ({_describe(exc)}); nothing was sent"
+            ) from None
     except BaseException:
         # Nothing was sent and no handle exists: a reservation left would hold for 26 h.
         for admitted in admissions:
@@ -205,6 +213,9 @@ class BatchHandle:
         self.id = handle_id
         self.feature = feature
         self._lock = threading.Lock()
+        # This handle's lease token: a lease it could not release (the backend went down
+        # mid-poll) is still its own when the backend is back.
+        self._token = uuid.uuid4().hex.encode()
         # This process's admissions (custom guards' cannot be stored): index -> admissions.
         self._admissions: dict[int, list[Admission]] = {}
 
@@ -232,23 +243,32 @@ class BatchHandle:
         """Checks the batches once, collects those that ended; True when all have.
 
         One process at a time advances a handle (a lease in the backend); another polling
-        meanwhile only reads the stored state, so no batch is created twice."""
-        with self._lock, self._lease() as mine:
-            state = self._load()
-            if not mine:
+        meanwhile only reads the stored state, so no batch is created twice. While the
+        backend is down, the answer is False (not yet): the batches wait on the provider,
+        and what was recorded before is claimed, so nothing is recorded twice later."""
+        try:
+            with self._lock, self._lease() as mine:
+                state = self._load()
+                if not mine:
+                    return _finished(state)
+                for group in state["groups"]:
+                    if not group["collected"]:
+                        self._advance(state, group)
                 return _finished(state)
-            for group in state["groups"]:
-                if not group["collected"]:
-                    self._advance(state, group)
-            return _finished(state)
+        except self.policy.backend.errors as exc:
+            log.warning("evalgate: batch handle %s not polled: backend down (%s)", self.id, exc)
+            return False
 
     @contextmanager
     def _lease(self, wait_s: float = 0.0) -> Iterator[bool]:
         """Whether this process holds the handle's lease (within ``wait_s``); released
         after. A holder that died frees it after :data:`LEASE_S`."""
-        backend, token = self.policy.backend, uuid.uuid4().hex.encode()
+        backend, token, key = self.policy.backend, self._token, _LEASE + self.id
         deadline = time.monotonic() + wait_s
-        while not (mine := backend.cache_add(_LEASE + self.id, token, LEASE_S)):
+        while not (mine := backend.cache_add(key, token, LEASE_S)):
+            if backend.cache_get(key) == token:
+                mine = True
+                break
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.1)
@@ -256,7 +276,7 @@ class BatchHandle:
             yield mine
         finally:
             if mine:
-                backend.cache_delete_if(_LEASE + self.id, token)
+                backend.cache_delete_if(key, token)
 
     def _claim(self, index: int) -> bool:
         """Exactly one collector records request ``index`` (ledger, limits, cache), even

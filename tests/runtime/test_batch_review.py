@@ -3,7 +3,11 @@ before any batch exists, hostile request values, provider per-batch limits."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -139,3 +143,111 @@ def test_requests_over_the_provider_caps_split_into_several_batches(
     )
     assert [r.content for r in results] == [f"echo: r{i} " + "x" * 150 for i in range(6)]
     assert 1 < len({r.batch_id for r in results}) == fake_server.batch_submissions(key) - 3
+
+
+class _OwnRedis:
+    """A redis-server of this test's own (append-only file in ``tmp``), stopped and started
+    again at will: a real outage, without touching the shared Redis."""
+
+    def __init__(self, tmp: Path) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.tmp = tmp
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--dir", str(self.tmp), "--appendonly", "yes", "--appendfsync", "always"]
+        args += ["--save", ""]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        import redis
+
+        for _ in range(200):
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
+@pytest.fixture
+def own_redis(tmp_path) -> Iterator[_OwnRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server binary")
+    server = _OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _redis_policy(
+    tmp_path: Path, server: _OwnRedis, model: str, base_url: str, fail_open: bool = False
+) -> Policy:
+    path = write_policy(
+        tmp_path,
+        {"digest": feature(model, base_url, cache={"mode": "off"})},
+        limits={"users": {"u1": {"requests_per_minute": 3}}},
+    )
+    return Policy.load(
+        path,
+        backend=server.url,
+        prefix="t:",
+        limits=LimitOptions(clock=lambda: NOON, fail_open=fail_open),
+    )
+
+
+def test_redis_down_while_collecting_the_handle_waits_it_out(
+    tmp_path, own_redis, fake_server, key
+) -> None:
+    """Polls while the backend is down say 'not yet' (nothing collected, nothing lost); once
+    it is back, the batch is collected once."""
+    policy = _redis_policy(tmp_path, own_redis, make_model(key=key), fake_server.base_url)
+    try:
+        handle = policy.batch("digest", [ask(f"t{i}") for i in range(3)])
+        own_redis.stop()
+        assert handle.poll() is False
+        with pytest.raises(TimeoutError):
+            handle.wait(timeout_s=0.3, poll_s=0.05)
+        own_redis.start()
+        results = handle.wait(timeout_s=60, poll_s=0.05)
+        assert [r.content for r in results] == [f"echo: t{i}" for i in range(3)]
+        assert fake_server.batch_submissions(key) == 1
+        assert len([r for r in _ledger(policy) if r.batch_id]) == 3
+    finally:
+        policy.close()
+
+
+def test_redis_down_at_submission_sends_nothing_and_says_so(
+    tmp_path, own_redis, fake_server, key
+) -> None:
+    """Limits failing open admit the requests; the handle cannot be stored, so nothing is
+    sent (a batch no process could collect would be paid and lost)."""
+    policy = _redis_policy(
+        tmp_path, own_redis, make_model(key=key), fake_server.base_url, fail_open=True
+    )
+    try:
+        own_redis.stop()
+        with pytest.raises(PolicyError, match="nothing was sent") as raised:
+            policy.batch("digest", [ask("a")])
+        assert "\n" not in str(raised.value)
+        assert fake_server.batch_submissions(key) == 0
+        own_redis.start()
+        # Nothing stayed reserved: the whole minute's 3 requests still fit.
+        results = policy.batch("digest", [ask(f"b{i}") for i in range(3)]).wait(60, poll_s=0.05)
+        assert all(r.error is None for r in results)
+    finally:
+        policy.close()

@@ -3,8 +3,10 @@ before any batch exists, hostile request values, provider per-batch limits."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from evalgate.runtime import LimitExceeded, LimitOptions, Policy, PolicyError
 from evalgate.runtime import batch as batch_module
 from evalgate.testing.fake_openai import make_model
 from tests.runtime import test_batch_runtime as base
-from tests.runtime.test_batch_runtime import NOON, ask, feature, write_policy
+from tests.runtime.test_batch_runtime import NOON, ROOT, ask, feature, write_policy
 
 key = base.key  # the fixtures of the batch tests
 policy_for = base.policy_for
@@ -249,5 +251,43 @@ def test_redis_down_at_submission_sends_nothing_and_says_so(
         # Nothing stayed reserved: the whole minute's 3 requests still fit.
         results = policy.batch("digest", [ask(f"b{i}") for i in range(3)]).wait(60, poll_s=0.05)
         assert all(r.error is None for r in results)
+    finally:
+        policy.close()
+
+
+_COLLECTOR = """
+import sys
+from evalgate.runtime import LimitOptions, Policy
+
+path, url, prefix, handle_id, noon = sys.argv[1:6]
+policy = Policy.load(
+    path, backend=url, prefix=prefix, limits=LimitOptions(clock=lambda: float(noon))
+)
+results = policy.batch_handle(handle_id).wait(timeout_s=120, poll_s=0.02, max_poll_s=0.02)
+print(sum(r.error is None for r in results), flush=True)
+policy.close()
+"""
+
+
+def test_two_processes_waiting_on_one_handle_record_each_request_once(
+    tmp_path, backend_spec, fake_server, key
+) -> None:
+    url, prefix = backend_spec
+    model = make_model(key=key, batch_ms=1500)  # both are polling when it completes
+    path = write_policy(tmp_path, {"digest": feature(model, fake_server.base_url)})
+    policy = Policy.load(path, backend=url, prefix=prefix, limits=LimitOptions(clock=lambda: NOON))
+    try:
+        handle = policy.batch("digest", [ask(f"t{i}") for i in range(30)])
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        argv = [sys.executable, "-c", _COLLECTOR, str(path), url, prefix, handle.id, str(NOON)]
+        procs = [
+            subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            for _ in range(2)
+        ]
+        outs = [p.communicate(timeout=180) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+        assert [o.strip() for o, _ in outs] == [b"30", b"30"]
+        assert fake_server.batch_submissions(key) == 1
+        assert len([r for r in _ledger(policy) if r.batch_id]) == 30
     finally:
         policy.close()

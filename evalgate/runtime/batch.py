@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from evalgate.runtime.batch_provider import (
-    ENDPOINT,
     TERMINAL,
     Provider,
     answered,
@@ -49,10 +48,22 @@ from evalgate.runtime.batch_provider import (
     parse_lines,
     provider_of,
 )
-from evalgate.runtime.cache import CachedAnswer, CacheRequest
+from evalgate.runtime.batch_requests import (
+    MAX_BATCH_BYTES,
+    MAX_REQUESTS_PER_BATCH,
+    RESERVATION_TTL_S,
+    admit,
+    call_of,
+    dump_call,
+    line_of,
+    prepare,
+    restored_admissions,
+    split,
+)
+from evalgate.runtime.batch_requests import describe as _describe
+from evalgate.runtime.cache import CachedAnswer
 from evalgate.runtime.cascade import CascadeRouting
 from evalgate.runtime.errors import PolicyError
-from evalgate.runtime.limits import LimitError, Limits, _Applied, _Reservation
 from evalgate.runtime.policy_file import FeaturePolicy, Route
 
 if TYPE_CHECKING:
@@ -62,24 +73,14 @@ BATCH_DISCOUNT = 0.5
 """OpenAI's and Anthropic's documented batch discount: half the online price."""
 MAX_SUBMISSIONS = 3
 """Times one request is submitted before it stands unanswered (an error result)."""
-RESERVATION_TTL_S = 26 * 3600.0
-"""How long a batch request's limit reservation holds (the 24 h window, plus margin)."""
 HANDLE_TTL_S = 30 * 86400.0
 """How long a handle's state is kept in the backend."""
-MAX_REQUESTS_PER_BATCH = 50_000
-"""OpenAI's cap on requests per batch: more are split into several batches."""
-MAX_BATCH_BYTES = int(200 * 1024 * 1024 * 0.95)
-"""OpenAI's 200 MB input-file cap, less a 5% margin (as Inspect AI keeps)."""
 LEASE_S = 600.0
 """How long one process may collect a handle before another may take over (it died)."""
 log = logging.getLogger("evalgate.runtime")
 _KEY = "evalgate-batch:"
 _LEASE = "evalgate-batch-lease:"
 _DONE = "evalgate-batch-done:"
-_NOT_SENT = frozenset(
-    {"timeout", "max_retries", "api_base", "api_key", "stream_options", "metadata"}
-)
-_REQUEST_KEYS = frozenset({"messages", "user", "tenant", "context", "query"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +118,11 @@ def submit_batch(
             f"{policy.document.path}: features.{feature.name}: a cascade checks each answer "
             "before it escalates; it cannot run as a batch"
         )
-    calls = [_prepare(policy, feature_name, i, req) for i, req in enumerate(requests)]
+    calls = [prepare(policy, feature_name, i, req) for i, req in enumerate(requests)]
     admissions: list[list[Admission]] = []
     try:
         for call in calls:
-            admissions.append(_admit(policy, call))
+            admissions.append(admit(policy, call))
     except Exception:
         for admitted in admissions:  # all or none: a refusal leaves nothing reserved
             policy._settle_unused(admitted)
@@ -168,7 +169,7 @@ def _store_new(
     hits = []
     for index, (call, admitted) in enumerate(zip(calls, admissions, strict=True)):
         handle._admissions[index] = admitted
-        request = _dump_call(call, admitted)
+        request = dump_call(call, admitted)
         state["requests"].append(request)
         try:
             hit = policy._lookup(call)
@@ -196,7 +197,7 @@ def _store_new(
             "collected": False,
         }
         for where, indices in groups.items()
-        for chunk in _split(state["requests"], indices, where)
+        for chunk in split(state["requests"], indices, where)
     ]
     handle._save(state)  # before any batch exists: a new process finds every request
     return handle, state, hits
@@ -375,7 +376,7 @@ class BatchHandle:
         for index in group["indices"]:
             request = state["requests"][index]
             request["submissions"] = request.get("submissions", 0) + 1
-            lines.append(_line_of(request, index, upstream))
+            lines.append(line_of(request, index, upstream))
         group["tag"] = uuid.uuid4().hex
         self._save(state)
         try:
@@ -456,7 +457,7 @@ class BatchHandle:
     ) -> None:
         feature, route = self._route(state, group["route"])
         request = state["requests"][index]
-        call = _call_of(self.policy, feature, route, request)
+        call = call_of(self.policy, feature, route, request)
         latency_ms = (time.time() - (group["submitted"] or state["created"])) * 1000
         response = line.get("response")
         body = response.get("body") if isinstance(response, dict) else None
@@ -544,7 +545,7 @@ class BatchHandle:
         feature, route = self._route(state, where)
         for index in indices:
             request = state["requests"][index]
-            call = _call_of(self.policy, feature, route, request)
+            call = call_of(self.policy, feature, route, request)
             record = self.policy._record(
                 call,
                 model=route.model,
@@ -563,23 +564,7 @@ class BatchHandle:
         admitted = self._admissions.pop(index, None)
         if admitted is not None:
             return admitted
-        limiter = self.policy.limiter
-        stored = request.get("reservation")
-        if limiter is None or not stored:
-            return []
-        planned = [
-            (
-                _Applied(scope, subject, Limits(count_cache_hits=hits)),
-                metric,
-                _need(key, amount, limit, expires),
-            )
-            for scope, subject, hits, metric, key, amount, limit, expires in stored["applied"]
-        ]
-        return [
-            _Reservation(
-                limiter, stored["rid"], planned, stored["tokens"], stored["cost"], stored["now"]
-            )
-        ]
+        return restored_admissions(self.policy, request)
 
 
 def open_handle(policy: Policy, handle_id: str) -> BatchHandle:
@@ -590,149 +575,6 @@ def open_handle(policy: Policy, handle_id: str) -> BatchHandle:
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def _prepare(policy: Policy, feature: str, index: int, req: Mapping[str, Any]) -> PreparedCall:
-    where = f"requests[{index}]"
-    if not isinstance(req, Mapping) or "messages" not in req:
-        raise PolicyError(f"{where}: expected a mapping with 'messages', found {req!r}"[:300])
-    kwargs = {k: v for k, v in req.items() if k not in _REQUEST_KEYS}
-    if kwargs.get("stream"):
-        raise PolicyError(f"{where}.stream: a batch request cannot stream")
-    kwargs.pop("stream", None)
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = kwargs.get(name)
-        if value is not None and (type(value) is not int or value < 1):
-            raise PolicyError(f"{where}.{name}: expected an integer >= 1, found {value!r}"[:300])
-    # The request is stored as JSON (the handle's state, the batch file): a value that is
-    # not JSON fails here, before anything is reserved, not in the middle of submitting.
-    for name, value in (("messages", req["messages"]), *kwargs.items()):
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise PolicyError(f"{where}.{name}: not JSON ({_describe(exc)})"[:300]) from None
-    return policy._prepare(
-        feature,
-        req["messages"],
-        str(req.get("user") or ""),
-        str(req.get("tenant") or ""),
-        req.get("context"),
-        req.get("query"),
-        kwargs,
-    )
-
-
-def _admit(policy: Policy, call: PreparedCall) -> list[Admission]:
-    """The call's admissions; the limiter reserves for the batch window, not a call's."""
-    admitted: list[Admission] = []
-    try:
-        for guard in policy.guards:
-            if guard is policy.limiter:
-                admitted.append(policy.limiter.admit(call, ttl_s=RESERVATION_TTL_S))
-            else:
-                admitted.append(guard.admit(call))
-    except Exception as exc:
-        policy._settle_unused(admitted)
-        if isinstance(exc, LimitError):
-            policy.ledger.append(policy._record(call, attempts=0, error=_describe(exc)))
-        raise
-    return admitted
-
-
-def _dump_call(call: PreparedCall, admitted: list[Admission]) -> dict[str, Any]:
-    reservation = next((a for a in admitted if isinstance(a, _Reservation)), None)
-    dumped = None
-    if reservation is not None:
-        dumped = {
-            "rid": reservation.rid,
-            "tokens": reservation.tokens,
-            "cost": reservation.cost,
-            "now": reservation.now,
-            "applied": [
-                [
-                    e.scope,
-                    e.subject,
-                    e.limits.count_cache_hits,
-                    metric,
-                    n.key,
-                    n.amount,
-                    n.limit,
-                    n.expires_in_s,
-                ]
-                for e, metric, n in reservation.applied
-            ],
-        }
-    return {
-        "user": call.user,
-        "tenant": call.tenant,
-        "messages": call.messages,
-        "params": call.params,
-        "trimmed": list(call.trimmed_tokens) if call.trimmed_tokens else None,
-        "route": call.route,
-        "route_score": call.route_score,
-        "ts": call.ts,
-        "cache": None
-        if call.cache_request is None
-        else [call.cache_request.model, call.cache_request.api_base],
-        "submissions": 0,
-        "reservation": dumped,
-        "result": None,
-    }
-
-
-def _line_of(request: dict[str, Any], index: int, model: str) -> str:
-    """The request's line of the batch input file (JSONL)."""
-    sent = {k: v for k, v in request["params"].items() if k not in _NOT_SENT}
-    body = {"model": model, "messages": request["messages"], **sent}
-    line = {"custom_id": f"r{index}", "method": "POST", "url": ENDPOINT, "body": body}
-    return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
-
-
-def _split(requests: list[dict[str, Any]], indices: list[int], where: str) -> list[list[int]]:
-    """``indices`` in chunks a provider takes as one batch (requests and file bytes under
-    its caps). Sizes are measured with the route's name as the model (the upstream name
-    sent is no longer) and a margin of 5% is kept below the byte cap."""
-    chunks: list[list[int]] = []
-    size = 0
-    for index in indices:
-        line = len(_line_of(requests[index], index, where).encode()) + 1 + len(where)
-        if not chunks or len(chunks[-1]) >= MAX_REQUESTS_PER_BATCH or size + line > MAX_BATCH_BYTES:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(index)
-        size += line
-    return chunks
-
-
-def _call_of(
-    policy: Policy, feature: FeaturePolicy, route: Route, request: dict[str, Any]
-) -> PreparedCall:
-    from evalgate.runtime.callpath import PreparedCall
-
-    trimmed = request.get("trimmed")
-    call = PreparedCall(
-        feature,
-        request["user"],
-        request["tenant"],
-        request["messages"],
-        request["params"],
-        False,
-        routes=(route,),
-        trimmed_tokens=tuple(trimmed) if trimmed else None,
-        route=request.get("route"),
-        route_score=request.get("route_score"),
-        ts=request["ts"],
-    )
-    if request.get("cache"):
-        model, api_base = request["cache"]
-        call.cache_request = CacheRequest(
-            model=model,
-            messages=call.messages,
-            params=call.params,
-            api_base=api_base,
-            namespace=call.tenant,
-        )
-    return call
 
 
 def _batch_cost(
@@ -772,19 +614,12 @@ def _finished(state: dict[str, Any]) -> bool:
     return all(r.get("result") is not None for r in state["requests"])
 
 
-def _need(key: str, amount: float, limit: float, expires: float) -> Any:
-    from evalgate.runtime.limits import Need
-
-    return Need(key, amount, limit, expires)
-
-
-def _describe(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-
-
 __all__ = [
     "BATCH_DISCOUNT",
+    "MAX_BATCH_BYTES",
+    "MAX_REQUESTS_PER_BATCH",
     "MAX_SUBMISSIONS",
+    "RESERVATION_TTL_S",
     "BatchHandle",
     "BatchResult",
     "open_handle",

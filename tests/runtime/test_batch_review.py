@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from evalgate.runtime import LimitExceeded, LimitOptions, Policy, PolicyError
+from evalgate.runtime import LimitExceeded, LimitOptions, Policy, PolicyError, batch_requests
 from evalgate.runtime import batch as batch_module
 from evalgate.testing.fake_openai import make_model
 from tests.runtime import test_batch_runtime as base
@@ -130,7 +130,7 @@ def test_requests_over_the_provider_caps_split_into_several_batches(
 ) -> None:
     """OpenAI takes at most 50,000 requests and 200 MB per batch: more is split (here with
     the caps lowered, so the test stays small)."""
-    monkeypatch.setattr(batch_module, "MAX_REQUESTS_PER_BATCH", 3)
+    monkeypatch.setattr(batch_requests, "MAX_REQUESTS_PER_BATCH", 3)
     policy = policy_for(
         {"digest": feature(make_model(key=key), fake_server.base_url, cache={"mode": "off"})}
     )
@@ -138,8 +138,8 @@ def test_requests_over_the_provider_caps_split_into_several_batches(
     assert [r.content for r in results] == [f"echo: q{i}" for i in range(7)]
     assert fake_server.batch_submissions(key) == 3
     assert len({r.batch_id for r in results}) == 3
-    monkeypatch.setattr(batch_module, "MAX_REQUESTS_PER_BATCH", 1000)
-    monkeypatch.setattr(batch_module, "MAX_BATCH_BYTES", 600)  # about two lines each
+    monkeypatch.setattr(batch_requests, "MAX_REQUESTS_PER_BATCH", 1000)
+    monkeypatch.setattr(batch_requests, "MAX_BATCH_BYTES", 600)  # about two lines each
     results = policy.batch("digest", [ask(f"r{i} " + "x" * 150) for i in range(6)]).wait(
         60, poll_s=0.05
     )

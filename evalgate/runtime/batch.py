@@ -254,7 +254,7 @@ class BatchHandle:
                     return _finished(state)
                 for group in state["groups"]:
                     if not group["collected"]:
-                        self._advance(state, group)
+                        self._advance_or_wait(state, group)
                 return _finished(state)
         except self.policy.backend.errors as exc:
             log.warning("evalgate: batch handle %s not polled: backend down (%s)", self.id, exc)
@@ -382,6 +382,13 @@ class BatchHandle:
         try:
             group["batch_id"] = provider.create(("\n".join(lines) + "\n").encode(), group["tag"])
         except Exception as exc:
+            sent = max(state["requests"][i]["submissions"] for i in group["indices"])
+            if _transient(exc) and sent < MAX_SUBMISSIONS:
+                # Not reached, or its answer lost after the batch was made: the next poll
+                # finds it by its tag or submits it again.
+                log.warning("evalgate: batch handle %s: submission deferred (%s)", self.id, exc)
+                self._save(state)
+                return
             # Refused (a provider litellm cannot batch, a bad request): per-request errors.
             self._fail(
                 state,
@@ -394,6 +401,18 @@ class BatchHandle:
         group["submitted"] = time.time()
         self._save(state)
 
+    def _advance_or_wait(self, state: dict[str, Any], group: dict[str, Any]) -> None:
+        """:meth:`_advance`; a provider that cannot be reached right now (connection,
+        timeout, 429, 5xx) leaves the group as it is for the next poll."""
+        try:
+            self._advance(state, group)
+        except self.policy.backend.errors:
+            raise
+        except Exception as exc:
+            if not _transient(exc):
+                raise
+            log.warning("evalgate: batch handle %s: provider not reachable (%s)", self.id, exc)
+
     def _advance(self, state: dict[str, Any], group: dict[str, Any]) -> None:
         provider, _ = self._provider(state, group)
         if group["batch_id"] is None:
@@ -405,8 +424,15 @@ class BatchHandle:
             group["batch_id"] = found
             group["submitted"] = group["submitted"] or state["created"]
             self._save(state)
-        batch = provider.retrieve(group["batch_id"])
-        if batch["status"] not in TERMINAL:
+        try:
+            batch = provider.retrieve(group["batch_id"])
+        except Exception as exc:
+            if getattr(exc, "status_code", None) != 404:
+                raise
+            # The provider does not know it (deleted, another server): nothing of it will
+            # come, so its requests are submitted again (up to MAX_SUBMISSIONS).
+            batch = {"id": group["batch_id"], "status": "unknown to the provider"}
+        if batch["status"] not in TERMINAL and batch["status"] != "unknown to the provider":
             return
         wanted = {f"r{i}" for i in group["indices"]}
         lines: dict[str, dict[str, Any]] = {}
@@ -608,6 +634,18 @@ def _line_error(line: dict[str, Any], status: Any, body: Any) -> str:
 
 def _result_json(index: int, content: str | None, error: str | None, **fields: Any) -> dict:
     return {"index": index, "content": content, "error": error, **fields}
+
+
+def _transient(exc: BaseException) -> bool:
+    """A provider error that says 'not now' (connection, timeout, rate limit, server error),
+    not 'never' (a bad request, a provider litellm cannot batch)."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status in (408, 409, 429) or status >= 500
+    if isinstance(exc, OSError):
+        return True
+    name = type(exc).__name__
+    return any(word in name for word in ("Connection", "Timeout", "Unavailable", "RateLimit"))
 
 
 def _finished(state: dict[str, Any]) -> bool:

@@ -16,7 +16,7 @@ import pytest
 
 from evalgate.runtime import LimitExceeded, LimitOptions, Policy, PolicyError, batch_requests
 from evalgate.runtime import batch as batch_module
-from evalgate.testing.fake_openai import make_model
+from evalgate.testing.fake_openai import FakeOpenAIServer, make_model
 from tests.runtime import test_batch_runtime as base
 from tests.runtime.test_batch_runtime import NOON, ROOT, ask, feature, write_policy
 
@@ -291,3 +291,33 @@ def test_two_processes_waiting_on_one_handle_record_each_request_once(
         assert len([r for r in _ledger(policy) if r.batch_id]) == 30
     finally:
         policy.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_provider_down_at_submission_or_while_polling_is_waited_out(policy_for, key) -> None:
+    """A connection refused when creating the batch (or polling it) is not the requests'
+    fault: the handle tries again on the next poll, and nothing ends as an error."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}/v1"
+    policy = policy_for({"digest": feature(make_model(key=key), base, cache={"mode": "off"})})
+    handle = policy.batch("digest", [ask("a"), ask("b")])  # nobody listens yet
+    assert handle.poll() is False and handle.results() == [None, None]
+    with FakeOpenAIServer(port=port) as server:
+        results = handle.wait(timeout_s=60, poll_s=0.05)
+        assert [r.content for r in results] == ["echo: a", "echo: b"]
+        assert server.batch_submissions(key) == 1
+    # The provider goes away while the next batch runs: polls say 'not yet'.
+    with FakeOpenAIServer(port=port) as server:
+        handle = policy.batch("digest", [ask("c")])
+    assert handle.poll() is False
+    with FakeOpenAIServer(port=port) as server:
+        # A new server knows no batch of the old one: the request is submitted again.
+        results = handle.wait(timeout_s=60, poll_s=0.05)
+        assert [r.content for r in results] == ["echo: c"]

@@ -94,11 +94,40 @@ class LocalBatchServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, chat_url: str, port: int = 0, parallel: int = 2, slots_url: str | None = None
+        self,
+        chat_url: str,
+        port: int = 0,
+        parallel: int = 2,
+        slots_url: str | None = None,
+        model: str | None = None,
     ) -> None:
         answer = forwarder(chat_url, slots_url)
         self.service = BatchService(answer, workers=max(1, parallel))
+        # The one model the chat server serves (its alias): llama.cpp answers any model
+        # name with its own model, so a batch naming another is refused here.
+        self.model = model
         super().__init__(("127.0.0.1", port), _Handler)
+
+    def check_model(self, body: bytes) -> None:
+        """Refuses a batch whose lines name a model this server does not serve (malformed
+        bodies and files are left to the service, which names what is wrong)."""
+        if self.model is None:
+            return
+        try:
+            file_id = str(json.loads(body)["input_file_id"])
+        except (ValueError, TypeError, KeyError):
+            return
+        for raw in self.service.content(file_id).splitlines():
+            if raw.strip():
+                try:
+                    named = json.loads(raw)["body"]["model"]
+                except (ValueError, TypeError, KeyError):
+                    return
+                if named != self.model:
+                    raise BatchError(
+                        400, f"this batch endpoint serves model {self.model!r}, not {named!r}"[:300]
+                    )
+                return
 
     @property
     def base_url(self) -> str:
@@ -145,6 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif len(parts) == 3 and parts[0] == "files" and parts[2] == "content":
                 return self._reply(200, service.content(parts[1]), "application/jsonl")
             elif parts == ["batches"] and method == "POST":
+                self.server.check_model(body)
                 obj = service.create(body)
             elif parts == ["batches"] and method == "GET":
                 obj = service.list(query)

@@ -164,3 +164,20 @@ def _wait_long(client: httpx.Client, batch_id: str) -> dict:
             return b
         time.sleep(0.01)
     raise AssertionError("batch never finished")
+
+
+def test_a_batch_for_a_model_the_proxy_does_not_serve_is_refused(chat) -> None:
+    """llama.cpp answers whatever model a request names: the proxy must refuse a batch for
+    another model rather than have its own model answer it."""
+    proxy = LocalBatchServer(chat.url, parallel=1, model="smollm2-135m").start()
+    try:
+        with httpx.Client(base_url=proxy.base_url, timeout=30) as client:
+            with pytest.raises(httpx.HTTPStatusError) as raised:
+                _submit(client, _jsonl("qwen2.5-0.5b", 2))
+            assert raised.value.response.status_code == 400
+            assert "smollm2-135m" in raised.value.response.json()["error"]["message"]
+            done = _wait_long(client, _submit(client, _jsonl("smollm2-135m", 2))["id"])
+            assert done["status"] == "completed"
+    finally:
+        proxy.stop()
+    assert chat.total == 2  # only the served model's lines ran

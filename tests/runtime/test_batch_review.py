@@ -321,3 +321,17 @@ def test_a_provider_down_at_submission_or_while_polling_is_waited_out(policy_for
         # A new server knows no batch of the old one: the request is submitted again.
         results = handle.wait(timeout_s=60, poll_s=0.05)
         assert [r.content for r in results] == ["echo: c"]
+
+
+def test_cancel_ends_every_unanswered_request_once_and_never_resubmits(
+    policy_for, fake_server, key
+) -> None:
+    model = make_model(key=key, batch_ms=60_000)
+    policy = policy_for({"digest": feature(model, fake_server.base_url, cache={"mode": "off"})})
+    handle = policy.batch("digest", [ask(f"c{i}") for i in range(3)])
+    cancelled = policy.batch_handle(handle.id).cancel()  # from another handle object
+    assert len(cancelled) == 1
+    results = handle.wait(timeout_s=60, poll_s=0.05)
+    assert all(r.content is None and cancelled[0] in r.error for r in results)
+    assert fake_server.batch_submissions(key) == 1
+    assert len([r for r in _ledger(policy) if r.error]) == 3

@@ -3,6 +3,7 @@ before any batch exists, hostile request values, provider per-batch limits."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -335,3 +336,24 @@ def test_cancel_ends_every_unanswered_request_once_and_never_resubmits(
     assert all(r.content is None and cancelled[0] in r.error for r in results)
     assert fake_server.batch_submissions(key) == 1
     assert len([r for r in _ledger(policy) if r.error]) == 3
+
+
+def test_a_batch_that_fails_every_time_gives_its_token_budget_back(
+    policy_for, fake_server, key
+) -> None:
+    """Validation fails on each of the 3 submissions: each request ends as an error, and
+    its day's token reservation is released (3 more requests fit the same budget)."""
+    model = make_model(key=key, batch_fail=3)
+    policy = policy_for(
+        {"digest": feature(model, fake_server.base_url, cache={"mode": "off"})},
+        limits={"users": {"u1": {"tokens_per_day": 150}}},
+    )
+    handle = policy.batch("digest", [ask(f"f{i}") for i in range(3)])
+    reserved = policy.backend.cache_get("evalgate-batch:" + handle.id)
+    per_request = json.loads(reserved)["requests"][0]["reservation"]["tokens"]
+    assert 3 * per_request <= 150 < 6 * per_request  # the test's premise
+    results = handle.wait(timeout_s=60, poll_s=0.05)
+    assert all(r.error and "failed" in r.error for r in results)
+    assert fake_server.batch_submissions(key) == 3
+    again = policy.batch("digest", [ask(f"g{i}") for i in range(3)])
+    assert again.wait(timeout_s=60, poll_s=0.05)[0].error is None

@@ -7,8 +7,10 @@ cap), then:
   releases what the others reserved); reservations hold for the batch's window
   (:data:`RESERVATION_TTL_S`), not a call's, and settle per request when its result comes;
 - **cache**: a cached answer is served at once and never sent;
-- the rest is grouped per model (one model per batch file) and submitted through
-  litellm's batch functions (:mod:`evalgate.runtime.batch_provider`).
+- the rest is grouped per model (one model per batch file), split under the provider's
+  caps, and submitted through litellm's batch functions
+  (:mod:`evalgate.runtime.batch_provider`); :mod:`evalgate.runtime.batch_requests` holds
+  a request's way into and out of the stored state.
 
 The returned :class:`BatchHandle` is polled (``handle.poll()``), waited on
 (``handle.wait()``) or awaited (``await handle``). Each result is recorded in the usage
@@ -21,8 +23,12 @@ is stored in the policy's backend (SQLite or Redis) under its id before each bat
 created, with a tag sent as the batch's metadata; ``policy.batch_handle(id)`` in another
 process picks it up, finds a batch whose id was never stored by its tag, and collects.
 Requests a batch did not answer (expired, cancelled, missing) are submitted again, up to
-:data:`MAX_SUBMISSIONS` times. ``evalgate cache clear`` also forgets stored handles (their
-batches still run: cancel them first).
+:data:`MAX_SUBMISSIONS` times. Exactly once: one process at a time advances a handle (a
+lease of :data:`LEASE_S` in the backend), and each request's result is recorded (ledger,
+limits, cache) only by the collector that claims it, so two processes waiting on one
+handle, or a second taking over from a slow one, never record it twice. A provider or
+backend that cannot be reached makes a poll answer "not yet". ``evalgate cache clear``
+also forgets stored handles (their batches still run: cancel them first).
 
 Imports neither pytest nor the eval stack; litellm on first use.
 """

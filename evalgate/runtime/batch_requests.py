@@ -13,6 +13,7 @@ from evalgate.runtime.batch_provider import ENDPOINT
 from evalgate.runtime.cache import CacheRequest
 from evalgate.runtime.errors import PolicyError
 from evalgate.runtime.limits import LimitError, Limits, Need, _Applied, _Reservation
+from evalgate.runtime.messages import bad_output_cap
 from evalgate.runtime.policy_file import FeaturePolicy, Route
 
 if TYPE_CHECKING:
@@ -38,10 +39,10 @@ def prepare(policy: Policy, feature: str, index: int, req: Mapping[str, Any]) ->
     if kwargs.get("stream"):
         raise PolicyError(f"{where}.stream: a batch request cannot stream")
     kwargs.pop("stream", None)
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = kwargs.get(name)
-        if value is not None and (type(value) is not int or value < 1):
-            raise PolicyError(f"{where}.{name}: expected an integer >= 1, found {value!r}"[:300])
+    bad_cap = bad_output_cap(kwargs)
+    if bad_cap is not None:
+        name, value = bad_cap
+        raise PolicyError(f"{where}.{name}: expected an integer >= 1, found {value!r}"[:300])
     # The request is stored as JSON (the handle's state, the batch file): a value that is
     # not JSON fails here, before anything is reserved, not in the middle of submitting.
     for name, value in (("messages", req["messages"]), *kwargs.items()):

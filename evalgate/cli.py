@@ -310,6 +310,8 @@ def _merge(args: argparse.Namespace) -> int:
             stored = check_stored_baseline(json.loads(args.baseline.read_text(encoding="utf-8")))
         except (OSError, ValueError) as exc:
             _fail(f"--baseline {args.baseline}: {exc}")
+    from evalgate.report.stored import ResultsChanged
+
     try:
         paths, written, shards = merge_shards(
             args.dirs,
@@ -321,6 +323,8 @@ def _merge(args: argparse.Namespace) -> int:
         )
     except MergeError as exc:
         _fail(str(exc))
+    except ResultsChanged as exc:  # the merged results.jsonl rewritten under the report
+        _fail(f"report not written: {exc}")
     except OSError as exc:
         _fail(f"{getattr(exc, 'filename', None) or args.output}: {exc.strerror or exc}")
     from evalgate.report.summary import format_tables

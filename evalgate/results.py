@@ -279,40 +279,66 @@ def read_results(path: Path, stats: ReadStats | None = None) -> Iterator[CaseRes
 def read_lines(path: Path, stats: ReadStats | None = None) -> Iterator[tuple[int, CaseResult]]:
     """(byte offset of its line, result) of every readable line, as :func:`read_results`;
     the offset reads the line back later (:func:`read_at`) without holding the result."""
-    stats = stats if stats is not None else ReadStats()
     try:
         fh = path.open("rb")
     except FileNotFoundError:
         return
-    shared: dict[str, str] = {}
-    offset = 0
     with fh:
-        for raw in fh:
-            start, offset = offset, offset + len(raw)
-            if not raw.endswith(b"\n"):
-                stats.torn += 1  # the writer died mid-line (the last line of the file)
-                continue
-            try:
-                data = json.loads(raw.decode("utf-8"))
-            except ValueError:  # UnicodeDecodeError included
-                stats.torn += 1
-                continue
-            try:
-                _share_strings(data, shared)
-                result = CaseResult.from_dict(data)
-            except (TypeError, KeyError, ValueError, AttributeError):
-                stats.unreadable += 1
-                continue
+        for start, _, result in scan_lines(fh, stats):
             yield start, result
+
+
+def scan_lines(
+    fh: BinaryIO, stats: ReadStats | None = None
+) -> Iterator[tuple[int, bytes, CaseResult]]:
+    """(offset, the line's bytes, result) of every readable line of an open results file,
+    from its start (:func:`read_lines`, for a reader that keeps the file open)."""
+    stats = stats if stats is not None else ReadStats()
+    shared: dict[str, str] = {}
+    fh.seek(0)
+    offset = 0
+    for raw in fh:
+        start, offset = offset, offset + len(raw)
+        if not raw.endswith(b"\n"):
+            stats.torn += 1  # the writer died mid-line (the last line of the file)
+            continue
+        try:
+            data = json.loads(_text(raw, start))
+        except ValueError:  # UnicodeDecodeError included
+            stats.torn += 1
+            continue
+        try:
+            _share_strings(data, shared)
+            result = CaseResult.from_dict(data)
+        except (TypeError, KeyError, ValueError, AttributeError):
+            stats.unreadable += 1
+            continue
+        yield start, raw, result
 
 
 def read_at(fh: BinaryIO, offset: int, shared: dict[str, str]) -> CaseResult:
     """The result on the line at ``offset`` of an open results file (one that
     :func:`read_lines` read there), its repeating texts shared through ``shared``."""
     fh.seek(offset)
-    data = json.loads(fh.readline().decode("utf-8"))
+    return parse_line(fh.readline(), offset, shared)
+
+
+def parse_line(raw: bytes, offset: int, shared: dict[str, str]) -> CaseResult:
+    """The result on a line read at ``offset`` (one :func:`scan_lines` read whole)."""
+    data = json.loads(_text(raw, offset))
     _share_strings(data, shared)
     return CaseResult.from_dict(data)
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _text(raw: bytes, offset: int) -> str:
+    # A BOM (the file saved by an editor that adds one) is not part of the first result:
+    # json.loads refuses it, and the line would be counted as torn and called again.
+    if offset == 0 and raw.startswith(_BOM):
+        raw = raw[len(_BOM) :]
+    return raw.decode("utf-8")
 
 
 _SHARED_FIELDS = (

@@ -81,6 +81,7 @@ class EvalgateSession:
         self.export_lines: list[str] = []
         self.blocked = False
         self.html_error: str | None = None
+        self.report_error: str | None = None
         if self.is_controller and not config.option.collectonly:
             mark_latest(self.paths)
             self.paths.servers.unlink(missing_ok=True)  # stale ports from an earlier session
@@ -374,17 +375,26 @@ class EvalgateSession:
             from evalgate.shard import shard_note as note_for
 
             shard_note = note_for(self._record_shard())
-        written = write_run_report(
-            self.paths,
-            self.suites,
-            self._gate_settings(),
-            stored_baseline=baseline,
-            baseline_error=baseline_error,
-            shard_note=shard_note,
-            extra_document={"shard": {"index": self.shard.index, "count": self.shard.count}}
-            if self.shard is not None
-            else None,
-        )
+        from evalgate.report.stored import ResultsChanged
+
+        try:
+            written = write_run_report(
+                self.paths,
+                self.suites,
+                self._gate_settings(),
+                stored_baseline=baseline,
+                baseline_error=baseline_error,
+                shard_note=shard_note,
+                extra_document={"shard": {"index": self.shard.index, "count": self.shard.count}}
+                if self.shard is not None
+                else None,
+            )
+        except ResultsChanged as exc:
+            # results.jsonl kept being rewritten under the report: the results are on
+            # disk, the verdict is not known, so the run does not pass.
+            self.report_error = f"evalgate: report not written: {exc}"
+            self.blocked = True
+            return None
         self.ignored_note = written.ignored_note
         self.blocked = written.blocked
         self.html_error = written.html_error
@@ -448,6 +458,8 @@ class EvalgateSession:
             return
         if self.ignored_note:
             terminalreporter.write_line(self.ignored_note)
+        if self.report_error:
+            terminalreporter.write_line(self.report_error)
         if self.report is None:
             return
         from evalgate.report.summary import format_tables

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalgate.engine.calls import CallSpec, Endpoint
 from evalgate.results import CallResult
+from evalgate.runtime.batch_provider import batch_rates
 
 if TYPE_CHECKING:
     import aiohttp
@@ -339,23 +340,7 @@ class _Client:
 
 
 # --------------------------------------------------------------------------- pricing
-
-
-def batch_rates(price_model: str) -> tuple[float, float] | None:
-    """litellm's batch prices per token for a model ((input, output)), when it has them."""
-    try:
-        from evalgate.litellm_import import litellm_module
-
-        entry = litellm_module().model_cost.get(price_model.partition("/")[2] or price_model)
-        entry = entry or litellm_module().model_cost.get(price_model)
-    except Exception:
-        return None
-    if not isinstance(entry, dict):
-        return None
-    inp, out = entry.get("input_cost_per_token_batches"), entry.get("output_cost_per_token_batches")
-    if isinstance(inp, int | float) and isinstance(out, int | float):
-        return float(inp), float(out)
-    return None
+# litellm's batch price lookup has one home, shared with the runtime's policy.batch.
 
 
 def batch_cost(

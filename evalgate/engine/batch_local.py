@@ -29,6 +29,9 @@ from evalgate.testing.fake_batches import BatchError, BatchService
 
 LINE_TIMEOUT_S = 600.0
 """One line's request to the model server at most (a long answer on a loaded CPU)."""
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+"""OpenAI's input-file cap: a larger body is refused before a byte of it is read (the
+proxy holds files in memory, inside the model server's process)."""
 IDLE_CHECK_S = 0.05
 """Batch lines wait for two readings of an idle server this far apart (see ``idle``)."""
 
@@ -91,11 +94,40 @@ class LocalBatchServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, chat_url: str, port: int = 0, parallel: int = 2, slots_url: str | None = None
+        self,
+        chat_url: str,
+        port: int = 0,
+        parallel: int = 2,
+        slots_url: str | None = None,
+        model: str | None = None,
     ) -> None:
         answer = forwarder(chat_url, slots_url)
         self.service = BatchService(answer, workers=max(1, parallel))
+        # The one model the chat server serves (its alias): llama.cpp answers any model
+        # name with its own model, so a batch naming another is refused here.
+        self.model = model
         super().__init__(("127.0.0.1", port), _Handler)
+
+    def check_model(self, body: bytes) -> None:
+        """Refuses a batch whose lines name a model this server does not serve (malformed
+        bodies and files are left to the service, which names what is wrong)."""
+        if self.model is None:
+            return
+        try:
+            file_id = str(json.loads(body)["input_file_id"])
+        except (ValueError, TypeError, KeyError):
+            return
+        for raw in self.service.content(file_id).splitlines():
+            if raw.strip():
+                try:
+                    named = json.loads(raw)["body"]["model"]
+                except (ValueError, TypeError, KeyError):
+                    return
+                if named != self.model:
+                    raise BatchError(
+                        400, f"this batch endpoint serves model {self.model!r}, not {named!r}"[:300]
+                    )
+                return
 
     @property
     def base_url(self) -> str:
@@ -132,10 +164,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, method: str) -> None:
         path, _, query = self.path.partition("?")
         parts = path.rstrip("/").split("/")[2:]  # after "/v1"
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
         service = self.server.service
         try:
+            body = self._body()
             if path.rstrip("/") == "/health":
                 obj: Any = {"status": "ok"}
             elif parts == ["files"] and method == "POST":
@@ -143,6 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif len(parts) == 3 and parts[0] == "files" and parts[2] == "content":
                 return self._reply(200, service.content(parts[1]), "application/jsonl")
             elif parts == ["batches"] and method == "POST":
+                self.server.check_model(body)
                 obj = service.create(body)
             elif parts == ["batches"] and method == "GET":
                 obj = service.list(query)
@@ -156,6 +188,24 @@ class _Handler(BaseHTTPRequestHandler):
             error = {"error": {"message": str(exc), "type": "invalid_request_error"}}
             return self._reply(exc.status, json.dumps(error).encode())
         self._reply(200, json.dumps(obj).encode())
+
+    def _body(self) -> bytes:
+        """The request body, read only when its declared length is sane and under the cap
+        (a negative length would read until the client hangs up; a huge one, into memory)."""
+        raw = self.headers.get("Content-Length") or "0"
+        try:
+            length = int(raw)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True  # the body's end is unknown: drop the connection
+            raise BatchError(400, f"Content-Length must be a byte count, got {raw[:40]!r}")
+        if length > MAX_UPLOAD_BYTES:
+            self.close_connection = True
+            raise BatchError(
+                413, f"Content-Length {length} is over the {MAX_UPLOAD_BYTES}-byte upload cap"
+            )
+        return self.rfile.read(length) if length else b""
 
     def do_GET(self) -> None:
         self._route("GET")

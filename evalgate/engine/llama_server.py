@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
 
         chat_url = f"http://127.0.0.1:{args.port}/v1/chat/completions"
         slots_url = f"http://127.0.0.1:{args.port}/slots"  # lines wait for an idle server
-        batches = LocalBatchServer(chat_url, args.batch_port, args.parallel, slots_url).start()
+        batches = LocalBatchServer(
+            chat_url, args.batch_port, args.parallel, slots_url, model=args.alias
+        ).start()
     print(f"evalgate-llama-server ready port={args.port}", flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     if batches is not None:

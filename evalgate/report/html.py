@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -156,11 +155,9 @@ def render_html(document: Mapping[str, Any]) -> str:
 
 def write_html(document: Mapping[str, Any], path: Path) -> Path:
     """Renders and writes atomically (a reader never sees half a page); returns the path."""
-    page = render_html(document)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(page, encoding="utf-8", errors="backslashreplace")  # lone surrogates
-    os.replace(tmp, path)
+    from evalgate.report.summary import write_text
+
+    write_text(render_html(document), path)
     return path
 
 

@@ -218,14 +218,34 @@ def write_json(document: Mapping[str, Any], path: Path) -> None:
     # Streamed to the file, never built as one string: a 20,000-item run's document
     # serialised whole would add ~150 MiB to the run's peak memory.
     try:
-        # backslashreplace: a lone surrogate (a dataset's or a model's "\ud800", which
-        # has no UTF-8 form) is written as that JSON escape, and reads back unchanged.
-        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:
+        with open(tmp, "w", encoding="utf-8", errors=UNPAIRED) as fh:
             json.dump(document, fh, indent=1, ensure_ascii=False)
             fh.write("\n")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a value json cannot write: no half file left behind
+        raise
+
+
+UNPAIRED = "backslashreplace"
+"""How the report's files write a lone surrogate (half a UTF-16 pair, which a model's
+output can hold and results.jsonl keeps): UTF-8 cannot hold it, and failing would lose
+the report. Python writes it as ``\\udc80``, which inside a JSON string is the JSON
+escape of the same code unit (so evalgate.json reads back the same text) and elsewhere
+(summary.md, the page's text) shows where it was."""
+
+
+def write_text(text: str, path: Path) -> None:
+    """Writes ``text`` atomically (temporary file, then rename): a run killed mid-write
+    leaves the previous file, never half of the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", errors=UNPAIRED) as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

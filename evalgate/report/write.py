@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from evalgate.report.gate import GateSettings
+    from evalgate.report.stored import CurrentIndex
+    from evalgate.results import ReadStats
     from evalgate.runs import RunPaths
     from evalgate.suite.model import Suite
 
@@ -45,22 +47,96 @@ def write_run_report(
     ``baseline_error`` (a stored baseline that could not be read) becomes a blocking
     reason. ``shard_note`` marks a shard's partial run: its figures are written, its gate
     is not applied (the merged shards are gated).
+
+    results.jsonl may be appended to meanwhile (a second process resuming the run). If
+    it is rewritten in place instead, the report is made again from the file as it is
+    then (a few times at most: :class:`~evalgate.report.stored.ResultsChanged` after).
     """
-    from evalgate.report.heap import release_freed_memory
-    from evalgate.report.stored import composed_rows, index_current, suite_rows
-    from evalgate.report.summary import build_suites_report, copy_atomic, write_json
+    from evalgate.report.stored import ResultsChanged
+
+    for attempt in range(_ATTEMPTS):
+        try:
+            return _write(
+                paths,
+                suites,
+                gate_settings,
+                stored_baseline=stored_baseline,
+                baseline_error=baseline_error,
+                shard_note=shard_note,
+                extra_document=extra_document,
+                gate_notes=gate_notes,
+            )
+        except ResultsChanged:
+            if attempt == _ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+_ATTEMPTS = 3
+
+
+def _write(
+    paths: RunPaths,
+    suites: Mapping[str, Suite],
+    gate_settings: GateSettings,
+    *,
+    stored_baseline: dict[str, Any] | None,
+    baseline_error: str | None,
+    shard_note: str | None,
+    extra_document: Mapping[str, Any] | None,
+    gate_notes: Sequence[str],
+) -> WrittenReport:
+    """One attempt of :func:`write_run_report`."""
+    from evalgate.report.stored import index_current
     from evalgate.results import ReadStats
 
-    written = WrittenReport()
     stats = ReadStats()
     # Offsets of the current results, not the results: each suite's are read back from
     # the file for each use (statistics, figures, case rows, page), one at a time.
     index = index_current(paths.results, suites, stats)
+    # On success it stays open: the returned document's case rows read from it (it is
+    # closed when they are dropped, as the spool of composed results is).
+    try:
+        return _write_indexed(
+            paths,
+            suites,
+            gate_settings,
+            index,
+            stats,
+            stored_baseline=stored_baseline,
+            baseline_error=baseline_error,
+            shard_note=shard_note,
+            extra_document=extra_document,
+            gate_notes=gate_notes,
+        )
+    except BaseException:
+        index.close()
+        raise
+
+
+def _write_indexed(
+    paths: RunPaths,
+    suites: Mapping[str, Suite],
+    gate_settings: GateSettings,
+    index: CurrentIndex,
+    stats: ReadStats,
+    *,
+    stored_baseline: dict[str, Any] | None,
+    baseline_error: str | None,
+    shard_note: str | None,
+    extra_document: Mapping[str, Any] | None,
+    gate_notes: Sequence[str],
+) -> WrittenReport:
+    """The report of the results ``index`` points at (read back from its open file)."""
+    from evalgate.report.heap import release_freed_memory
+    from evalgate.report.stored import ResultsChanged, composed_rows, suite_rows
+    from evalgate.report.summary import build_suites_report, copy_atomic, write_json, write_text
+
+    written = WrittenReport()
     written.ignored_note = index.ignored_note
     if not index.suites:
         return written
     by_suite = suite_rows(paths.results, index)
-    del index
     from evalgate.derived import derive_results
 
     # Routed and cascade configs: composed from the measured results, then analysed alike.
@@ -72,7 +148,7 @@ def write_run_report(
             continue
         measured = list(rows)
         current, derived = derive_results({name: suites[name]}, measured)
-        by_suite[name] = composed_rows(rows, current[len(measured) :])
+        by_suite[name] = composed_rows(rows, current[len(measured) :], paths.run_dir)
         derivations.update(derived)
         del measured, current
     from evalgate.report.gate import RunGate, analyze_suites
@@ -85,6 +161,8 @@ def write_run_report(
     # disk; the reason becomes one blocking line.
     try:
         gate = analyze_suites(by_suite, suites, gate_settings, stored_baseline)
+    except ResultsChanged:
+        raise  # not a defect of the analysis: the report is made again
     except Exception as exc:
         gate = RunGate(blocking=[f"statistics failed ({type(exc).__name__}: {exc})"])
     if baseline_error:
@@ -134,9 +212,7 @@ def write_run_report(
     write_json(document, paths.report_json)
     # The same bytes: copied, not serialised (and its rows read back) a second time.
     copy_atomic(paths.report_json, paths.run_dir / "evalgate.json")
-    paths.summary_md.write_text(
-        render_summary(document), encoding="utf-8", errors="backslashreplace"
-    )  # a lone surrogate (no UTF-8 form) is written as a backslash escape
+    write_text(render_summary(document), paths.summary_md)
     written.html_error = _write_html(document, paths)
     written.document = document
     return written
@@ -145,9 +221,12 @@ def write_run_report(
 def _write_html(document: dict[str, Any], paths: RunPaths) -> str | None:
     """The HTML page beside evalgate.json; a failure to render it never loses the run."""
     from evalgate.report.html import html_path_for, write_html
+    from evalgate.report.stored import ResultsChanged
 
     try:
         write_html(document, html_path_for(paths.report_json))
+    except ResultsChanged:
+        raise  # the page reads the case rows: the report is made again
     except Exception as exc:  # the JSON is written; say why the page is missing
         return f"{type(exc).__name__}: {exc}"
     return None

@@ -7,8 +7,10 @@ cap), then:
   releases what the others reserved); reservations hold for the batch's window
   (:data:`RESERVATION_TTL_S`), not a call's, and settle per request when its result comes;
 - **cache**: a cached answer is served at once and never sent;
-- the rest is grouped per model (one model per batch file) and submitted through
-  litellm's batch functions (:mod:`evalgate.runtime.batch_provider`).
+- the rest is grouped per model (one model per batch file), split under the provider's
+  caps, and submitted through litellm's batch functions
+  (:mod:`evalgate.runtime.batch_provider`); :mod:`evalgate.runtime.batch_requests` holds
+  a request's way into and out of the stored state.
 
 The returned :class:`BatchHandle` is polled (``handle.poll()``), waited on
 (``handle.wait()``) or awaited (``await handle``). Each result is recorded in the usage
@@ -21,8 +23,12 @@ is stored in the policy's backend (SQLite or Redis) under its id before each bat
 created, with a tag sent as the batch's metadata; ``policy.batch_handle(id)`` in another
 process picks it up, finds a batch whose id was never stored by its tag, and collects.
 Requests a batch did not answer (expired, cancelled, missing) are submitted again, up to
-:data:`MAX_SUBMISSIONS` times. ``evalgate cache clear`` also forgets stored handles (their
-batches still run: cancel them first).
+:data:`MAX_SUBMISSIONS` times. Exactly once: one process at a time advances a handle (a
+lease of :data:`LEASE_S` in the backend), and each request's result is recorded (ledger,
+limits, cache) only by the collector that claims it, so two processes waiting on one
+handle, or a second taking over from a slow one, never record it twice. A provider or
+backend that cannot be reached makes a poll answer "not yet". ``evalgate cache clear``
+also forgets stored handles (their batches still run: cancel them first).
 
 Imports neither pytest nor the eval stack; litellm on first use.
 """
@@ -31,15 +37,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from evalgate.runtime.batch_provider import (
-    ENDPOINT,
     TERMINAL,
     Provider,
     answered,
@@ -47,10 +54,22 @@ from evalgate.runtime.batch_provider import (
     parse_lines,
     provider_of,
 )
-from evalgate.runtime.cache import CachedAnswer, CacheRequest
+from evalgate.runtime.batch_requests import (
+    MAX_BATCH_BYTES,
+    MAX_REQUESTS_PER_BATCH,
+    RESERVATION_TTL_S,
+    admit,
+    call_of,
+    dump_call,
+    line_of,
+    prepare,
+    restored_admissions,
+    split,
+)
+from evalgate.runtime.batch_requests import describe as _describe
+from evalgate.runtime.cache import CachedAnswer
 from evalgate.runtime.cascade import CascadeRouting
 from evalgate.runtime.errors import PolicyError
-from evalgate.runtime.limits import LimitError, Limits, _Applied, _Reservation
 from evalgate.runtime.policy_file import FeaturePolicy, Route
 
 if TYPE_CHECKING:
@@ -60,15 +79,14 @@ BATCH_DISCOUNT = 0.5
 """OpenAI's and Anthropic's documented batch discount: half the online price."""
 MAX_SUBMISSIONS = 3
 """Times one request is submitted before it stands unanswered (an error result)."""
-RESERVATION_TTL_S = 26 * 3600.0
-"""How long a batch request's limit reservation holds (the 24 h window, plus margin)."""
 HANDLE_TTL_S = 30 * 86400.0
 """How long a handle's state is kept in the backend."""
+LEASE_S = 600.0
+"""How long one process may collect a handle before another may take over (it died)."""
+log = logging.getLogger("evalgate.runtime")
 _KEY = "evalgate-batch:"
-_NOT_SENT = frozenset(
-    {"timeout", "max_retries", "api_base", "api_key", "stream_options", "metadata"}
-)
-_REQUEST_KEYS = frozenset({"messages", "user", "tenant", "context", "query"})
+_LEASE = "evalgate-batch-lease:"
+_DONE = "evalgate-batch-done:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,15 +124,44 @@ def submit_batch(
             f"{policy.document.path}: features.{feature.name}: a cascade checks each answer "
             "before it escalates; it cannot run as a batch"
         )
-    calls = [_prepare(policy, feature_name, i, req) for i, req in enumerate(requests)]
+    calls = [prepare(policy, feature_name, i, req) for i, req in enumerate(requests)]
     admissions: list[list[Admission]] = []
     try:
         for call in calls:
-            admissions.append(_admit(policy, call))
+            admissions.append(admit(policy, call))
     except Exception:
         for admitted in admissions:  # all or none: a refusal leaves nothing reserved
             policy._settle_unused(admitted)
         raise
+    try:
+        try:
+            handle, state, hits = _store_new(policy, feature, calls, admissions)
+        except policy.backend.errors as exc:
+            raise PolicyError(
+                f"batch of features.{feature.name}: cannot store its handle in "
+                f"{policy.backend.url} ({_describe(exc)}); nothing was sent"
+            ) from None
+    except BaseException:
+        # Nothing was sent and no handle exists: a reservation left would hold for 26 h.
+        for admitted in admissions:
+            # Its backend down too: the reservation's TTL ends it.
+            with suppress(Exception):
+                policy._settle_unused(admitted)
+        raise
+    for call, admitted, hit in hits:  # recorded once the handle is stored
+        policy._finish(call, admitted, policy._hit_record(call, hit, None))
+    for group in list(state["groups"]):
+        handle._create(state, group)
+    return handle
+
+
+def _store_new(
+    policy: Policy,
+    feature: FeaturePolicy,
+    calls: list[PreparedCall],
+    admissions: list[list[Admission]],
+) -> tuple[BatchHandle, dict[str, Any], list[tuple[PreparedCall, list[Admission], Any]]]:
+    """The handle and its state, stored before any batch exists (cache hits answered)."""
     handle = BatchHandle(policy, uuid.uuid4().hex, feature.name)
     state: dict[str, Any] = {
         "v": 1,
@@ -125,16 +172,17 @@ def submit_batch(
         "groups": [],
     }
     groups: dict[str, list[int]] = {}
+    hits = []
     for index, (call, admitted) in enumerate(zip(calls, admissions, strict=True)):
         handle._admissions[index] = admitted
-        request = _dump_call(call, admitted)
+        request = dump_call(call, admitted)
         state["requests"].append(request)
         try:
             hit = policy._lookup(call)
         except Exception:
             hit = None  # the cache is down: the request is sent
         if hit is not None:  # a cached answer is never sent
-            policy._finish(call, admitted, policy._hit_record(call, hit, None))
+            hits.append((call, admitted, hit))
             request["result"] = _result_json(
                 index,
                 hit.answer.content,
@@ -148,18 +196,17 @@ def submit_batch(
     state["groups"] = [
         {
             "route": where,
-            "indices": indices,
+            "indices": chunk,
             "tag": None,
             "batch_id": None,
             "submitted": None,
             "collected": False,
         }
         for where, indices in groups.items()
+        for chunk in split(state["requests"], indices, where)
     ]
     handle._save(state)  # before any batch exists: a new process finds every request
-    for group in state["groups"]:
-        handle._create(state, group)
-    return handle
+    return handle, state, hits
 
 
 class BatchHandle:
@@ -173,6 +220,9 @@ class BatchHandle:
         self.id = handle_id
         self.feature = feature
         self._lock = threading.Lock()
+        # This handle's lease token: a lease it could not release (the backend went down
+        # mid-poll) is still its own when the backend is back.
+        self._token = uuid.uuid4().hex.encode()
         # This process's admissions (custom guards' cannot be stored): index -> admissions.
         self._admissions: dict[int, list[Admission]] = {}
 
@@ -197,13 +247,48 @@ class BatchHandle:
     # -- status ---------------------------------------------------------------------------
 
     def poll(self) -> bool:
-        """Checks the batches once, collects those that ended; True when all have."""
-        with self._lock:
-            state = self._load()
-            for group in state["groups"]:
-                if not group["collected"]:
-                    self._advance(state, group)
-            return _finished(state)
+        """Checks the batches once, collects those that ended; True when all have.
+
+        One process at a time advances a handle (a lease in the backend); another polling
+        meanwhile only reads the stored state, so no batch is created twice. While the
+        backend is down, the answer is False (not yet): the batches wait on the provider,
+        and what was recorded before is claimed, so nothing is recorded twice later."""
+        try:
+            with self._lock, self._lease() as mine:
+                state = self._load()
+                if not mine:
+                    return _finished(state)
+                for group in state["groups"]:
+                    if not group["collected"]:
+                        self._advance_or_wait(state, group)
+                return _finished(state)
+        except self.policy.backend.errors as exc:
+            log.warning("evalgate: batch handle %s not polled: backend down (%s)", self.id, exc)
+            return False
+
+    @contextmanager
+    def _lease(self, wait_s: float = 0.0) -> Iterator[bool]:
+        """Whether this process holds the handle's lease (within ``wait_s``); released
+        after. A holder that died frees it after :data:`LEASE_S`."""
+        backend, token, key = self.policy.backend, self._token, _LEASE + self.id
+        deadline = time.monotonic() + wait_s
+        while not (mine := backend.cache_add(key, token, LEASE_S)):
+            if backend.cache_get(key) == token:
+                mine = True
+                break
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        try:
+            yield mine
+        finally:
+            if mine:
+                backend.cache_delete_if(key, token)
+
+    def _claim(self, index: int) -> bool:
+        """Exactly one collector records request ``index`` (ledger, limits, cache), even
+        when a lease expired under a slow collector and a second one took over."""
+        return self.policy.backend.cache_add(f"{_DONE}{self.id}:{index}", b"1", HANDLE_TTL_S)
 
     def results(self) -> list[BatchResult | None]:
         """Each request's result so far (None: not answered yet), in request order."""
@@ -248,7 +333,9 @@ class BatchHandle:
         """Cancels the batches still running; returns their ids. Their unanswered
         requests end as errors when the handle is next polled."""
         cancelled: list[str] = []
-        with self._lock:
+        with self._lock, self._lease(wait_s=LEASE_S) as mine:
+            if not mine:
+                raise PolicyError(f"batch handle {self.id}: another process is collecting it")
             state = self._load()
             for group in state["groups"]:
                 if not group["collected"] and group["batch_id"]:
@@ -295,15 +382,19 @@ class BatchHandle:
         for index in group["indices"]:
             request = state["requests"][index]
             request["submissions"] = request.get("submissions", 0) + 1
-            sent = {k: v for k, v in request["params"].items() if k not in _NOT_SENT}
-            body = {"model": upstream, "messages": request["messages"], **sent}
-            line = {"custom_id": f"r{index}", "method": "POST", "url": ENDPOINT, "body": body}
-            lines.append(json.dumps(line, separators=(",", ":"), ensure_ascii=False))
+            lines.append(line_of(request, index, upstream))
         group["tag"] = uuid.uuid4().hex
         self._save(state)
         try:
             group["batch_id"] = provider.create(("\n".join(lines) + "\n").encode(), group["tag"])
         except Exception as exc:
+            sent = max(state["requests"][i]["submissions"] for i in group["indices"])
+            if _transient(exc) and sent < MAX_SUBMISSIONS:
+                # Not reached, or its answer lost after the batch was made: the next poll
+                # finds it by its tag or submits it again.
+                log.warning("evalgate: batch handle %s: submission deferred (%s)", self.id, exc)
+                self._save(state)
+                return
             # Refused (a provider litellm cannot batch, a bad request): per-request errors.
             self._fail(
                 state,
@@ -316,6 +407,18 @@ class BatchHandle:
         group["submitted"] = time.time()
         self._save(state)
 
+    def _advance_or_wait(self, state: dict[str, Any], group: dict[str, Any]) -> None:
+        """:meth:`_advance`; a provider that cannot be reached right now (connection,
+        timeout, 429, 5xx) leaves the group as it is for the next poll."""
+        try:
+            self._advance(state, group)
+        except self.policy.backend.errors:
+            raise
+        except Exception as exc:
+            if not _transient(exc):
+                raise
+            log.warning("evalgate: batch handle %s: provider not reachable (%s)", self.id, exc)
+
     def _advance(self, state: dict[str, Any], group: dict[str, Any]) -> None:
         provider, _ = self._provider(state, group)
         if group["batch_id"] is None:
@@ -327,8 +430,15 @@ class BatchHandle:
             group["batch_id"] = found
             group["submitted"] = group["submitted"] or state["created"]
             self._save(state)
-        batch = provider.retrieve(group["batch_id"])
-        if batch["status"] not in TERMINAL:
+        try:
+            batch = provider.retrieve(group["batch_id"])
+        except Exception as exc:
+            if getattr(exc, "status_code", None) != 404:
+                raise
+            # The provider does not know it (deleted, another server): nothing of it will
+            # come, so its requests are submitted again (up to MAX_SUBMISSIONS).
+            batch = {"id": group["batch_id"], "status": "unknown to the provider"}
+        if batch["status"] not in TERMINAL and batch["status"] != "unknown to the provider":
             return
         wanted = {f"r{i}" for i in group["indices"]}
         lines: dict[str, dict[str, Any]] = {}
@@ -379,7 +489,7 @@ class BatchHandle:
     ) -> None:
         feature, route = self._route(state, group["route"])
         request = state["requests"][index]
-        call = _call_of(self.policy, feature, route, request)
+        call = call_of(self.policy, feature, route, request)
         latency_ms = (time.time() - (group["submitted"] or state["created"])) * 1000
         response = line.get("response")
         body = response.get("body") if isinstance(response, dict) else None
@@ -395,7 +505,8 @@ class BatchHandle:
                 latency_ms=latency_ms,
                 batch_id=batch_id,
             )
-            self.policy._finish(call, self._admitted(request, index), record)
+            if self._claim(index):
+                self.policy._finish(call, self._admitted(request, index), record)
             request["result"] = _result_json(
                 index, None, error, model=route.model, batch_id=batch_id
             )
@@ -441,7 +552,8 @@ class BatchHandle:
                 latency_ms=latency_ms,
                 created=time.time(),
             )
-        self.policy._finish(call, self._admitted(request, index), record, answer)
+        if self._claim(index):  # else another collector recorded it
+            self.policy._finish(call, self._admitted(request, index), record, answer)
         request["result"] = _result_json(
             index,
             content if error is None else None,
@@ -465,7 +577,7 @@ class BatchHandle:
         feature, route = self._route(state, where)
         for index in indices:
             request = state["requests"][index]
-            call = _call_of(self.policy, feature, route, request)
+            call = call_of(self.policy, feature, route, request)
             record = self.policy._record(
                 call,
                 model=route.model,
@@ -473,7 +585,8 @@ class BatchHandle:
                 error=error,
                 batch_id=batch_id,
             )
-            self.policy._finish(call, self._admitted(request, index), record)
+            if self._claim(index):
+                self.policy._finish(call, self._admitted(request, index), record)
             request["result"] = _result_json(
                 index, None, error[:400], model=route.model, batch_id=batch_id
             )
@@ -483,23 +596,7 @@ class BatchHandle:
         admitted = self._admissions.pop(index, None)
         if admitted is not None:
             return admitted
-        limiter = self.policy.limiter
-        stored = request.get("reservation")
-        if limiter is None or not stored:
-            return []
-        planned = [
-            (
-                _Applied(scope, subject, Limits(count_cache_hits=hits)),
-                metric,
-                _need(key, amount, limit, expires),
-            )
-            for scope, subject, hits, metric, key, amount, limit, expires in stored["applied"]
-        ]
-        return [
-            _Reservation(
-                limiter, stored["rid"], planned, stored["tokens"], stored["cost"], stored["now"]
-            )
-        ]
+        return restored_admissions(self.policy, request)
 
 
 def open_handle(policy: Policy, handle_id: str) -> BatchHandle:
@@ -510,114 +607,6 @@ def open_handle(policy: Policy, handle_id: str) -> BatchHandle:
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def _prepare(policy: Policy, feature: str, index: int, req: Mapping[str, Any]) -> PreparedCall:
-    where = f"requests[{index}]"
-    if not isinstance(req, Mapping) or "messages" not in req:
-        raise PolicyError(f"{where}: expected a mapping with 'messages', found {req!r}"[:300])
-    kwargs = {k: v for k, v in req.items() if k not in _REQUEST_KEYS}
-    if kwargs.get("stream"):
-        raise PolicyError(f"{where}.stream: a batch request cannot stream")
-    kwargs.pop("stream", None)
-    return policy._prepare(
-        feature,
-        req["messages"],
-        str(req.get("user") or ""),
-        str(req.get("tenant") or ""),
-        req.get("context"),
-        req.get("query"),
-        kwargs,
-    )
-
-
-def _admit(policy: Policy, call: PreparedCall) -> list[Admission]:
-    """The call's admissions; the limiter reserves for the batch window, not a call's."""
-    admitted: list[Admission] = []
-    try:
-        for guard in policy.guards:
-            if guard is policy.limiter:
-                admitted.append(policy.limiter.admit(call, ttl_s=RESERVATION_TTL_S))
-            else:
-                admitted.append(guard.admit(call))
-    except Exception as exc:
-        policy._settle_unused(admitted)
-        if isinstance(exc, LimitError):
-            policy.ledger.append(policy._record(call, attempts=0, error=_describe(exc)))
-        raise
-    return admitted
-
-
-def _dump_call(call: PreparedCall, admitted: list[Admission]) -> dict[str, Any]:
-    reservation = next((a for a in admitted if isinstance(a, _Reservation)), None)
-    dumped = None
-    if reservation is not None:
-        dumped = {
-            "rid": reservation.rid,
-            "tokens": reservation.tokens,
-            "cost": reservation.cost,
-            "now": reservation.now,
-            "applied": [
-                [
-                    e.scope,
-                    e.subject,
-                    e.limits.count_cache_hits,
-                    metric,
-                    n.key,
-                    n.amount,
-                    n.limit,
-                    n.expires_in_s,
-                ]
-                for e, metric, n in reservation.applied
-            ],
-        }
-    return {
-        "user": call.user,
-        "tenant": call.tenant,
-        "messages": call.messages,
-        "params": call.params,
-        "trimmed": list(call.trimmed_tokens) if call.trimmed_tokens else None,
-        "route": call.route,
-        "route_score": call.route_score,
-        "ts": call.ts,
-        "cache": None
-        if call.cache_request is None
-        else [call.cache_request.model, call.cache_request.api_base],
-        "submissions": 0,
-        "reservation": dumped,
-        "result": None,
-    }
-
-
-def _call_of(
-    policy: Policy, feature: FeaturePolicy, route: Route, request: dict[str, Any]
-) -> PreparedCall:
-    from evalgate.runtime.callpath import PreparedCall
-
-    trimmed = request.get("trimmed")
-    call = PreparedCall(
-        feature,
-        request["user"],
-        request["tenant"],
-        request["messages"],
-        request["params"],
-        False,
-        routes=(route,),
-        trimmed_tokens=tuple(trimmed) if trimmed else None,
-        route=request.get("route"),
-        route_score=request.get("route_score"),
-        ts=request["ts"],
-    )
-    if request.get("cache"):
-        model, api_base = request["cache"]
-        call.cache_request = CacheRequest(
-            model=model,
-            messages=call.messages,
-            params=call.params,
-            api_base=api_base,
-            namespace=call.tenant,
-        )
-    return call
 
 
 def _batch_cost(
@@ -653,23 +642,28 @@ def _result_json(index: int, content: str | None, error: str | None, **fields: A
     return {"index": index, "content": content, "error": error, **fields}
 
 
+def _transient(exc: BaseException) -> bool:
+    """A provider error that says 'not now' (connection, timeout, rate limit, server error),
+    not 'never' (a bad request, a provider litellm cannot batch)."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status in (408, 409, 429) or status >= 500
+    if isinstance(exc, OSError):
+        return True
+    name = type(exc).__name__
+    return any(word in name for word in ("Connection", "Timeout", "Unavailable", "RateLimit"))
+
+
 def _finished(state: dict[str, Any]) -> bool:
     return all(r.get("result") is not None for r in state["requests"])
 
 
-def _need(key: str, amount: float, limit: float, expires: float) -> Any:
-    from evalgate.runtime.limits import Need
-
-    return Need(key, amount, limit, expires)
-
-
-def _describe(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-
-
 __all__ = [
     "BATCH_DISCOUNT",
+    "MAX_BATCH_BYTES",
+    "MAX_REQUESTS_PER_BATCH",
     "MAX_SUBMISSIONS",
+    "RESERVATION_TTL_S",
     "BatchHandle",
     "BatchResult",
     "open_handle",

@@ -59,6 +59,20 @@ def fill_context(
     return out, counts
 
 
+OUTPUT_CAP_KEYS = ("max_tokens", "max_completion_tokens")
+
+
+def bad_output_cap(params: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """The first output cap a caller set that is not an integer >= 1 (NaN, inf, 1.5, True,
+    0, "50"), as (name, value); None when every cap is valid or absent. Checked before the
+    call, so a bad value is one clear error instead of ``int(nan)`` deep in the call path."""
+    for name in OUTPUT_CAP_KEYS:
+        value = params.get(name)
+        if value is not None and (type(value) is not int or value < 1):
+            return name, value
+    return None
+
+
 def capped_params(
     kwargs: Mapping[str, Any], cap: int | None, temperature: float | None
 ) -> dict[str, Any]:
@@ -70,15 +84,19 @@ def capped_params(
 
     Raises:
         TypeError: a parameter that would bypass the policy (model, endpoint, key).
+        ValueError: an output cap that is not an integer >= 1.
     """
     bad = sorted(CALLER_MAY_NOT_SET & set(kwargs))
     if bad:
         raise TypeError(f"the policy chooses the model and endpoint; do not pass {', '.join(bad)}")
+    bad_cap = bad_output_cap(kwargs)
+    if bad_cap is not None:
+        raise ValueError(f"{bad_cap[0]}: expected an integer >= 1, found {bad_cap[1]!r}"[:300])
     params = dict(kwargs)
     if cap is not None:
-        given = [k for k in ("max_tokens", "max_completion_tokens") if params.get(k) is not None]
+        given = [k for k in OUTPUT_CAP_KEYS if params.get(k) is not None]
         for name in given:
-            params[name] = min(int(params[name]), cap)
+            params[name] = min(params[name], cap)
         if not given:
             params["max_tokens"] = cap
     if temperature is not None and params.get("temperature") is None:

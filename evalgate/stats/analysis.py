@@ -819,16 +819,25 @@ def _recommend(
     def meets(cid: str) -> bool:
         return within(p95(cid), "p95_latency_ms") and within(cost(cid), "cost_per_case")
 
+    def faster(cid: str) -> bool | None:
+        # Clearly faster: the candidate's p95 interval lies below the baseline's. Point
+        # estimates alone would make an equally fast twin "faster" in half the runs by
+        # latency noise, and the recommendation would flip between runs of the same code.
+        mine, theirs = configs[cid].latency_p95, configs[baseline].latency_p95
+        if mine is None or theirs is None or mine.estimate is None or theirs.estimate is None:
+            return None
+        if mine.high is not None and theirs.low is not None:
+            return mine.high < theirs.low
+        return mine.estimate < theirs.estimate
+
     def gains(cid: str) -> bool:
         # A candidate neither cheaper nor faster than the baseline pulls no lever (a
         # router that certified nothing and routes every case to the baseline's config,
         # a cascade that escalates every case): shipping it gains nothing.
-        known = [
-            (mine, theirs)
-            for mine, theirs in ((cost(cid), cost(baseline)), (p95(cid), p95(baseline)))
-            if mine is not None and theirs is not None
-        ]
-        return not known or any(mine < theirs for mine, theirs in known)
+        mine, theirs = cost(cid), cost(baseline)
+        cheaper = None if mine is None or theirs is None else mine < theirs
+        known = [gain for gain in (cheaper, faster(cid)) if gain is not None]
+        return not known or any(known)
 
     passing = [cid for cid, c in comparisons.items() if c.verdict is NonInferiorityVerdict.PASS]
     if not passing:

@@ -149,6 +149,9 @@ class BatchService:
     def __init__(self, answer: Answer, workers: int = 0) -> None:
         self._answer = answer
         self._workers = workers
+        # One pool of line slots for every batch: concurrent batches share the model
+        # server's ``workers`` slots rather than each taking that many.
+        self._slots = threading.BoundedSemaphore(max(1, workers))
         self._lock = threading.Lock()
         self._files: dict[str, tuple[str, bytes]] = {}  # id -> (purpose, content)
         self._batches: dict[str, _Batch] = {}
@@ -313,12 +316,17 @@ class BatchService:
         from concurrent.futures import ThreadPoolExecutor
 
         def one(line: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
-            if batch.status == "cancelled":
-                return None
-            try:
-                return self._answer(line["body"])
-            except Exception as exc:  # the model server failed: that line's error
-                return 502, {"error": {"message": f"{type(exc).__name__}: {exc}"[:300]}}
+            with self._slots:
+                if batch.status == "cancelled":
+                    return None
+                try:
+                    return self._answer(line["body"])
+                except OSError:
+                    # The model server could not be reached (stopped mid-batch): the line
+                    # was never run, so it stays unanswered and the client sends it again.
+                    return None
+                except Exception as exc:  # the model server failed on it: its error
+                    return 502, {"error": {"message": f"{type(exc).__name__}: {exc}"[:300]}}
 
         with ThreadPoolExecutor(self._workers) as pool:
             answers = list(pool.map(one, batch.lines))

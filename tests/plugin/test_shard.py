@@ -8,6 +8,7 @@ are measured, so they differ from run to run; everything compared here is determ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -102,6 +103,27 @@ def quality_stats(reports: Path) -> dict[str, Any]:
     return {"comparisons": comparisons, "gate": document["gate"]}
 
 
+def merged_report(out: Path) -> str:
+    document = json.loads((out / "evalgate.json").read_text(encoding="utf-8"))
+    del document["merged_from"], document["created"]
+    return json.dumps(document, indent=1, ensure_ascii=False)
+
+
+def reference_report(out: Path, project: Path) -> str:
+    from evalgate.runs import RunPaths, latest_run_id
+    from evalgate.suite.loader import load_suite
+    from tests.unit.test_report_memory import _reference_report
+
+    run_id = latest_run_id(out)
+    assert run_id is not None
+    with contextlib.chdir(project):  # as the merge loads it: relative to the project
+        suite = load_suite(Path("suites/s.yaml"))
+        text, _, _ = _reference_report(RunPaths(out, run_id), {suite.name: suite})
+    document = json.loads(text)
+    del document["created"]
+    return json.dumps(document, indent=1, ensure_ascii=False)
+
+
 @pytest.fixture
 def project(tmp_path: Path, fake_server: Any) -> Path:
     (tmp_path / "suites").mkdir()
@@ -131,6 +153,9 @@ def test_three_shards_merged_equal_one_unsharded_run(project: Path) -> None:
     assert quality_stats(project / "merged") == quality_stats(project / "whole")
     assert (project / "merged" / "summary.md").read_text().startswith("# evalgate summary")
     assert (project / "merged" / "evalgate.html").is_file()
+    # The streamed writer's merged report is the one the in-memory writer made of the
+    # merged results.jsonl (all but the time it was made and where it came from).
+    assert merged_report(project / "merged") == reference_report(project / "merged", project)
     # The inputs are only read.
     for k in (1, 2, 3):
         assert json.loads((project / f"s{k}" / "evalgate.json").read_text())["shard"] == {

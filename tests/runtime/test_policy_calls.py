@@ -111,6 +111,20 @@ def test_max_tokens_is_capped_never_raised(tmp_path, backend, fake_server, key) 
     assert default.usage.completion_tokens == 8
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1.5, True, 0, -1, "50"])
+def test_a_bad_output_cap_is_one_clear_error_before_any_call(
+    tmp_path, backend, fake_server, key, bad
+) -> None:
+    # int(nan) raised ValueError("cannot convert float NaN to integer") from deep in the
+    # call path, int(1.5) silently sent 1 and int("50") sent 50.
+    policy = make_policy(
+        tmp_path, backend, {"qa": feature(make_model(key=key), fake_server.base_url)}
+    )
+    with pytest.raises(ValueError, match=r"^max_tokens: expected an integer >= 1, found"):
+        policy.completion(feature="qa", messages=ask(), max_tokens=bad)
+    assert fake_server.request_count(key) == 0
+
+
 def test_context_is_trimmed_as_the_evals_measured(tmp_path, backend, fake_server, key) -> None:
     # The fake server echoes the last user message: the echo shows what was sent.
     policy = make_policy(

@@ -32,6 +32,16 @@ class Backend(abc.ABC):
     def cache_set(self, key: str, value: bytes, ttl_s: float | None) -> None:
         """Stores ``value`` under ``key`` for ``ttl_s`` seconds (None: no expiry)."""
 
+    def cache_add(self, key: str, value: bytes, ttl_s: float | None) -> bool:
+        """Stores ``value`` under ``key`` only if no live value is there (atomically, across
+        processes); True when stored. A claim: of several writers, exactly one wins."""
+        raise NotImplementedError(f"{type(self).__name__} has no atomic add")
+
+    def cache_delete_if(self, key: str, value: bytes) -> None:
+        """Removes ``key`` only while it still holds ``value`` (releases one's own claim,
+        never a claim another writer took after it expired)."""
+        raise NotImplementedError(f"{type(self).__name__} has no atomic delete")
+
     @abc.abstractmethod
     def cache_clear(self) -> None:
         """Removes every cache entry (not the ledger)."""

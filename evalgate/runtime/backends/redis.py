@@ -18,6 +18,12 @@ from evalgate.runtime.errors import PolicyError
 READ_BATCH = 1000
 
 
+_DELETE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class RedisBackend(Backend):
     """State in one Redis database, under a key prefix."""
 
@@ -55,6 +61,14 @@ class RedisBackend(Backend):
             self._r.set(self._cache + key, value)
         else:
             self._r.set(self._cache + key, value, px=max(1, math.ceil(ttl_s * 1000)))
+
+    def cache_add(self, key: str, value: bytes, ttl_s: float | None) -> bool:
+        px = None if ttl_s is None else max(1, math.ceil(ttl_s * 1000))
+        return bool(self._r.set(self._cache + key, value, px=px, nx=True))
+
+    def cache_delete_if(self, key: str, value: bytes) -> None:
+        # Compare and delete in one server-side step (no other writer in between).
+        self._r.eval(_DELETE_IF, 1, self._cache + key, value)
 
     def cache_clear(self) -> None:
         batch: list[bytes] = []

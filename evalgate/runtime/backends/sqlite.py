@@ -106,6 +106,24 @@ class SQLiteBackend(Backend):
             if self._writes % PURGE_EVERY == 0:
                 db.execute("DELETE FROM cache WHERE expires IS NOT NULL AND expires <= ?", (now,))
 
+    def cache_add(self, key: str, value: bytes, ttl_s: float | None) -> bool:
+        now = time.time()
+        expires = None if ttl_s is None else now + ttl_s
+        # One statement, so one transaction: an expired row is taken over, a live one kept.
+        with self._connections.use() as db:
+            cursor = db.execute(
+                "INSERT INTO cache (key, value, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                "expires = excluded.expires "
+                "WHERE cache.expires IS NOT NULL AND cache.expires <= ?",
+                (key, value, expires, now),
+            )
+            return cursor.rowcount == 1
+
+    def cache_delete_if(self, key: str, value: bytes) -> None:
+        with self._connections.use() as db:
+            db.execute("DELETE FROM cache WHERE key = ? AND value = ?", (key, value))
+
     def cache_clear(self) -> None:
         with self._connections.use() as db:
             db.execute("DELETE FROM cache")

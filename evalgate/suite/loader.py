@@ -90,6 +90,10 @@ ROUTER_KEYS = ("small", "large", "max_loss", "alpha", "folds")
 CASCADE_KEYS = ("first", "then", "accept")
 CACHE_KEYS = ("mode",)
 SEMANTIC_KEYS = ("mode", "max_wrong_hit", "alpha", "of", "folds", "lookup_ms")
+# Cross-fitting folds of a router or semantic cache: more than this only shrinks each
+# fold's calibration set and stores a threshold per fold in the report (folds: 100000
+# loaded and wrote 100,000 of them).
+MAX_FOLDS = 50
 CACHE_MODES = ("off", "exact", "semantic")
 # A semantic cache config's settings: those its measured twin must share.
 TWIN_SETTINGS = ("tier", "context_trim", "max_tokens", "temperature", "stream", "repeats", "batch")
@@ -214,11 +218,12 @@ class _Checker:
             raise self.fail(path, f"expected a number in {lo}{low}, {high}], found {value!r}")
         return float(value)
 
-    def integer(self, value: Any, path: Path_, *, low: int = 0) -> int:
+    def integer(self, value: Any, path: Path_, *, low: int = 0, high: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(path, f"expected an integer, found {_kind(value)}")
-        if value < low:
-            raise self.fail(path, f"expected an integer >= {low}, found {value}")
+        if value < low or (high is not None and value > high):
+            wanted = f">= {low}" if high is None else f"from {low} to {high}"
+            raise self.fail(path, f"expected an integer {wanted}, found {value}")
         return value
 
     def boolean(self, value: Any, path: Path_) -> bool:
@@ -669,7 +674,7 @@ def _derived_config(
                 raw["max_loss"], (*here, "max_loss"), low=0, high=0.5, low_open=True
             ),
             alpha=check.number(raw["alpha"], (*here, "alpha"), low=0, high=0.5, low_open=True),
-            folds=check.integer(raw.get("folds", 5), (*here, "folds"), low=2),
+            folds=check.integer(raw.get("folds", 5), (*here, "folds"), low=2, high=MAX_FOLDS),
         )
     else:
         here = (*path, "cascade")
@@ -778,7 +783,7 @@ def _semantic_config(
         twin.id,
         twin.id,
         alpha=check.number(raw["alpha"], (*here, "alpha"), low=0, high=0.5, low_open=True),
-        folds=check.integer(raw.get("folds", 5), (*here, "folds"), low=2),
+        folds=check.integer(raw.get("folds", 5), (*here, "folds"), low=2, high=MAX_FOLDS),
         max_wrong_hit=max_wrong_hit,
         lookup_ms=check.number(
             raw.get("lookup_ms", DEFAULT_LOOKUP_MS), (*here, "lookup_ms"), low=0

@@ -167,6 +167,10 @@ def test_a_router_that_cannot_be_certified_routes_everything_large(tmp_path, fak
             "configs[4].router.alpha",
         ),
         (
+            "{id: r2, router: {small: small, large: large, max_loss: 0.1, alpha: 0.1, folds: 51}}",
+            "configs[4].router.folds: expected an integer from 2 to 50, found 51",
+        ),
+        (
             "{id: r2, router: {small: small, large: small, max_loss: 0.1, alpha: 0.1}}",
             "must differ",
         ),

@@ -341,6 +341,11 @@ def test_two_tenants_never_share_an_answer(tmp_path: Path, fake_server: Any) -> 
             "",
             "cache.treshold: unknown key",
         ),
+        (
+            "{mode: semantic, max_wrong_hit: 0.1, alpha: 0.1, folds: 100000}",
+            "",
+            "configs[1].cache.folds: expected an integer from 2 to 50, found 100000",
+        ),
         ("{mode: fuzzy}", "", "configs[1].cache.mode: expected one of off, exact, semantic"),
         ("{mode: exact, alpha: 0.1}", "", "only a semantic cache takes 'alpha'"),
         (

@@ -67,7 +67,7 @@ from evalgate.runtime.batch_requests import (
     split,
 )
 from evalgate.runtime.batch_requests import describe as _describe
-from evalgate.runtime.cache import CachedAnswer
+from evalgate.runtime.cache import CachedAnswer, is_cacheable
 from evalgate.runtime.cascade import CascadeRouting
 from evalgate.runtime.errors import PolicyError
 from evalgate.runtime.policy_file import FeaturePolicy, Route
@@ -513,10 +513,13 @@ class BatchHandle:
             return
         try:
             choice = body["choices"][0]
-            content = choice["message"].get("content") or ""
+            message = choice["message"]
+            calls_tools = bool(message.get("tool_calls") or message.get("function_call"))
+            # A tool-call answer has no content: "" stands for it in the result.
+            content = message.get("content") or ""
             finish = choice.get("finish_reason")
         except (KeyError, IndexError, TypeError, AttributeError):
-            content, finish = None, None
+            content, finish, calls_tools = None, None, False
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         tokens_in = (
             usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None
@@ -541,7 +544,7 @@ class BatchHandle:
             batch_id=batch_id,
         )
         answer = None
-        if error is None and finish is not None:
+        if error is None and is_cacheable(content, finish, tool_calls=calls_tools):
             answer = CachedAnswer(
                 content=content,
                 model=route.model,

@@ -49,6 +49,17 @@ class CacheRequest:
         )
 
 
+def is_cacheable(content: Any, finish_reason: Any, *, tool_calls: bool) -> bool:
+    """Whether an answer may be stored and served again: the one rule for every path.
+
+    Only a complete text answer is reusable: its content is a string and the provider
+    said why it stopped (a cut stream has no finish reason). An answer that calls tools
+    is never stored: its meaning is the calls, which a cached answer (text only) would
+    drop, and whose effects the application must run each time.
+    """
+    return isinstance(content, str) and not tool_calls and finish_reason is not None
+
+
 @dataclass(frozen=True, slots=True)
 class CachedAnswer:
     """What a hit serves: the answer and the figures of the call that produced it."""

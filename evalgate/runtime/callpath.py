@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from evalgate.runtime.backends import Backend, open_backend
-from evalgate.runtime.cache import CachedAnswer, CacheRequest, ExactCache, Hit, ResponseCache
+from evalgate.runtime.cache import (
+    CachedAnswer,
+    CacheRequest,
+    ExactCache,
+    Hit,
+    ResponseCache,
+    is_cacheable,
+)
 from evalgate.runtime.cascade import CascadeRouting
 from evalgate.runtime.degraded import BackendFailures
 from evalgate.runtime.errors import PolicyError, UnknownFeatureError
@@ -540,14 +547,11 @@ class Policy:
             cost_usd=cost,
             latency_ms=latency_ms,
         )
-        cacheable = (
-            isinstance(content, str)
-            and not getattr(message, "tool_calls", None)
-            and not getattr(message, "function_call", None)
-            and getattr(choice, "finish_reason", None) is not None
-        )
         answer = None
-        if cacheable:
+        calls_tools = bool(
+            getattr(message, "tool_calls", None) or getattr(message, "function_call", None)
+        )
+        if is_cacheable(content, getattr(choice, "finish_reason", None), tool_calls=calls_tools):
             answer = CachedAnswer(
                 content=str(content),
                 model=route.model,
@@ -593,7 +597,8 @@ class Policy:
             error=error,
         )
         answer = None
-        if error is None and not acc.tool_calls:  # a cut or abandoned stream is never stored
+        # A cut or abandoned stream (an error, or no finish reason) is never stored.
+        if error is None and is_cacheable("", acc.finish_reason, tool_calls=acc.tool_calls):
             answer = CachedAnswer(
                 content="".join(acc.parts),
                 model=route.model,

@@ -24,6 +24,8 @@ Behaviour is chosen per request by the ``model`` field, so parallel tests never 
 ``cut_times=N``       (default: all requests)
 ``chunks=N``          split the reply into at most N content chunks (default: one per word)
 ``key=K``             counter namespace (default: the whole model string)
+``tool_call=NAME``    answer with a call of tool NAME (arguments ``{}``), no content, finish
+                      reason ``tool_calls`` (streamed as one tool-call delta)
 ``echo_headers=1``    failures (``fail=``) quote the request's headers in the error message,
                       as some proxies do: for testing that credentials never reach a report
 
@@ -106,6 +108,7 @@ class Behaviour:
     cut_times: int | None = None  # None: every request is cut
     chunks: int | None = None
     echo_headers: bool = False
+    tool_call: str | None = None
 
     def fails(self, ordinal: int) -> bool:
         return self.fail_status is not None and (
@@ -168,6 +171,10 @@ def parse_model(model: str) -> Behaviour:
             fields["fail_times"] = _nonneg_int("fail", times) if times else None
         elif k in _BATCH_DIRECTIVES:
             pass  # read by the batch endpoints (fake_batches.batch_faults)
+        elif k == "tool_call":
+            if not v:
+                raise ValueError("directive 'tool_call' needs a tool name")
+            fields["tool_call"] = v
         elif k == "echo_headers":
             fields["echo_headers"] = v not in ("", "0", "false")
         elif k == "retry_after":
@@ -177,6 +184,16 @@ def parse_model(model: str) -> Behaviour:
         else:
             raise ValueError(f"unknown directive {k!r} in model {model!r}")
     return Behaviour(name=name, key=key, **fields)
+
+
+def _tool_calls(beh: Behaviour) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": "call_fake1",
+            "type": "function",
+            "function": {"name": beh.tool_call, "arguments": "{}"},
+        }
+    ]
 
 
 def make_model(name: str = "fake", **directives: Any) -> str:
@@ -357,6 +374,9 @@ def _reply(
             prompt_tokens += len(text.split())
             if m.get("role") == "user":
                 last_user = text
+    if beh.tool_call is not None:  # the answer is the call: no text
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 1}
+        return "", "tool_calls", {**usage, "total_tokens": prompt_tokens + 1}
     reply = beh.reply if beh.reply is not None else "echo: " + last_user
     pieces = _split_chunks(reply, None)
     finish = "stop"
@@ -387,7 +407,9 @@ def _completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": reply, "refusal": None},
+                "message": {"role": "assistant", "content": reply, "refusal": None}
+                if beh.tool_call is None
+                else {"role": "assistant", "content": None, "tool_calls": _tool_calls(beh)},
                 "logprobs": None,
                 "finish_reason": finish,
             }
@@ -745,6 +767,10 @@ class _HTTPProtocol(asyncio.Protocol):
             req.close,
         )
         out = [head, event({"role": "assistant", "content": ""})]
+        if beh.tool_call is not None:
+            calls = [{"index": 0, **call} for call in _tool_calls(beh)]
+            out.append(event({"tool_calls": calls}))
+            chunks = []
         delay = beh.chunk_delay_ms / 1000
         for i, piece in enumerate(chunks):
             if delay and i:

@@ -125,6 +125,20 @@ def test_cached_answers_are_never_sent_to_a_batch(policy_for, fake_server, key) 
     assert len(hits) == 2 and all(r.cost_usd == 0.0 for r in hits)
 
 
+def test_tool_call_answers_from_a_batch_are_never_cached(policy_for, fake_server, key) -> None:
+    """The batch path keeps the online rule (runtime.cache.is_cacheable): a tool-call
+    answer (content null) was stored as an empty text answer and served as one."""
+    model = make_model(key=key, tool_call="lookup_order")
+    policy = policy_for({"digest": feature(model, fake_server.base_url)})
+    first = policy.batch("digest", [ask("a")]).wait(timeout_s=60, poll_s=0.05)
+    assert first[0].error is None and not first[0].cached
+    again = policy.batch("digest", [ask("a")]).wait(timeout_s=60, poll_s=0.05)
+    assert not again[0].cached
+    assert fake_server.request_count(key) == 2
+    online = policy.completion(feature="digest", messages=ask("a")["messages"], tenant="acme")
+    assert online.choices[0].message.tool_calls  # not an empty cached text answer
+
+
 def test_limits_are_reserved_for_the_whole_batch_all_or_none(policy_for, fake_server, key) -> None:
     policy = policy_for(
         {"digest": feature(make_model(key=key), fake_server.base_url, cache={"mode": "off"})},

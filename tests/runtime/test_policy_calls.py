@@ -257,6 +257,23 @@ def test_stream_passthrough_records_ttft_and_a_hit_replays_as_a_stream(
     assert hit.cached and hit.ttft_ms is not None and hit2.cached
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_call_answers_are_never_cached(tmp_path, backend, fake_server, key, stream) -> None:
+    """An answer that calls a tool is its calls: a text-only cache entry would drop them."""
+    model = make_model(key=key, tool_call="lookup_order")
+    policy = make_policy(tmp_path, backend, {"qa": feature(model, fake_server.base_url)})
+    for _ in range(2):
+        response = policy.completion(feature="qa", messages=ask(), stream=stream)
+        if stream:
+            chunks = list(response)
+            calls = [c.choices[0].delta.tool_calls for c in chunks if c.choices]
+            assert any(calls)
+        else:
+            assert response.choices[0].message.tool_calls[0].function.name == "lookup_order"
+    assert fake_server.request_count(key) == 2
+    assert not any(r.cached for r in records(policy))
+
+
 def test_cut_and_abandoned_streams_are_never_cached(tmp_path, backend, fake_server, key) -> None:
     cut = make_model(key=key + "a", reply="a b c d e f", cut_after=2)
     policy = make_policy(tmp_path, backend, {"qa": feature(cut, fake_server.base_url)})

@@ -3,6 +3,7 @@ must be the one of the cache mode it exports, not the certified semantic cache's
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,3 +78,25 @@ def test_exact_caching_exported_for_lack_of_a_certificate_says_why() -> None:
     assert "reason" not in certified["evidence"]["semantic_cache"]
     asked = feature_entry(document(True), "doors", "cached", cache="exact")
     assert asked["evidence"]["semantic_cache"]["reason"] == "--cache exact"
+
+
+@pytest.mark.parametrize(("certified", "head"), [(True, "semantic cache:"), (False, "exact cache")])
+def test_the_usage_line_names_the_cache_the_policy_runs(
+    tmp_path: Path, certified: bool, head: str
+) -> None:
+    """Exact caching exported for a semantic cache config: `evalgate usage` heads its hit
+    line with the exact cache (before: "semantic cache:" over exact hits)."""
+    from evalgate.policy.render import render_policy
+    from evalgate.runtime.ledger import UsageRecord
+    from evalgate.runtime.policy_file import load_policy_file
+    from evalgate.runtime.usage import format_table, summarise
+
+    entry = feature_entry(document(certified), "doors", "cached")
+    path = tmp_path / "p.py"
+    path.write_text(render_policy({"version": 1, "features": {"doors": entry}}))
+    features = load_policy_file(path).features
+    records = [UsageRecord(ts=1.0, feature="doors", cached=i == 0) for i in range(4)]
+    table = format_table(summarise(records, features), "all")
+    (line,) = [text for text in table.splitlines() if "of calls served from the cache" in text]
+    assert line.strip().startswith(head)
+    assert "25% of calls served" in line and f"(evals: {0.30 if certified else 0.04:.0%})" in line

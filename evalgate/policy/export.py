@@ -241,6 +241,9 @@ def _semantic_section(
         "threshold": float(threshold),
         "embedding_model": model,
         "guard": bool(record.get("guard")),
+        # The runtime applies the guard the threshold was certified with (reports from
+        # before versions were recorded used version 1).
+        "guard_version": int(record.get("guard_version") or 1),
     }, evidence
 
 

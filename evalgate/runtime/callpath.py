@@ -334,6 +334,7 @@ class Policy:
                 self.backend,
                 threshold=spec.threshold or 1.0,
                 guard=spec.guard,
+                guard_version=spec.guard_version,
                 embedding_model=spec.embedding_model,
                 failures=self.failures,
                 writer=self.ledger.submit,

@@ -108,6 +108,7 @@ class CacheSpec:
     threshold: float | None = None
     embedding_model: str | None = None
     guard: bool = False
+    guard_version: int = 1  # the guard the threshold was certified with (absent: 1)
 
     @property
     def enabled(self) -> bool:
@@ -442,7 +443,7 @@ def _feature(check: _Checker, name: str, raw: Any) -> FeaturePolicy:
 
     raw_cache = raw.get("cache", {"mode": "off"})
     ck = f"{key}.cache"
-    semantic_keys = ("threshold", "embedding_model", "guard")
+    semantic_keys = ("threshold", "embedding_model", "guard", "guard_version")
     semantic = raw_cache.get("mode") == "semantic" if isinstance(raw_cache, dict) else False
     check.keys(
         raw_cache,
@@ -493,7 +494,16 @@ def _semantic_cache(check: _Checker, raw: dict, key: str, cache: CacheSpec) -> C
     guard = raw.get("guard", False)
     if not isinstance(guard, bool):
         raise check.fail(f"{key}.guard", f"expected True or False, found {_shown(guard)}")
-    return CacheSpec(cache.mode, cache.ttl_s, float(threshold), model, guard)
+    from evalgate.semcache.guard import GUARD_VERSIONS
+
+    version = raw.get("guard_version", 1)
+    if isinstance(version, bool) or version not in GUARD_VERSIONS:
+        known = ", ".join(map(str, GUARD_VERSIONS))
+        raise check.fail(
+            f"{key}.guard_version",
+            f"expected one of {known} (this evalgate's guards), found {_shown(version)}",
+        )
+    return CacheSpec(cache.mode, cache.ttl_s, float(threshold), model, guard, int(version))
 
 
 def _router(check: _Checker, raw: Any, key: str) -> Any:

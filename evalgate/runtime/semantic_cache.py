@@ -243,6 +243,8 @@ class SemanticCache:
         backend: where entries live (SQLite or Redis).
         threshold: the certified similarity threshold (1.0 serves only identical turns).
         guard: apply the near-miss guard.
+        guard_version: which version of the guard (the one the threshold was certified
+            with: an exported policy's ``guard_version``).
         embedding_model: the identity the threshold was certified with; must match the
             installed model's (``evalgate.routing.features.embedding_model_identity``).
             Entries are stored under it: another model's entries are never searched.
@@ -264,6 +266,7 @@ class SemanticCache:
         *,
         threshold: float,
         guard: bool = False,
+        guard_version: int = GUARD_VERSION,
         embedding_model: str | None = None,
         encoder: Any = None,
         failures: BackendFailures | None = None,
@@ -278,6 +281,11 @@ class SemanticCache:
         self.backend = backend
         self.threshold = float(threshold)
         self.guard = guard
+        try:  # an unknown version fails here, not on every request
+            signature("", guard_version)
+        except ValueError as exc:
+            raise PolicyError(f"semantic cache: {exc}") from None
+        self.guard_version = int(guard_version)
         self.embedding_model = embedding_model
         self.max_entries = int(max_entries)
         self._encoder = encoder
@@ -323,7 +331,8 @@ class SemanticCache:
         return np.asarray(self._encoder.encode([text])[0], dtype=np.float32)
 
     def _signature(self, text: str) -> str:
-        return f"g{GUARD_VERSION}:{signature(text)}" if self.guard else ""
+        version = self.guard_version
+        return f"g{version}:{signature(text, version)}" if self.guard else ""
 
     def _scope(self, scope: str) -> _Scope:
         with self._scopes_lock:

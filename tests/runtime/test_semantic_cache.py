@@ -101,6 +101,24 @@ def test_guard_and_threshold_from_the_policy(tmp_path, backend, fake_server, key
     policy2.close()
 
 
+@pytest.mark.parametrize(("version", "calls"), [(None, 1), (1, 1), (2, 2)])
+def test_the_policy_applies_the_guard_version_it_was_certified_with(
+    tmp_path, backend, fake_server, key, version, calls
+):
+    """A policy without guard_version was exported with guard v1 and keeps it (the pair
+    below shares under v1: "yes or no" negated both); v2 keeps the pair apart."""
+    extra = {} if version is None else {"guard_version": version}
+    entry = feature(
+        make_model(key=key), fake_server.base_url, cache=semantic(0.8, guard=True, **extra)
+    )
+    policy = make_policy(tmp_path, backend, entry)
+    for text in ("Is a penguin a mammal? Answer yes or no.", "Is a penguin not a mammal? "
+                 "Answer yes or no."):  # fmt: skip
+        policy.completion(feature="qa", tenant="t", messages=ask(text))
+    assert fake_server.request_count(key) == calls
+    policy.close()
+
+
 def test_a_second_process_sees_entries_through_the_version_check(backend_spec, tmp_path):
     url, prefix = backend_spec
     answer = CachedAnswer(content="30 days", model="m", cost_usd=0.01)
@@ -130,6 +148,14 @@ def test_policy_file_errors_name_the_key(tmp_path, backend, fake_server):
             "cache.guard",
         ),
         ({"mode": "exact", "threshold": 0.9}, "cache.threshold"),
+        (
+            {"mode": "semantic", "threshold": 0.9, "embedding_model": "x", "guard_version": 7},
+            "cache.guard_version",
+        ),
+        (
+            {"mode": "semantic", "threshold": 0.9, "embedding_model": "x", "guard_version": True},
+            "cache.guard_version",
+        ),
     ):
         entry = feature("m", fake_server.base_url, cache=bad)
         with pytest.raises(PolicyError, match=where.replace(".", r"\.")):

@@ -80,6 +80,23 @@ def test_guard_signature_numbers_quotes_negation():
     assert may_share("reset alice's password", "reset the password of alice's account")
 
 
+def test_guard_v2_answer_formats_are_not_negations():
+    """Held-out traffic found v1 serving the opposite question: "no" in "answer yes or
+    no" made both turns negated. v2 reads the answer format as no negation, and
+    "false"/"untrue" as one; v1 stays available for policies certified with it."""
+    plain = "Is a penguin a mammal? Answer yes or no."
+    negated = "Is a penguin not a mammal? Answer yes or no."
+    false = "Answer yes or no: is it false that a penguin is a mammal?"
+    assert may_share(plain, negated, 1)  # the v1 defect, kept for old policies
+    assert not may_share(plain, negated)
+    assert not may_share(plain, false)
+    assert may_share(negated, false)
+    assert may_share("True or false: Mars is a planet.", "Mars is a planet. True/false?")
+    assert not may_share("True or false: Mars is a planet.", "True or false: Mars is untrue.")
+    with pytest.raises(ValueError, match="guard version"):
+        signature("x", 3)
+
+
 def test_guard_blocks_near_miss_hits_in_the_replay():
     vectors = _unit([[1, 0], [1, 0.01]])
     texts = ["how many days in 2024", "how many days in 2023"]

@@ -100,3 +100,14 @@ def test_the_usage_line_names_the_cache_the_policy_runs(
     (line,) = [text for text in table.splitlines() if "of calls served from the cache" in text]
     assert line.strip().startswith(head)
     assert "25% of calls served" in line and f"(evals: {0.30 if certified else 0.04:.0%})" in line
+
+
+@pytest.mark.parametrize(("recorded", "exported"), [(None, 1), (1, 1), (2, 2)])
+def test_export_writes_the_guard_version_the_threshold_was_certified_with(
+    recorded: int | None, exported: int
+) -> None:
+    doc = document(True)
+    if recorded is not None:
+        doc["suites"]["doors"]["derivations"]["cached"]["guard_version"] = recorded
+    entry = feature_entry(doc, "doors", "cached")
+    assert entry["cache"]["guard_version"] == exported

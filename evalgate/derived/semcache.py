@@ -287,6 +287,7 @@ def derive(
                 "cached": float(np.median([r.call.latency_ms for r in composed])),
                 "twin": float(np.median([r.call.latency_ms for _, r in requests])),
             },
+            "quality": _quality(requests, composed, served),
             "fixed": [
                 {
                     "threshold": t,
@@ -310,6 +311,28 @@ def derive(
     if notes:
         record["note"] = "; ".join(notes)
     return composed, record
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def _quality(
+    requests: Sequence[tuple[Case, CaseResult]],
+    composed: Sequence[CaseResult],
+    served: np.ndarray,
+) -> dict[str, Any]:
+    """Mean score of the hits (the served answers, graded for the new request) beside what
+    fresh calls scored on those same requests, and of the misses (fresh calls)."""
+    hit = [i for i in range(len(requests)) if served[i] >= 0]
+    miss = [i for i in range(len(requests)) if served[i] < 0]
+    return {
+        "hits": len(hit),
+        "hit_score": _mean([composed[i].score for i in hit]),
+        "fresh_score_on_hits": _mean([requests[i][1].score for i in hit]),
+        "misses": len(miss),
+        "miss_score": _mean([composed[i].score for i in miss]),
+    }
 
 
 def _pct(value: Any) -> str:
@@ -338,6 +361,14 @@ def describe(config_id: str, record: Mapping[str, Any]) -> str:
     )
     if record.get("near_miss_wrong_rate") is not None:
         line += f", {_pct(record['near_miss_wrong_rate'])} of near-misses"
+    quality = record.get("quality") or {}
+    if quality.get("hit_score") is not None:
+        line += (
+            f"; quality of hits {quality['hit_score']:.3f} (fresh calls on the same requests "
+            f"{quality['fresh_score_on_hits']:.3f})"
+        )
+    if quality.get("miss_score") is not None:
+        line += f", of misses {quality['miss_score']:.3f}"
     if record.get("cost_saved_pct") is not None:
         line += f"; cost saved {record['cost_saved_pct']:.0f}%"
     fixed = ", ".join(

@@ -174,6 +174,16 @@ def test_a_semantic_cache_config_is_replayed_certified_composed_and_gated(projec
                 row["output"] == fresh[cid]["output"] and row["cost_usd"] == fresh[cid]["cost_usd"]
             )
             assert row["latency_ms"] == pytest.approx(fresh[cid]["latency_ms"] + 10.0)
+    # Quality of hits (served answers, graded as the new request) beside fresh calls on
+    # the same requests, and of misses, from the composed rows.
+    quality = record["quality"]
+    hit_scores = [cached[cid]["score"] for cid in hits]
+    assert quality["hits"] == len(hits) and quality["misses"] == n - len(hits)
+    assert quality["hit_score"] == pytest.approx(sum(hit_scores) / len(hits))
+    assert quality["fresh_score_on_hits"] == pytest.approx(
+        sum(fresh[cid]["score"] for cid in hits) / len(hits)
+    )
+    assert "quality of hits 1.000" in proc.stdout
     # Analysed like any config: a paired comparison against the baseline, and the gate.
     assert section["stats"]["comparisons"]["cached"]["verdict"] == "PASS"
     assert "derived cached: semantic cache over fresh: threshold" in proc.stdout

@@ -52,14 +52,14 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from evalgate.cachekey import request_key
-from evalgate.runtime.backends.base import Backend
+from evalgate.runtime.backends.base import SEMANTIC_ENTRY_MAGIC, Backend, SemanticTail
 from evalgate.runtime.cache import CachedAnswer, CacheRequest, Hit
 from evalgate.runtime.degraded import BackendFailures
 from evalgate.runtime.errors import PolicyError
@@ -67,13 +67,26 @@ from evalgate.runtime.semantic_index import ScopeIndex
 from evalgate.semcache.guard import GUARD_VERSION, signature
 
 ENTRY_VERSION = 1
+"""The format with a JSON head (written before format 2): still read, no longer written."""
 _HEADER = struct.Struct("<I")
+_FIXED = struct.Struct("<4sdI")
+"""Format 2's fixed head: magic, expiry (inf: none), vector width. The vector follows at
+a fixed offset, then the guard signature (length-prefixed) and the answer's bytes."""
+_FIXED_DTYPE = np.dtype([("magic", "S4"), ("expires", "<f8"), ("dim", "<u4")])
 UNIT_TOLERANCE = 1e-3
 """How far from 1 a vector's norm may be (float32 MiniLM rows are within 1e-6)."""
-# ((position, last entry) when the read started, the read)
-_Read = tuple[tuple[int, bytes | None], "Future[tuple[int, list[bytes]]]"]
+# ((position, last entry, generation) when the read started, the read)
+_Read = tuple[tuple[int, bytes | None, int], "Future[SemanticTail]"]
 DEFAULT_MAX_ENTRIES = 200_000
 """Entries per scope unless the caller says otherwise (see :class:`SemanticCache`)."""
+INLINE_LOAD = 2_048
+"""A scope of fewer entries is read inside the lookup that first needs it (a few ms); a
+larger one is read on a background thread while its lookups are misses (see the module)."""
+LOAD_CHUNK = 25_000
+"""Entries per read of a background load (each one round trip)."""
+EVICT_SHARE = 10
+"""A compaction at the bound leaves room for max_entries // EVICT_SHARE new entries, so a
+full scope is compacted (and re-read by every process) once per that many stores."""
 
 
 def user_turn(messages: Sequence[Mapping[str, Any]]) -> tuple[int, str] | None:
@@ -124,14 +137,16 @@ def usable(vector: np.ndarray, dim: int) -> bool:
 def encode_entry(
     vector: np.ndarray, sig: str, answer: CachedAnswer, expires: float | None
 ) -> bytes:
-    fields = {"v": ENTRY_VERSION, "sig": sig, "exp": expires, "a": answer.to_bytes().decode()}
-    try:
-        head = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate in the guard's signature (quoted text is kept as written) has
-        # no UTF-8 form: escaped, it reads back unchanged.
-        head = json.dumps(fields, separators=(",", ":")).encode("ascii")
-    return _HEADER.pack(len(head)) + head + np.asarray(vector, dtype="<f4").tobytes()
+    """An entry of format 2: the fixed head, the float32 vector at a fixed offset (so a
+    first read decodes every vector in one numpy step), the signature and the answer."""
+    vector = np.asarray(vector, dtype="<f4")
+    # A lone surrogate in the guard's signature (quoted text is kept as written) has no
+    # UTF-8 form: surrogatepass keeps it, and decoding the same way gives it back.
+    sig_bytes = sig.encode("utf-8", "surrogatepass")
+    head = _FIXED.pack(SEMANTIC_ENTRY_MAGIC, math.inf if expires is None else expires, len(vector))
+    return b"".join(
+        (head, vector.tobytes(), _HEADER.pack(len(sig_bytes)), sig_bytes, answer.to_bytes())
+    )
 
 
 def decode_entry(raw: bytes, dim: int) -> tuple[np.ndarray, str, CachedAnswer, float] | None:
@@ -139,37 +154,125 @@ def decode_entry(raw: bytes, dim: int) -> tuple[np.ndarray, str, CachedAnswer, f
     or shape, a torn one, or one whose fields have the wrong types (skipped, never an
     error: a lookup must not fail because one writer misbehaved)."""
     vectors, sigs, answers, expires = decode_entries([raw], dim)
-    return (vectors[0], sigs[0], answers[0], float(expires[0])) if sigs else None
+    if not sigs:
+        return None
+    answer = answer_of(answers[0])
+    return None if answer is None else (vectors[0], sigs[0], answer, float(expires[0]))
+
+
+def answer_of(held: CachedAnswer | bytes) -> CachedAnswer | None:
+    """The answer an index holds (see :func:`decode_entries`): decoded when still bytes;
+    None when those bytes are not an answer."""
+    if isinstance(held, CachedAnswer):
+        return held
+    try:
+        return CachedAnswer.from_bytes(held)
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeError):
+        return None
 
 
 def decode_entries(
     raws: Sequence[bytes], dim: int
-) -> tuple[np.ndarray, list[str], list[CachedAnswer], np.ndarray]:
-    """The usable entries of ``raws`` (see :func:`decode_entry`), as a ``(k, dim)`` float32
-    matrix, signatures, answers and expiries: the vectors are checked together, which
-    is most of the cost of a process's first read of a large scope."""
-    kept: list[tuple[bytes, str, CachedAnswer, float]] = []
+) -> tuple[np.ndarray, list[str], list[CachedAnswer | bytes], np.ndarray]:
+    """The usable entries of ``raws`` (see :func:`decode_entry`), in order, as a
+    ``(k, dim)`` float32 matrix, signatures, answers and expiries. Answers of format 2
+    stay bytes until served (:func:`answer_of`): parsing every answer of a 100,000-entry
+    scope was most of what a process's first read cost."""
+    new = [i for i, raw in enumerate(raws) if raw[:4] == SEMANTIC_ENTRY_MAGIC]
+    if len(new) == len(raws):
+        return _decode_v2(raws, dim)[1:]
+    old = sorted(set(range(len(raws))) - set(new))
+    parts = [_decode_v2([raws[i] for i in new], dim), _decode_v1([raws[i] for i in old], dim)]
+    where = np.concatenate(
+        [
+            np.asarray(picked, dtype=np.int64)[part[0]]
+            for picked, part in zip((new, old), parts, strict=True)
+        ]
+    )
+    order = np.argsort(where, kind="stable")
+    vectors = np.concatenate([part[1] for part in parts])[order]
+    sigs = [s for part in parts for s in part[2]]
+    answers = [a for part in parts for a in part[3]]
+    expires = np.concatenate([part[4] for part in parts])[order]
+    return vectors, [sigs[k] for k in order], [answers[k] for k in order], expires
+
+
+_Decoded = tuple[np.ndarray, np.ndarray, list[str], list[CachedAnswer | bytes], np.ndarray]
+
+
+def _empty(dim: int) -> _Decoded:
+    none = np.zeros(0, dtype=np.int64)
+    return none, np.zeros((0, dim), dtype=np.float32), [], [], np.zeros(0)
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Which rows are finite unit vectors (a NaN or an overflow fails the comparison)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+        return np.abs(norms - 1.0) <= UNIT_TOLERANCE
+
+
+def _decode_v2(raws: Sequence[bytes], dim: int) -> _Decoded:
+    """(kept positions in ``raws``, vectors, signatures, answer bytes, expiries)."""
+    end = _FIXED.size + 4 * dim
+    picked = [i for i, raw in enumerate(raws) if len(raw) >= end + _HEADER.size]
+    if not picked:
+        return _empty(dim)
+    heads = np.frombuffer(b"".join([raws[i][: _FIXED.size] for i in picked]), _FIXED_DTYPE)
+    vectors = np.frombuffer(
+        b"".join([raws[i][_FIXED.size : end] for i in picked]), dtype="<f4"
+    ).reshape(-1, dim)
+    ok = (heads["dim"] == dim) & ~np.isnan(heads["expires"]) & _unit_rows(vectors)
+    sigs: list[str] = []
+    answers: list[CachedAnswer | bytes] = []
+    names: dict[bytes, str] = {}  # signatures repeat (all "" without the guard)
+    for k in np.flatnonzero(ok):
+        raw = raws[picked[k]]
+        start = end + _HEADER.size
+        stop = start + _HEADER.unpack_from(raw, end)[0]
+        sig = _signature_of(raw[start:stop], names) if stop <= len(raw) else None
+        if sig is None:  # torn, or not UTF-8
+            ok[k] = False
+            continue
+        sigs.append(sig)
+        answers.append(raw[stop:])
+    kept = np.flatnonzero(ok)
+    vectors = vectors[kept] if len(kept) < len(vectors) else vectors
+    return kept, vectors, sigs, answers, heads["expires"][kept].astype(np.float64)
+
+
+def _signature_of(raw: bytes, names: dict[bytes, str]) -> str | None:
+    name = names.get(raw)
+    if name is None:
+        try:
+            name = names[raw] = raw.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return None
+    return name
+
+
+def _decode_v1(raws: Sequence[bytes], dim: int) -> _Decoded:
+    """:func:`_decode_v2` for entries of format 1 (a JSON head, then the vector)."""
+    kept: list[tuple[int, bytes, str, CachedAnswer, float]] = []
     width = 4 * dim
-    for raw in raws:
+    for i, raw in enumerate(raws):
         head_end = _HEADER.size + (_HEADER.unpack_from(raw)[0] if len(raw) >= 4 else 0)
         if len(raw) < 4 or len(raw) - head_end != width:
             continue  # torn, or of another width
         parsed = _parse_head(raw[_HEADER.size : head_end])
         if parsed is not None:
-            kept.append((raw[head_end:], *parsed))
+            kept.append((i, raw[head_end:], *parsed))
     if not kept:
-        return np.zeros((0, dim), dtype=np.float32), [], [], np.zeros(0)
-    vectors = np.frombuffer(b"".join(k[0] for k in kept), dtype="<f4").reshape(-1, dim)
-    vectors = vectors.astype(np.float32)  # a writable native-order copy
-    with np.errstate(invalid="ignore", over="ignore"):
-        norms = np.linalg.norm(vectors, axis=1)
-    ok = np.isfinite(vectors).all(axis=1) & (np.abs(norms - 1.0) <= UNIT_TOLERANCE)
+        return _empty(dim)
+    vectors = np.frombuffer(b"".join(k[1] for k in kept), dtype="<f4").reshape(-1, dim)
+    ok = _unit_rows(vectors)
     rows = [k for k, good in zip(kept, ok, strict=True) if good]
     return (
+        np.array([r[0] for r in rows], dtype=np.int64),
         vectors[ok],
-        [r[1] for r in rows],
         [r[2] for r in rows],
-        np.array([r[3] for r in rows], dtype=np.float64),
+        [r[3] for r in rows],
+        np.array([r[4] for r in rows], dtype=np.float64),
     )
 
 
@@ -195,6 +298,16 @@ def _parse_head(raw: bytes) -> tuple[str, CachedAnswer, float] | None:
     return None if answer is None else (sig, answer, float(expires))
 
 
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """A scope read whole (by a background load): what :meth:`_Scope.install` takes."""
+
+    generation: int
+    position: int
+    last: bytes | None
+    index: ScopeIndex | None
+
+
 @dataclass(slots=True)
 class _Scope:
     """One scope as this process has read it: the store position and the index."""
@@ -203,15 +316,22 @@ class _Scope:
     # The last entry read: each version check reads it again, and finds it gone (or
     # another in its place) when the scope was cleared, even if it has refilled since.
     last: bytes | None = None
+    generation: int = 0  # the store's generation of the scope when it was read
     index: ScopeIndex | None = None
+    loaded: bool = False  # read whole since the last reset
+    loading: Future[_Loaded] | None = None  # a background load of this scope
     # Entries this process stored and already holds: skipped when read back from the store.
     own: set[bytes] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
+        """Forgets the scope (a load in flight is dropped: it may predate the change)."""
         self.position = 0
         self.last = None
+        self.generation = 0
         self.index = None
+        self.loaded = False
+        self.loading = None
         self.own.clear()
 
     def resume(self) -> int:
@@ -219,12 +339,17 @@ class _Scope:
         minus one; Redis: from its index), or at the start."""
         return self.position - 1 if self.last is not None else self.position
 
+    def install(self, loaded: _Loaded) -> None:
+        self.generation, self.position, self.last = loaded.generation, loaded.position, loaded.last
+        self.index = loaded.index
+        self.loaded = True
+
     def add(
         self,
         vectors: np.ndarray,
         expires: np.ndarray,
         sigs: list[str],
-        answers: list[CachedAnswer],
+        answers: Sequence[CachedAnswer | bytes],
         int8_scan: bool | None,
     ) -> None:
         if self.index is None:
@@ -299,8 +424,10 @@ class SemanticCache:
         # is embedded; SQLite's is a local read (~0.1 ms) that a thread hand-off would not
         # shorten.
         self._overlap = not backend.url.startswith("sqlite")
-        self._pool: ThreadPoolExecutor | None = None
+        self._pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
         self._pool_pid = 0
+        # Entries a compaction at the bound leaves room for (see EVICT_SHARE).
+        self._room = max(1, self.max_entries // EVICT_SHARE)
 
     def _model_identity(self) -> str:
         if self.embedding_model is None:
@@ -341,35 +468,94 @@ class SemanticCache:
                 state = self._scopes[scope] = _Scope()
             return state
 
-    def _prefetch(self, scope: str, state: _Scope) -> _Read | None:
-        """Starts the version check on a worker thread (see ``_overlap``)."""
-        if not self._overlap or not self.failures.available():
-            return None
+    def _executor(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+        """(version checks started early, background loads): this process's threads."""
         pid = os.getpid()
         with self._scopes_lock:
-            if self._pool is None or self._pool_pid != pid:  # new, or inherited by fork
-                self._pool = ThreadPoolExecutor(2, thread_name_prefix="evalgate-semcache")
+            if self._pools is None or self._pool_pid != pid:  # new, or inherited by fork
+                self._pools = (
+                    ThreadPoolExecutor(2, thread_name_prefix="evalgate-semcache"),
+                    # One load at a time: loads are memory-bound, and a second would only
+                    # slow the first (2 cores shared with the application).
+                    ThreadPoolExecutor(1, thread_name_prefix="evalgate-semcache-load"),
+                )
                 self._pool_pid = pid
-            pool = self._pool
-        started = (state.position, state.last)
-        return started, pool.submit(self.backend.semantic_read, scope, state.resume())
+            return self._pools
 
-    def _refresh(self, scope: str, state: _Scope, dim: int, read: _Read | None = None) -> None:
-        """Reads the entries appended since this process last looked (the version check);
-        ``read``: one started earlier, used if nothing was read since it started."""
-        after = state.resume()
-        if read is not None and read[0][0] == state.position and read[0][1] is state.last:
-            position, raws = read[1].result()
-        else:
-            position, raws = self.backend.semantic_read(scope, after)
-        if state.last is not None:
-            if position < after or not raws or raws[0] != state.last:  # cleared: start over
-                state.reset()
-                position, raws = self.backend.semantic_read(scope, 0)
+    def _prefetch(self, scope: str, state: _Scope) -> _Read | None:
+        """Starts the version check on a worker thread (see ``_overlap``)."""
+        if not self._overlap or not state.loaded or not self.failures.available():
+            return None
+        started = (state.position, state.last, state.generation)
+        return started, self._executor()[0].submit(
+            self.backend.semantic_tail, scope, state.resume()
+        )
+
+    def _load(self, scope: str, state: _Scope, dim: int) -> bool:
+        """Reads the scope whole: inline when it is small, else on the load thread (this
+        call then returns False until the load is done, and the lookups in the meantime
+        are misses rather than waiting for seconds behind it). Holds ``state.lock``."""
+        if state.loading is None:
+            first = self.backend.semantic_tail(scope, 0, INLINE_LOAD)
+            if len(first.entries) < INLINE_LOAD:
+                state.install(self._indexed(first.generation, first.position, first.entries, dim))
+                return True
+            state.loading = self._executor()[1].submit(self._read_rest, scope, first, dim)
+        if not state.loading.done():
+            return False
+        done, state.loading = state.loading, None
+        state.install(done.result())  # a backend error: reported by the caller
+        return True
+
+    def _read_rest(self, scope: str, first: SemanticTail, dim: int) -> _Loaded:
+        """The load thread: the rest of the scope in chunks, from one generation (a
+        compaction in between starts the read over), decoded and indexed."""
+        for _attempt in range(5):
+            raws, tail = list(first.entries), first
+            while len(tail.entries) == (INLINE_LOAD if tail is first else LOAD_CHUNK):
+                tail = self.backend.semantic_tail(scope, tail.position, LOAD_CHUNK)
+                if tail.generation != first.generation or tail.position < first.position:
+                    break
+                raws += tail.entries
             else:
-                raws = raws[1:]
+                return self._indexed(first.generation, tail.position, raws, dim)
+            first = self.backend.semantic_tail(scope, 0, INLINE_LOAD)
+        # Compacted five times during one read: whatever is read next is current.
+        tail = self.backend.semantic_tail(scope, 0)
+        return self._indexed(tail.generation, tail.position, tail.entries, dim)
+
+    def _indexed(self, generation: int, position: int, raws: list[bytes], dim: int) -> _Loaded:
+        vectors, sigs, answers, expires = decode_entries(raws, dim)
+        index = None
+        if sigs:
+            index = ScopeIndex(dim, int8_scan=self._int8_scan)
+            index.append(vectors, expires, sigs, answers)
+        return _Loaded(generation, position, raws[-1] if raws else None, index)
+
+    def _refresh(self, scope: str, state: _Scope, dim: int, read: _Read | None = None) -> bool:
+        """Reads the entries appended since this process last looked (the version check);
+        ``read``: one started earlier, used if nothing was read since it started. A scope
+        compacted or cleared since is read again whole (:meth:`_load`). True when the
+        scope's index is current."""
+        if not state.loaded:
+            return self._load(scope, state, dim)
+        after = state.resume()
+        started = (state.position, state.last, state.generation)
+        if read is not None and read[0] == started and read[0][1] is state.last:
+            tail = read[1].result()
+        else:
+            tail = self.backend.semantic_tail(scope, after)
+        position, raws = tail.position, tail.entries
+        if tail.generation != state.generation or (
+            state.last is not None
+            and (position < after or not raws or raws[0] != state.last)  # cleared
+        ):
+            state.reset()  # compacted or cleared: positions held may now name other entries
+            return self._load(scope, state, dim)
+        if state.last is not None:
+            raws = raws[1:]
         if not raws:
-            return
+            return True
         state.last = raws[-1]
         fresh = []
         for raw in raws:
@@ -381,20 +567,22 @@ class SemanticCache:
         if sigs:
             state.add(vectors, expires, sigs, answers, self._int8_scan)
         state.position = position
+        return True
 
     def _refreshed(
         self, scope: str, state: _Scope, dim: int, what: str, read: _Read | None = None
-    ) -> None:
+    ) -> bool:
         """:meth:`_refresh`, a backend failure reported and taken as nothing new."""
         if not self.failures.available():
             self.failures.skipped(what)
-            return
+            return state.loaded
         try:
-            self._refresh(scope, state, dim, read)
+            current = self._refresh(scope, state, dim, read)
         except self.backend.errors as exc:
             self.failures.failed(what, exc)
-        else:
-            self.failures.succeeded()
+            return state.loaded
+        self.failures.succeeded()
+        return current
 
     def lookup(self, request: CacheRequest) -> Hit | None:
         split = split_request(request)
@@ -409,18 +597,21 @@ class SemanticCache:
             return None
         with state.lock:
             self._refreshed(scope, state, len(vector), "semantic cache lookup", read)
-            if state.index is None:
+            if state.index is None:  # empty, or still loading: a miss
                 return None
-            found = state.index.search(
-                vector,
-                now=time.time(),
-                threshold=self.threshold,
-                signature=self._signature(text) if self.guard else None,
-            )
-            if found is None:
-                return None
-            row, similarity = found
-            answer = state.index.answers[row]
+            signature = self._signature(text) if self.guard else None
+            while True:
+                found = state.index.search(
+                    vector, now=time.time(), threshold=self.threshold, signature=signature
+                )
+                if found is None:
+                    return None
+                row, similarity = found
+                answer = answer_of(state.index.answers[row])
+                if answer is not None:
+                    state.index.answers[row] = answer  # decoded once
+                    break
+                state.index.drop(row)  # a torn answer: never served, the next best is
         # float32 rounding: an identical turn scores 1 - 1e-7, and 1.0 means identical.
         return Hit(
             answer, kind="semantic", similarity=1.0 if similarity >= 1.0 - 1e-6 else similarity
@@ -439,29 +630,45 @@ class SemanticCache:
         entry = encode_entry(vector, sig, answer, expires)
         state = self._scope(scope)
         with state.lock:  # this process serves it at once, before the write lands
-            if state.count >= self.max_entries:
-                return
-            until = np.array([math.inf if expires is None else expires])
-            state.add(vector[None, :], until, [sig], [answer], self._int8_scan)
-            state.own.add(entry)
+            if not state.loaded:  # small: read now; large: loading, and read back with it
+                self._refreshed(scope, state, len(vector), "semantic cache lookup")
+            if state.loaded:
+                until = np.array([math.inf if expires is None else expires])
+                state.add(vector[None, :], until, [sig], [answer], self._int8_scan)
+                state.own.add(entry)
         if self._writer is None:
-            self._write(scope, entry, len(vector))
+            self._write(scope, entry, expires, len(vector))
         else:
-            self._writer(lambda: self._write(scope, entry, len(vector)))
+            self._writer(lambda: self._write(scope, entry, expires, len(vector)))
 
-    def _write(self, scope: str, entry: bytes, dim: int) -> None:
+    def _write(self, scope: str, entry: bytes, expires: float | None, dim: int) -> None:
+        """Appends ``entry`` (on the writer thread), compacting the scope first when it is
+        at its bound or a quarter of it has expired."""
         state = self._scope(scope)
-        with state.lock:
-            # What other processes stored counts toward the bound too (read off the
-            # call's path: this runs on the writer thread).
-            self._refreshed(scope, state, dim, "semantic cache write")
-            if state.count - len(state.own) >= self.max_entries:
-                return
+        for _attempt in range(3):
+            with state.lock:
+                # What other processes stored counts toward the bound too.
+                current = self._refreshed(scope, state, dim, "semantic cache write")
+                loading = state.loading
+                now = time.time()
+                stored = state.count - len(state.own)
+                expired = 0 if state.index is None else state.index.expired(now)
+                generation = state.generation
+            if current or loading is None:
+                break
+            wait([loading])  # a background load: waited for here, off the call's path
+        compact = current and (stored >= self.max_entries or 4 * expired >= max(stored, 1) > 0)
         if not self.failures.available():
             self.failures.skipped("semantic cache write")
             return
         try:
-            self.backend.semantic_add(scope, entry)
+            if compact and self.backend.semantic_compact(
+                scope, generation, now, self.max_entries - self._room
+            ):
+                with state.lock:
+                    if state.generation == generation:
+                        state.reset()  # this process reads the compacted scope again too
+            self.backend.semantic_add(scope, entry, expires)
         except self.backend.errors as exc:
             self.failures.failed("semantic cache write", exc)
             return

@@ -10,6 +10,25 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
+from typing import NamedTuple
+
+SEMANTIC_ENTRY_MAGIC = b"\xffSC2"
+"""The first bytes of a semantic-cache entry of format 2
+(:func:`evalgate.runtime.semantic_cache.encode_entry`): its expiry follows as a float64,
+which a backend's compaction reads without decoding the rest."""
+
+
+class SemanticTail(NamedTuple):
+    """What one version check of a semantic-cache scope read (see
+    :meth:`Backend.semantic_tail`)."""
+
+    generation: int
+    """Changes whenever entries were removed from the scope (a compaction, a clear): a
+    reader holding another generation drops what it holds and reads the scope again."""
+    position: int
+    """Where the next read resumes (below the ``after`` asked for: the scope was cleared)."""
+    entries: list[bytes]
+    """The entries after ``after``, oldest first."""
 
 
 class Backend(abc.ABC):
@@ -48,16 +67,30 @@ class Backend(abc.ABC):
 
     # -- semantic cache (append-only entries per scope) ---------------------------------
 
-    def semantic_add(self, scope: str, entry: bytes) -> None:
-        """Appends one semantic-cache entry to ``scope`` (a tenant's exact key part)."""
+    def semantic_add(self, scope: str, entry: bytes, expires: float | None = None) -> None:
+        """Appends one semantic-cache entry to ``scope`` (a tenant's exact key part);
+        ``expires``: when it stops being served (a compaction then removes it)."""
+        raise NotImplementedError(f"{type(self).__name__} has no semantic cache")
+
+    def semantic_tail(self, scope: str, after: int, limit: int | None = None) -> SemanticTail:
+        """The scope's generation and (at most ``limit`` of) the entries appended after
+        position ``after`` (0: all), read together: a reader that has seen everything
+        pays one cheap round trip to learn that nothing changed (the version check)."""
         raise NotImplementedError(f"{type(self).__name__} has no semantic cache")
 
     def semantic_read(self, scope: str, after: int) -> tuple[int, list[bytes]]:
         """The entries of ``scope`` appended after position ``after`` (0: all), and the
-        position to pass next time: a reader that has seen everything pays one cheap
-        round trip to learn that nothing changed (the version check). A position below
-        ``after`` means the scope was cleared: the reader drops what it holds and reads
-        again from that position."""
+        position to pass next time. A position below ``after`` means the scope was
+        cleared: the reader drops what it holds and reads again from that position."""
+        tail = self.semantic_tail(scope, after)
+        return tail.position, tail.entries
+
+    def semantic_compact(self, scope: str, generation: int, now: float, keep: int) -> int:
+        """Removes the scope's entries expired by ``now``, then its oldest until at most
+        ``keep`` remain, in one atomic step, and moves the scope to a new generation;
+        only while the scope is still at ``generation`` (of two writers at the bound,
+        one compacts, the other finds the generation moved and leaves it). Returns how
+        many entries were removed (0: none, or another writer compacted first)."""
         raise NotImplementedError(f"{type(self).__name__} has no semantic cache")
 
     # -- ledger --------------------------------------------------------------------------

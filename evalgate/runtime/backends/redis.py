@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from evalgate.runtime.backends.base import Backend
+from evalgate.runtime.backends.base import SEMANTIC_ENTRY_MAGIC, Backend, SemanticTail
 from evalgate.runtime.errors import PolicyError
 
 READ_BATCH = 1000
@@ -21,6 +21,39 @@ READ_BATCH = 1000
 _DELETE_IF = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+
+# Removes the oldest entries of a scope's list beyond ARGV[3], then the run of expired
+# entries that follows them (an entry of format 2 carries its expiry as a float64 at byte
+# 5; one TTL per scope makes the expired entries the oldest), and moves the scope's
+# generation; only while it is still ARGV[1] and the clear count ARGV[2]. One script: no
+# reader or writer runs in between, so no reader can resume at a position that shifted.
+_COMPACT = """
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[1]) or
+   tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[2]) then
+  return 0
+end
+local n = redis.call('LLEN', KEYS[1])
+local now = tonumber(ARGV[4])
+local cut = math.max(0, n - tonumber(ARGV[3]))
+local expired = true
+while expired and cut < n do
+  local chunk = redis.call('LRANGE', KEYS[1], cut, cut + 255)
+  if #chunk == 0 then break end
+  for _, entry in ipairs(chunk) do
+    if #entry < 12 or string.sub(entry, 1, 4) ~= ARGV[5] or
+       struct.unpack('<d', entry, 5) > now then
+      expired = false
+      break
+    end
+    cut = cut + 1
+  end
+end
+if cut == 0 then return 0 end
+redis.call('LTRIM', KEYS[1], cut, -1)
+redis.call('INCR', KEYS[2])
+return cut
 """
 
 
@@ -39,6 +72,10 @@ class RedisBackend(Backend):
         self._ledger = f"{prefix}ledger"
         self._cache = f"{prefix}cache:"
         self._semantic = f"{prefix}cache:sem:"  # under the cache prefix: cleared with it
+        self._semantic_gen = f"{prefix}cache:semgen:"  # a scope's compactions
+        # Clears, outside the cache prefix so that a clear cannot reset it: a reader
+        # whose scope was cleared and refilled reads it again (see semantic_tail).
+        self._semantic_clears = f"{prefix}semclears"
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "evalgate:") -> RedisBackend:
@@ -79,21 +116,42 @@ class RedisBackend(Backend):
                 batch.clear()
         if batch:
             self._r.delete(*batch)
+        self._r.incr(self._semantic_clears)
 
-    def semantic_add(self, scope: str, entry: bytes) -> None:
-        # One list per scope, appended by RPUSH (atomic); the list length is its version.
+    def semantic_add(self, scope: str, entry: bytes, expires: float | None = None) -> None:
+        # One list per scope, appended by RPUSH (atomic); the entry carries its expiry.
         self._r.rpush(self._semantic + scope, entry)
 
-    def semantic_read(self, scope: str, after: int) -> tuple[int, list[bytes]]:
-        # LRANGE and LLEN in one round trip: a list shorter than ``after`` was cleared (and
-        # perhaps refilled), so the reader starts over (position 0 < after says so).
+    def semantic_tail(self, scope: str, after: int, limit: int | None = None) -> SemanticTail:
+        # Generation, entries and length in one round trip (MULTI: one snapshot). A list
+        # shorter than ``after`` was cleared (and perhaps refilled): the reader starts
+        # over (position 0 < after says so).
+        key = self._semantic + scope
         pipe = self._r.pipeline(transaction=True)
-        pipe.lrange(self._semantic + scope, after, -1)
-        pipe.llen(self._semantic + scope)
-        entries, length = pipe.execute()
+        pipe.get(self._semantic_gen + scope)
+        pipe.get(self._semantic_clears)
+        pipe.lrange(key, after, -1 if limit is None else after + limit - 1)
+        pipe.llen(key)
+        compactions, clears, entries, length = pipe.execute()
+        generation = int(clears or 0) << 32 | int(compactions or 0)
         if length < after:
-            return 0, []
-        return after + len(entries), [bytes(e) for e in entries]
+            return SemanticTail(generation, 0, [])
+        return SemanticTail(generation, after + len(entries), [bytes(e) for e in entries])
+
+    def semantic_compact(self, scope: str, generation: int, now: float, keep: int) -> int:
+        removed = self._r.eval(
+            _COMPACT,
+            3,
+            self._semantic + scope,
+            self._semantic_gen + scope,
+            self._semantic_clears,
+            generation & 0xFFFFFFFF,
+            generation >> 32,
+            keep,
+            repr(now),
+            SEMANTIC_ENTRY_MAGIC,
+        )
+        return int(removed)
 
     def ledger_append(self, ts: float, record: bytes) -> None:
         # The server assigns the id (its own clock, strictly increasing); the record keeps
@@ -117,7 +175,7 @@ class RedisBackend(Backend):
     def delete_all(self) -> None:
         """Removes this prefix's cache and ledger (for tests and resets)."""
         self.cache_clear()
-        self._r.delete(self._ledger)
+        self._r.delete(self._ledger, self._semantic_clears)
 
     def close(self) -> None:
         self._r.close()

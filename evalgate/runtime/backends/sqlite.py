@@ -10,9 +10,10 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from evalgate.runtime.backends.base import Backend
+from evalgate.runtime.backends.base import Backend, SemanticTail
 from evalgate.runtime.backends.sqlite_connections import ThreadConnections
 from evalgate.runtime.errors import PolicyError
 from evalgate.sqlite_setup import run_setup
@@ -23,10 +24,23 @@ SCHEMA = (
     "ts REAL NOT NULL, record BLOB NOT NULL)",
     "CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts)",
     # Semantic cache: entries (answer, guard signature, unit vector as a float32 blob)
-    # appended per scope; the id orders them and is each reader's resume position.
+    # appended per scope; the id orders them and is each reader's resume position (never
+    # reused: AUTOINCREMENT); ``expires`` lets a compaction remove the expired ones.
     "CREATE TABLE IF NOT EXISTS semantic (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-    "scope TEXT NOT NULL, entry BLOB NOT NULL)",
+    "scope TEXT NOT NULL, entry BLOB NOT NULL, expires REAL)",
     "CREATE INDEX IF NOT EXISTS semantic_scope ON semantic (scope, id)",
+    # Each scope's generation, moved by every compaction; the row of scope '*' counts
+    # clears (see SQLiteBackend.semantic_tail).
+    "CREATE TABLE IF NOT EXISTS semantic_gen (scope TEXT PRIMARY KEY, generation INTEGER NOT NULL)",
+)
+_CLEARS = "*"  # not a scope: scopes are hex digests
+_GENERATION = (
+    "SELECT coalesce((SELECT generation FROM semantic_gen WHERE scope = ?), 0), "
+    "coalesce((SELECT generation FROM semantic_gen WHERE scope = ?), 0)"
+)
+_BUMP = (
+    "INSERT INTO semantic_gen (scope, generation) VALUES (?, 1) "
+    "ON CONFLICT (scope) DO UPDATE SET generation = generation + 1"
 )
 BUSY_TIMEOUT_S = 30.0
 PURGE_EVERY = 1000  # writes between sweeps of expired cache entries
@@ -125,23 +139,54 @@ class SQLiteBackend(Backend):
             db.execute("DELETE FROM cache WHERE key = ? AND value = ?", (key, value))
 
     def cache_clear(self) -> None:
-        with self._connections.use() as db:
+        with self._connections.use() as db, _transaction(db, "BEGIN IMMEDIATE"):
             db.execute("DELETE FROM cache")
             db.execute("DELETE FROM semantic")
+            # Every reader of every scope reads again, even one whose scope refilled with
+            # an entry identical to the last one it saw.
+            db.execute("DELETE FROM semantic_gen WHERE scope != ?", (_CLEARS,))
+            db.execute(_BUMP, (_CLEARS,))
 
-    def semantic_add(self, scope: str, entry: bytes) -> None:
+    def semantic_add(self, scope: str, entry: bytes, expires: float | None = None) -> None:
         with self._connections.use() as db:
-            db.execute("INSERT INTO semantic (scope, entry) VALUES (?, ?)", (scope, entry))
+            db.execute(
+                "INSERT INTO semantic (scope, entry, expires) VALUES (?, ?, ?)",
+                (scope, entry, expires),
+            )
 
-    def semantic_read(self, scope: str, after: int) -> tuple[int, list[bytes]]:
-        with self._connections.use() as db:
+    def semantic_tail(self, scope: str, after: int, limit: int | None = None) -> SemanticTail:
+        # One read transaction: the generation and the entries from one snapshot (WAL).
+        with self._connections.use() as db, _transaction(db, "BEGIN"):
+            generation = _generation(db, scope)
             rows = db.execute(
-                "SELECT id, entry FROM semantic WHERE scope = ? AND id > ? ORDER BY id",
-                (scope, after),
+                "SELECT id, entry FROM semantic WHERE scope = ? AND id > ? ORDER BY id LIMIT ?",
+                (scope, after, -1 if limit is None else limit),
             ).fetchall()
         if not rows:
-            return after, []
-        return int(rows[-1][0]), [bytes(entry) for _, entry in rows]
+            return SemanticTail(generation, after, [])
+        return SemanticTail(generation, int(rows[-1][0]), [bytes(entry) for _, entry in rows])
+
+    def semantic_compact(self, scope: str, generation: int, now: float, keep: int) -> int:
+        # BEGIN IMMEDIATE takes the write lock first: of two writers at the bound, the
+        # second waits, then finds the generation moved and removes nothing.
+        with self._connections.use() as db, _transaction(db, "BEGIN IMMEDIATE"):
+            if _generation(db, scope) != generation:
+                return 0
+            removed = db.execute(
+                "DELETE FROM semantic WHERE scope = ? AND expires <= ?", (scope, now)
+            ).rowcount
+            (count,) = db.execute(
+                "SELECT count(*) FROM semantic WHERE scope = ?", (scope,)
+            ).fetchone()
+            if count > keep:
+                removed += db.execute(
+                    "DELETE FROM semantic WHERE id IN "
+                    "(SELECT id FROM semantic WHERE scope = ? ORDER BY id LIMIT ?)",
+                    (scope, count - keep),
+                ).rowcount
+            if removed:
+                db.execute(_BUMP, (scope,))
+            return int(removed)
 
     def ledger_append(self, ts: float, record: bytes) -> None:
         with self._connections.use() as db:
@@ -160,6 +205,36 @@ class SQLiteBackend(Backend):
         self._connections.close()
 
 
+def _generation(db: sqlite3.Connection, scope: str) -> int:
+    """The scope's generation: its compactions and the store's clears, in one number."""
+    compactions, clears = db.execute(_GENERATION, (scope, _CLEARS)).fetchone()
+    return int(clears) << 32 | int(compactions)
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection, begin: str) -> Iterator[None]:
+    db.execute(begin)
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _add_expires_column(db: sqlite3.Connection) -> None:
+    """Files written before compaction existed have no ``semantic.expires``: added (NULL
+    for their entries, which a compaction then removes by age only)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(semantic)")}
+    if "expires" in columns:
+        return
+    try:
+        run_setup(db, ("ALTER TABLE semantic ADD COLUMN expires REAL",))
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):  # another process added it first
+            raise
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -167,4 +242,5 @@ def _connect(path: Path) -> sqlite3.Connection:
     # Several processes may open one new file at once: see evalgate.sqlite_setup.
     # WAL + NORMAL: durable across app crashes.
     run_setup(db, ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", *SCHEMA))
+    _add_expires_column(db)
     return db

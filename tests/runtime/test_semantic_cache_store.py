@@ -1,0 +1,267 @@
+"""The semantic cache's store over time: a process's first read of a large scope (in the
+background, lookups misses meanwhile), eviction at the bound, expired entries removed,
+and readers in other processes that notice a compaction. Real SQLite files and the real
+Redis at 127.0.0.1:6379 (unique prefixes, removed after); the deterministic one-hot
+encoder of the hostile tests, since what is under test is the store."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from evalgate.runtime.backends import open_backend
+from evalgate.runtime.cache import CachedAnswer
+from evalgate.runtime.semantic_cache import (
+    INLINE_LOAD,
+    decode_entries,
+    encode_entry,
+)
+from tests.runtime.test_semantic_cache_hostile import DIM, answer, ask, cache, content
+
+
+def stored(backend: Any, c: Any, tenant: str = "") -> list[str | None]:
+    """The answers the store holds for the tenant's scope, oldest first."""
+    scope = c.scope_of(ask("item 0", tenant))
+    return [content(a) for a in decode_entries(backend.semantic_read(scope, 0)[1], DIM)[2]]
+
+
+def held(c: Any, tenant: str = "") -> list[str | None]:
+    """The answers a cache holds in memory for the tenant's scope."""
+    state = c._scope(c.scope_of(ask("item 0", tenant)))
+    return [] if state.index is None else [content(a) for a in state.index.answers]
+
+
+def test_a_full_scope_evicts_its_oldest_and_keeps_caching(backend_spec):
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as backend:
+        c = cache(backend, max_entries=3)
+        for i in range(6):
+            c.store(ask(f"item {i}", "acme"), answer(str(i)), ttl_s=None)
+        assert stored(backend, c, "acme") == ["3", "4", "5"]
+        served = [c.lookup(ask(f"item {i}", "acme")) for i in range(6)]
+        assert [None if h is None else h.answer.content for h in served] == [
+            None,
+            None,
+            None,
+            "3",
+            "4",
+            "5",
+        ]
+        # Another process at the bound evicts the oldest too; the other tenant is untouched.
+        c.store(ask("item 7", "globex"), answer("g7"), ttl_s=None)
+        cache(backend, max_entries=3).store(ask("item 9", "acme"), answer("9"), ttl_s=None)
+        assert stored(backend, c, "acme") == ["4", "5", "9"]
+        assert stored(backend, c, "globex") == ["g7"]
+
+
+def test_a_bound_of_ten_evicts_a_tenth_at_once(backend_spec):
+    """Compactions come in batches (each one makes every reader read the scope again)."""
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as backend:
+        c = cache(backend, max_entries=20)
+        for i in range(21):
+            c.store(ask(f"item {i}"), answer(str(i)), ttl_s=None)
+        # At 20 the 21st store compacted to 18 (room for 2), then appended.
+        assert stored(backend, c) == [str(i) for i in range(2, 21)]
+
+
+def test_expired_entries_are_removed_from_the_store(backend_spec):
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as backend:
+        c = cache(backend)
+        for i in range(4):
+            c.store(ask(f"item {i}"), answer(f"old {i}"), ttl_s=0.05)
+        c.store(ask("item 4"), answer("kept"), ttl_s=None)
+        time.sleep(0.1)
+        assert len(stored(backend, c)) == 5  # expired, not yet compacted
+        c.store(ask("item 5"), answer("new"), ttl_s=None)  # 4 of 5 expired: compacts
+        assert stored(backend, c) == ["kept", "new"]
+        assert c.lookup(ask("item 1")) is None
+        hit = c.lookup(ask("item 4"))
+        assert hit is not None and hit.answer.content == "kept"
+
+
+def test_a_reader_elsewhere_reloads_a_compacted_scope(backend_spec):
+    """A reader holding the scope at a position from before a compaction never resumes
+    there (on Redis the list was trimmed: that index now names another entry): it reads
+    the scope again and holds exactly what the store holds."""
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as one, open_backend(url, prefix=prefix) as two:
+        writer, reader = cache(one, max_entries=10), cache(two, max_entries=10)
+        for i in range(10):
+            writer.store(ask(f"item {i}"), answer(str(i)), ttl_s=None)
+        hit = reader.lookup(ask("item 0"))
+        assert hit is not None and hit.answer.content == "0"
+        for i in range(10, 13):  # room for 1: each of these compacts (evicts the oldest)
+            writer.store(ask(f"item {i}"), answer(str(i)), ttl_s=None)
+        assert stored(one, writer) == [str(i) for i in range(3, 13)]
+        assert reader.lookup(ask("item 0")) is None  # evicted: not served from memory
+        assert held(reader) == stored(one, writer)
+        for i in range(3, 13):
+            hit = reader.lookup(ask(f"item {i}"))
+            assert hit is not None and hit.answer.content == str(i)
+
+
+def _store_many(url: str, prefix: str, first: int, count: int, bound: int) -> None:
+    with open_backend(url, prefix=prefix) as backend:
+        c = cache(backend, max_entries=bound)
+        for i in range(first, first + count):
+            c.store(ask(f"item {i}", "acme"), answer(str(i)), ttl_s=None)
+
+
+def test_two_processes_storing_at_the_bound_at_once(backend_spec):
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as backend:
+        cache(backend).store(ask("item 499", "globex"), answer("other tenant"), ttl_s=None)
+    context = multiprocessing.get_context("fork")
+    workers = [
+        context.Process(target=_store_many, args=(url, prefix, start, 120, 40))
+        for start in (0, 200)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    with open_backend(url, prefix=prefix) as backend:
+        reader = cache(backend, max_entries=40)
+        answers = stored(backend, reader, "acme")
+        # Each compaction leaves room for 4; a writer racing another's compaction may
+        # append once past the bound before its next store compacts.
+        assert 36 <= len(answers) <= 42
+        assert len(set(answers)) == len(answers)
+        assert answers[-1] in ("119", "319")  # the last store of whichever ended last
+        for i in [*range(120), *range(200, 320)]:
+            hit = reader.lookup(ask(f"item {i}", "acme"))
+            assert (hit is None) == (str(i) not in answers)
+            assert hit is None or hit.answer.content == str(i)
+        hit = reader.lookup(ask("item 499", "globex"))
+        assert hit is not None and hit.answer.content == "other tenant"
+
+
+def _bulk(backend: Any, scope: str, count: int) -> None:
+    for i in range(count):
+        vector = np.zeros(DIM, dtype=np.float32)
+        vector[i % DIM] = 1.0
+        backend.semantic_add(scope, encode_entry(vector, "", answer(str(i)), None))
+
+
+def test_a_large_scope_is_read_in_the_background_its_lookups_missing(backend_spec):
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as backend:
+        scope = cache(backend).scope_of(ask("item 1"))
+        _bulk(backend, scope, INLINE_LOAD + 10)
+        reader = cache(backend)
+        state = reader._scope(scope)
+        assert reader.lookup(ask("item 1")) is None  # loading: a miss, not a wait
+        assert state.loading is not None
+        state.loading.result(timeout=60)
+        hit = reader.lookup(ask("item 1"))
+        assert hit is not None and hit.answer.content == "1"
+        assert state.count == INLINE_LOAD + 10
+        # A small scope is still read within its first lookup.
+        small = cache(backend)
+        small.store(ask("item 3", "t2"), answer("three"), ttl_s=None)
+        hit = cache(backend).lookup(ask("item 3", "t2"))
+        assert hit is not None and hit.answer.content == "three"
+
+
+def test_entries_of_the_first_format_are_still_read_in_order(backend_spec):
+    import json
+    import struct
+
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as backend:
+        c = cache(backend)
+        scope = c.scope_of(ask("item 1"))
+        assert scope is not None
+        for i in range(4):
+            vector = np.zeros(DIM, dtype="<f4")
+            vector[i] = 1.0
+            if i % 2:
+                backend.semantic_add(scope, encode_entry(vector, "", answer(f"v2 {i}"), None))
+                continue
+            head = {"v": 1, "sig": "", "exp": None, "a": answer(f"v1 {i}").to_bytes().decode()}
+            raw = json.dumps(head).encode()
+            backend.semantic_add(scope, struct.pack("<I", len(raw)) + raw + vector.tobytes())
+        reader = cache(backend)
+        for i in range(4):
+            hit = reader.lookup(ask(f"item {i}"))
+            assert hit is not None and hit.answer.content == f"v{1 + i % 2} {i}"
+        assert held(reader) == ["v1 0", "v2 1", "v1 2", "v2 3"]
+
+
+def test_a_torn_answer_is_skipped_when_served_and_the_next_best_served():
+    vector = np.zeros(DIM, dtype=np.float32)
+    vector[5] = 1.0
+    good = encode_entry(vector, "", answer("five"), None)
+    torn = encode_entry(vector, "", answer("torn"), None)[:-3]
+    vectors, sigs, answers, _ = decode_entries([torn, good], DIM)
+    assert len(sigs) == 2  # answers are decoded when served, not when read
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, open_backend(f"sqlite:///{tmp}/s.sqlite3") as b:
+        c = cache(b)
+        scope = c.scope_of(ask("item 5"))
+        b.semantic_add(scope, torn)
+        b.semantic_add(scope, good)
+        for _ in range(2):
+            hit = c.lookup(ask("item 5"))
+            assert hit is not None and hit.answer.content == "five"
+
+
+def test_an_sqlite_file_from_before_compaction_is_upgraded(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE semantic (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "scope TEXT NOT NULL, entry BLOB NOT NULL)"
+    )
+    db.commit()
+    db.close()
+    with open_backend(f"sqlite:///{path}") as backend:
+        c = cache(backend, max_entries=2)
+        for i in range(3):
+            c.store(ask(f"item {i}"), answer(str(i)), ttl_s=None)
+        assert stored(backend, c) == ["1", "2"]
+
+
+def test_a_clear_reaches_a_reader_even_when_the_refill_is_identical(backend_spec):
+    """The last-entry check alone cannot see a clear whose refill repeats the last entry
+    byte for byte; the store's clear count can."""
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as one, open_backend(url, prefix=prefix) as two:
+        a, b = cache(one), cache(two)
+        a.store(ask("item 1"), answer("1"), ttl_s=None)
+        a.store(ask("item 2"), answer("2"), ttl_s=None)
+        assert b.lookup(ask("item 1")) is not None
+        one.cache_clear()
+        refill = cache(one)
+        refill.store(ask("item 3"), answer("3"), ttl_s=None)
+        refill.store(ask("item 2"), answer("2"), ttl_s=None)  # the same bytes as before
+        assert b.lookup(ask("item 1")) is None
+        assert held(b) == ["3", "2"]
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_a_bound_below_one_is_refused(tmp_path, bad):
+    from evalgate.runtime import PolicyError
+
+    with open_backend(f"sqlite:///{tmp_path / 's.sqlite3'}") as backend:
+        with pytest.raises(PolicyError, match="max_entries must be >= 1"):
+            cache(backend, max_entries=bad)
+
+
+def test_cached_answer_round_trip_through_format_two():
+    vector = np.zeros(DIM, dtype=np.float32)
+    vector[0] = 1.0
+    full = CachedAnswer(content="x\ud800", model="m", tokens_in=3, cost_usd=0.5, created=1.0)
+    raw = encode_entry(vector, "g1:\ud800'q'", full, 123.5)
+    vectors, sigs, answers, expires = decode_entries([raw], DIM)
+    assert sigs == ["g1:\ud800'q'"] and expires.tolist() == [123.5]
+    assert content(answers[0]) == "x\ud800"

@@ -214,22 +214,7 @@ def _bulk_load(backend: Any, scope: str, rows: Any) -> None:
     from evalgate.runtime.semantic_cache import encode_entry
 
     answer = CachedAnswer(content="an answer of a few words", model="m")
-    entries = (encode_entry(v, "", answer, None) for v in rows)
-    if hasattr(backend, "_connections"):  # SQLite: one transaction
-        with backend._connections.use() as db:
-            db.execute("BEGIN")
-            db.executemany(
-                "INSERT INTO semantic (scope, entry) VALUES (?, ?)",
-                ((scope, e) for e in entries),
-            )
-            db.execute("COMMIT")
-        return
-    pipe = backend._r.pipeline(transaction=False)  # Redis: RPUSH in batches
-    for k, entry in enumerate(entries, 1):
-        pipe.rpush(backend._semantic + scope, entry)
-        if k % 2000 == 0:
-            pipe.execute()
-    pipe.execute()
+    _bulk_raw(backend, scope, (encode_entry(v, "", answer, None) for v in rows))
 
 
 def lookup_section(sizes: list[int], backends: list[str], lookups: int) -> None:
@@ -259,7 +244,8 @@ def lookup_section(sizes: list[int], backends: list[str], lookups: int) -> None:
     )
     print(
         f"{'backend':>7} {'entries':>8} {'path':>6} {'| lookup wall':>16} {'lookup CPU':>16}"
-        f" {'embedding':>16} {'store I/O':>16} {'search':>16} {'hits':>5} {'first read':>11}"
+        f" {'embedding':>16} {'store I/O':>16} {'search':>16} {'hits':>5}"
+        f" {'1st lookup':>10} {'loaded in':>9}"
     )
     ratios = []
     for kind in backends:
@@ -282,8 +268,160 @@ def lookup_section(sizes: list[int], backends: list[str], lookups: int) -> None:
                     backend.close()
     for kind, entries, ratio in ratios:
         print(f"  {kind} {entries}: before / after median lookup = {ratio:.2f}x")
+    print(
+        "  1st lookup: a process's first lookup in the scope (a miss while a large scope "
+        "loads in the background); loaded in: until its entries are all searchable"
+    )
     print(f"  load average at end {os.getloadavg()[0]:.1f} (2 cores, shared)")
+    first_read_section(max(sizes), backends, store_rows)
     encoder_floor(paths)
+
+
+def _encode_v1(vector: Any, answer: Any) -> bytes:
+    """An entry of format 1 as the earlier code wrote it (a JSON head, then the vector)."""
+    import json
+    import struct
+
+    import numpy as np
+
+    head = json.dumps(
+        {"v": 1, "sig": "", "exp": None, "a": answer.to_bytes().decode()}, separators=(",", ":")
+    ).encode()
+    return struct.pack("<I", len(head)) + head + np.asarray(vector, dtype="<f4").tobytes()
+
+
+def _old_quantise(self: Any, vectors: Any, start: int) -> None:
+    """ScopeIndex._quantise as it was before the first read was cut (whole-matrix steps)."""
+    import numpy as np
+
+    from evalgate.runtime.semantic_index import _Q_LEVELS, _V_LEVELS, BLOCK
+
+    peak = np.abs(vectors).max(axis=1)
+    scales = np.where(peak > 0, _V_LEVELS / np.maximum(peak, 1e-30), 1.0).astype(np.float32)
+    rows = np.rint(vectors * scales[:, None]).astype(np.int8)
+    end = start + len(vectors)
+    self._inv_scales[start:end] = 1.0 / scales
+    self._errors[start:end] = np.linalg.norm(vectors - rows / scales[:, None], axis=1)
+    self._offsets[start:end] = (_Q_LEVELS + 1) * rows.sum(axis=1, dtype=np.int32)
+    while len(self._blocks) * BLOCK < end:
+        self._blocks.append(np.zeros((self.dim, BLOCK), dtype=np.int8))
+    done = 0
+    while done < len(rows):
+        block, column = divmod(start + done, BLOCK)
+        take = min(BLOCK - column, len(rows) - done)
+        self._blocks[block][:, column : column + take] = rows[done : done + take].T
+        done += take
+
+
+def first_read_section(entries: int, backends: list[str], rows: Any) -> None:
+    """A process's first read of a scope of ``entries``, old path against new, same run,
+    same rows, alternating (3 rounds, medians): "old" reads entries of format 1 in one
+    query / one LRANGE, parses every JSON head and answer, and quantises as the earlier
+    code did; "new" is the load :class:`SemanticCache` runs now (format 2 in chunks,
+    vectors decoded in one numpy step, answers left as bytes). Each split into the read,
+    the decode and the index build; "CPU" is the whole read's CPU time."""
+    import os
+    import statistics
+    import tempfile
+    import uuid
+
+    from evalgate.runtime.backends import open_backend
+    from evalgate.runtime.cache import CachedAnswer
+    from evalgate.runtime.semantic_cache import (
+        INLINE_LOAD,
+        LOAD_CHUNK,
+        SemanticCache,
+        _decode_v1,
+    )
+    from evalgate.runtime.semantic_index import ScopeIndex
+
+    print(
+        f"\nFirst read of a {entries:,}-entry scope, s (median of 3; read / decode / index;"
+        f" CPU); load average {os.getloadavg()[0]:.1f}"
+    )
+    answer = CachedAnswer(content="an answer of a few words", model="m")
+    dim = rows.shape[1]
+    for kind in backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{tmp}/s.sqlite3" if kind == "sqlite" else "redis://127.0.0.1:6379/0"
+            backend = open_backend(url, prefix=f"evalgate-bench-{uuid.uuid4().hex[:8]}:")
+            try:
+                _bulk_load(backend, "new", rows[:entries])
+                _bulk_raw(backend, "old", (_encode_v1(v, answer) for v in rows[:entries]))
+                times: dict[str, list[tuple[float, ...]]] = {"old": [], "new": []}
+                cache = SemanticCache(backend, threshold=0.9, embedding_model="bench")
+                for _round in range(3):
+                    c0, t0 = time.process_time(), time.perf_counter()
+                    _, raws = backend.semantic_read("old", 0)
+                    t1 = time.perf_counter()
+                    _, vectors, sigs, answers, expires = _decode_v1(raws, dim)
+                    t2 = time.perf_counter()
+                    index = ScopeIndex(dim, int8_scan=True)
+                    index._quantise = _old_quantise.__get__(index)  # type: ignore[method-assign]
+                    index.append(vectors, expires, sigs, answers)
+                    t3 = time.perf_counter()
+                    times["old"].append(
+                        (t1 - t0, t2 - t1, t3 - t2, t3 - t0, time.process_time() - c0)
+                    )
+                    del raws, vectors, answers, index
+                    c0, t0 = time.process_time(), time.perf_counter()
+                    # What SemanticCache._read_rest does, with the decode timed apart.
+                    first = backend.semantic_tail("new", 0, INLINE_LOAD)
+                    raws, tail = list(first.entries), first
+                    while len(tail.entries) == (INLINE_LOAD if tail is first else LOAD_CHUNK):
+                        tail = backend.semantic_tail("new", tail.position, LOAD_CHUNK)
+                        raws += tail.entries
+                    t1 = time.perf_counter()
+                    decoded = _decode_v2_timed(cache, raws, dim)
+                    t3 = time.perf_counter()
+                    times["new"].append(
+                        (t1 - t0, decoded, t3 - t1 - decoded, t3 - t0, time.process_time() - c0)
+                    )
+                    del raws
+                medians = {
+                    path: [statistics.median(column) for column in zip(*rounds, strict=True)]
+                    for path, rounds in times.items()
+                }
+                for path, (read, decode, build, total, cpu) in medians.items():
+                    print(
+                        f"{kind:>7} {path:>4}: {total:6.2f} s  ({read:.2f} / {decode:.2f} / "
+                        f"{build:.2f}; CPU {cpu:.2f} s)"
+                    )
+                print(f"{kind:>7} old / new: {medians['old'][3] / medians['new'][3]:.1f}x")
+            finally:
+                if kind == "redis":
+                    backend.delete_all()
+                backend.close()
+
+
+def _decode_v2_timed(cache: Any, raws: list[bytes], dim: int) -> float:
+    """Decodes and indexes ``raws`` as a load does; returns the decode's share (s)."""
+    from evalgate.runtime.semantic_cache import decode_entries
+    from evalgate.runtime.semantic_index import ScopeIndex
+
+    t0 = time.perf_counter()
+    vectors, sigs, answers, expires = decode_entries(raws, dim)
+    decoded = time.perf_counter() - t0
+    ScopeIndex(dim, int8_scan=True).append(vectors, expires, sigs, answers)
+    return decoded
+
+
+def _bulk_raw(backend: Any, scope: str, entries: Any) -> None:
+    if hasattr(backend, "_connections"):  # SQLite: one transaction
+        with backend._connections.use() as db:
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT INTO semantic (scope, entry) VALUES (?, ?)",
+                ((scope, e) for e in entries),
+            )
+            db.execute("COMMIT")
+        return
+    pipe = backend._r.pipeline(transaction=False)  # Redis: RPUSH in batches
+    for k, entry in enumerate(entries, 1):
+        pipe.rpush(backend._semantic + scope, entry)
+        if k % 2000 == 0:
+            pipe.execute()
+    pipe.execute()
 
 
 def encoder_floor(paths: dict[str, Any]) -> None:
@@ -360,8 +498,12 @@ def _measure(
         if path == "before":  # every path reads the same store
             _bulk_load(backend, scope, store_rows[:entries])
         start = time.perf_counter()
-        caches[path].lookup(ask("warm-up: reads every entry"))
-        first[path] = time.perf_counter() - start
+        caches[path].lookup(ask("warm-up: starts reading every entry"))
+        first_lookup = time.perf_counter() - start
+        loading = caches[path]._scope(scope).loading  # None: read within the lookup
+        if loading is not None:
+            loading.result()
+        first[path] = (first_lookup, time.perf_counter() - start)
         encoder.clear_cache()  # every text is new, as at runtime
     names = ("wall", "cpu", "embed", "io", "search")
     times: dict[str, dict[str, list[float]]] = {p: {n: [] for n in names} for p in paths}
@@ -396,7 +538,7 @@ def _measure(
         print(
             f"{kind:>7} {entries:>8} {path:>6} | {_median_p95(t['wall'])} {_median_p95(t['cpu'])} "
             f"{_median_p95(t['embed'])} {_median_p95(t['io'])} {_median_p95(t['search'])} "
-            f"{hits[path]:>5} {first[path]:>10.1f}s"
+            f"{hits[path]:>5} {first[path][0] * 1000:>8.1f}ms {first[path][1]:>8.2f}s"
         )
     return {path: statistics.median(times[path]["wall"]) for path in paths}
 

@@ -16,30 +16,52 @@ similarity reaches the policy's certified threshold and, with the guard on, its 
 signature equals the request's (:mod:`evalgate.semcache.guard`). A hit carries its
 similarity, which the ledger records.
 
-Storage, by backend:
+Storage, by backend (an entry, format 2: a fixed head with the expiry, the vector as
+float32 at a fixed offset, the guard signature, the answer's bytes; entries of format 1,
+a JSON head, are still read):
 
-* **SQLite**: table ``semantic`` (scope, entry blob): the answer, signature, expiry and
-  the vector as float32 bytes, appended; the row id is the readers' resume position.
+* **SQLite**: table ``semantic`` (scope, entry blob, expiry), appended; the row id is the
+  readers' resume position (never reused); ``semantic_gen`` holds each scope's generation.
 * **Redis 7.0 without the query engine** (this machine): one list per scope under the
-  cache prefix, appended with ``RPUSH``; its length is the version. Each process keeps
-  the scope's matrix in memory and reads only the tail it has not seen, so a lookup is
-  one round trip plus a local search, and every instance sees every other's entries.
+  cache prefix, appended with ``RPUSH``, and a generation key beside it. Each process
+  keeps the scope's matrix in memory and reads only the tail it has not seen, so a lookup
+  is one round trip plus a local search, and every instance sees every other's entries.
 * **Redis with the query engine (Redis Stack / Redis 8)**: the same entries as hashes
-  with a ``VECTOR FLAT`` (or HNSW) field of 384 float32 dims, ``COSINE``, and TAG fields
-  for scope and signature; a lookup is one ``FT.SEARCH idx "(@scope:{s}
-  @sig:{g})=>[KNN 1 @v $q AS d]"``, served when ``1 - d >= threshold``. That moves the
-  search to the server and the memory out of each process; not built here (the server
-  here cannot run it) and so not tested.
+  with a ``VECTOR FLAT`` (or HNSW) field of 384 float32 dims, ``COSINE``, a NUMERIC
+  expiry field, and TAG fields for scope and signature; a lookup is one ``FT.SEARCH idx
+  "(@scope:{s} @sig:{g} @exp:[(now +inf])=>[KNN 1 @v $q AS d]"``, served when ``1 - d >=
+  threshold``. That moves the search to the server and the memory out of each process:
+  no first read (nothing to load), and eviction and expiry become per-entry deletes (or a
+  key TTL per hash) with no generation, since no reader holds positions. Not built here
+  (the server here cannot run it) and so not tested.
 
-Entries are never served past their ``ttl_s``; expired entries stay in the store until
-``cache_clear`` (the search masks them). A backend failure is a miss, as for the exact
-cache. The embedding model's identity must match the one the threshold was certified
-with: :class:`SemanticCache` refuses to start otherwise, since another model's
+**A process's first read of a scope** decodes every vector in one numpy step and leaves
+each answer as bytes until it is served. A scope of fewer than :data:`INLINE_LOAD`
+entries is read inside the lookup that needs it; a larger one (100,000 entries: about
+0.5 s) is read on a background thread, and lookups in that scope are misses until it is
+in: the application's first requests go to the model instead of waiting, and every
+request after the load is served from memory as before.
+
+**Bound and expiry: compaction.** A scope holds at most ``max_entries``. A store that
+finds the scope at its bound, or a quarter of it expired, first compacts it in one atomic
+step (an SQLite write transaction; a Redis script): the expired entries go, then the
+oldest until a tenth of the bound is free, and the scope's generation moves. Of two
+processes storing at the bound at once, one compacts; the other finds the generation
+moved and only appends. Every reader compares the generation at each version check
+(read with the tail, in one snapshot) and, when it moved, drops what it holds and reads
+the scope again: a position held from before a compaction (on Redis, a list index that
+now names another entry) is never resumed. On Redis a compaction removes the run of
+expired entries behind the evicted ones (with one TTL per scope, the expired entries are
+the oldest); an expired entry elsewhere is masked by the search and goes when it is
+oldest. Entries of format 1 have no expiry the stores can read: they go by age.
+
+Entries are never served past their ``ttl_s``. A backend failure is a miss, as for the
+exact cache. The embedding model's identity must match the one the threshold was
+certified with: :class:`SemanticCache` refuses to start otherwise, since another model's
 similarities mean something else; and scopes are stored under that identity, so two
 deployments with different models that share a store never search each other's vectors.
-What a broken writer could leave (a torn blob, a mistyped head, a NaN or non-unit vector)
-is skipped on read and never stored by this module; a scope stops growing at
-``max_entries``.
+What a broken writer could leave (a torn blob, a mistyped head, a NaN or non-unit vector,
+an answer that does not parse) is skipped on read and never stored by this module.
 """
 
 from __future__ import annotations
@@ -377,10 +399,10 @@ class SemanticCache:
         failures: where backend failures are reported (a failure is a miss).
         writer: runs a function on a background thread (the ledger's), so storing an
             entry never adds to a call's latency; None: written inline.
-        max_entries: entries per scope (tenant, prompt, model and parameters) at most;
-            a full scope serves what it holds and stores nothing more. It bounds the
-            store and each process's memory (about 2 KB per entry in memory); expired
-            entries count until ``cache_clear``.
+        max_entries: entries per scope (tenant, prompt, model and parameters) at most:
+            a store into a full scope evicts the oldest tenth (expired entries first)
+            and every process reads the scope again. It bounds the store and each
+            process's memory (about 2 KB per entry in memory).
         int8_scan: search through the int8 scan (:mod:`evalgate.runtime.semantic_index`);
             None: when ONNX Runtime is installed. Either way the search is exact.
     """
@@ -657,7 +679,7 @@ class SemanticCache:
             if current or loading is None:
                 break
             wait([loading])  # a background load: waited for here, off the call's path
-        compact = current and (stored >= self.max_entries or 4 * expired >= max(stored, 1) > 0)
+        compact = current and (stored >= self.max_entries or 0 < 4 * expired >= stored)
         if not self.failures.available():
             self.failures.skipped("semantic cache write")
             return

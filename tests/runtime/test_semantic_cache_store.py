@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import tempfile
 import time
 from typing import Any
 
@@ -201,9 +202,8 @@ def test_a_torn_answer_is_skipped_when_served_and_the_next_best_served():
     vector[5] = 1.0
     good = encode_entry(vector, "", answer("five"), None)
     torn = encode_entry(vector, "", answer("torn"), None)[:-3]
-    vectors, sigs, answers, _ = decode_entries([torn, good], DIM)
+    _, sigs, _, _ = decode_entries([torn, good], DIM)
     assert len(sigs) == 2  # answers are decoded when served, not when read
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp, open_backend(f"sqlite:///{tmp}/s.sqlite3") as b:
         c = cache(b)
@@ -252,9 +252,11 @@ def test_a_clear_reaches_a_reader_even_when_the_refill_is_identical(backend_spec
 def test_a_bound_below_one_is_refused(tmp_path, bad):
     from evalgate.runtime import PolicyError
 
-    with open_backend(f"sqlite:///{tmp_path / 's.sqlite3'}") as backend:
-        with pytest.raises(PolicyError, match="max_entries must be >= 1"):
-            cache(backend, max_entries=bad)
+    with (
+        open_backend(f"sqlite:///{tmp_path / 's.sqlite3'}") as backend,
+        pytest.raises(PolicyError, match="max_entries must be >= 1"),
+    ):
+        cache(backend, max_entries=bad)
 
 
 def test_cached_answer_round_trip_through_format_two():
@@ -262,6 +264,6 @@ def test_cached_answer_round_trip_through_format_two():
     vector[0] = 1.0
     full = CachedAnswer(content="x\ud800", model="m", tokens_in=3, cost_usd=0.5, created=1.0)
     raw = encode_entry(vector, "g1:\ud800'q'", full, 123.5)
-    vectors, sigs, answers, expires = decode_entries([raw], DIM)
+    _, sigs, answers, expires = decode_entries([raw], DIM)
     assert sigs == ["g1:\ud800'q'"] and expires.tolist() == [123.5]
     assert content(answers[0]) == "x\ud800"

@@ -106,6 +106,8 @@ INLINE_LOAD = 2_048
 larger one is read on a background thread while its lookups are misses (see the module)."""
 LOAD_CHUNK = 25_000
 """Entries per read of a background load (each one round trip)."""
+LOAD_WAIT_S = 60.0
+"""How long a write waits for its scope's background load (then writes unchecked)."""
 EVICT_SHARE = 10
 """A compaction at the bound leaves room for max_entries // EVICT_SHARE new entries, so a
 full scope is compacted (and re-read by every process) once per that many stores."""
@@ -342,6 +344,10 @@ class _Scope:
     index: ScopeIndex | None = None
     loaded: bool = False  # read whole since the last reset
     loading: Future[_Loaded] | None = None  # a background load of this scope
+    loading_pid: int = 0  # the process that started it (a fork's child never sees it end)
+    # Expired entries the last compaction could not remove (entries of format 1 on
+    # SQLite, or not at the old end of a Redis list): they do not trigger another.
+    stuck: int = 0
     # Entries this process stored and already holds: skipped when read back from the store.
     own: set[bytes] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -354,6 +360,7 @@ class _Scope:
         self.index = None
         self.loaded = False
         self.loading = None
+        self.stuck = 0
         self.own.clear()
 
     def resume(self) -> int:
@@ -517,12 +524,15 @@ class SemanticCache:
         """Reads the scope whole: inline when it is small, else on the load thread (this
         call then returns False until the load is done, and the lookups in the meantime
         are misses rather than waiting for seconds behind it). Holds ``state.lock``."""
+        if state.loading is not None and state.loading_pid != os.getpid():
+            state.loading = None  # started before a fork, by a thread the child lacks
         if state.loading is None:
             first = self.backend.semantic_tail(scope, 0, INLINE_LOAD)
             if len(first.entries) < INLINE_LOAD:
                 state.install(self._indexed(first.generation, first.position, first.entries, dim))
                 return True
             state.loading = self._executor()[1].submit(self._read_rest, scope, first, dim)
+            state.loading_pid = os.getpid()
         if not state.loading.done():
             return False
         done, state.loading = state.loading, None
@@ -675,21 +685,28 @@ class SemanticCache:
                 now = time.time()
                 stored = state.count - len(state.own)
                 expired = 0 if state.index is None else state.index.expired(now)
+                expired -= min(expired, state.stuck)
                 generation = state.generation
             if current or loading is None:
                 break
-            wait([loading])  # a background load: waited for here, off the call's path
+            # A background load: waited for here, off the call's path.
+            wait([loading], timeout=LOAD_WAIT_S)
         compact = current and (stored >= self.max_entries or 0 < 4 * expired >= stored)
         if not self.failures.available():
             self.failures.skipped("semantic cache write")
             return
         try:
-            if compact and self.backend.semantic_compact(
-                scope, generation, now, self.max_entries - self._room
-            ):
+            if compact:
+                removed = self.backend.semantic_compact(
+                    scope, generation, now, self.max_entries - self._room
+                )
                 with state.lock:
-                    if state.generation == generation:
+                    if state.generation != generation:
+                        pass  # read again since: nothing held is from before
+                    elif removed:
                         state.reset()  # this process reads the compacted scope again too
+                    elif state.index is not None:
+                        state.stuck = state.index.expired(now)
             self.backend.semantic_add(scope, entry, expires)
         except self.backend.errors as exc:
             self.failures.failed("semantic cache write", exc)

@@ -267,3 +267,50 @@ def test_cached_answer_round_trip_through_format_two():
     _, sigs, answers, expires = decode_entries([raw], DIM)
     assert sigs == ["g1:\ud800'q'"] and expires.tolist() == [123.5]
     assert content(answers[0]) == "x\ud800"
+
+
+def test_expired_entries_a_compaction_cannot_reach_do_not_compact_every_write(backend_spec):
+    """SQLite removes expired entries wherever they are; Redis removes the expired run at
+    the list's old end, so entries behind a live one stay (masked) until they are oldest,
+    and the writer stops asking after one compaction that removed nothing."""
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as backend:
+        c = cache(backend)
+        c.store(ask("item 0"), answer("live"), ttl_s=None)
+        for i in range(1, 4):
+            c.store(ask(f"item {i}"), answer(f"short {i}"), ttl_s=0.05)
+        time.sleep(0.1)
+        calls = []
+        compact = backend.semantic_compact
+
+        def counted(*args: Any) -> int:
+            calls.append(args)
+            return compact(*args)
+
+        backend.semantic_compact = counted  # type: ignore[method-assign]
+        c.store(ask("item 4"), answer("four"), ttl_s=None)
+        c.store(ask("item 5"), answer("five"), ttl_s=None)
+        if url.startswith("sqlite"):
+            assert stored(backend, c) == ["live", "four", "five"]
+        else:
+            assert stored(backend, c) == ["live", "short 1", "short 2", "short 3", "four", "five"]
+            assert len(calls) == 1  # removed nothing: not asked again for the same entries
+        assert c.lookup(ask("item 2")) is None
+
+
+def test_a_load_started_before_a_fork_is_started_again_in_the_child(tmp_path):
+    from concurrent.futures import Future
+
+    with open_backend(f"sqlite:///{tmp_path / 's.sqlite3'}") as backend:
+        scope = cache(backend).scope_of(ask("item 1"))
+        assert scope is not None
+        _bulk(backend, scope, INLINE_LOAD + 10)
+        reader = cache(backend)
+        state = reader._scope(scope)
+        # What a child process inherits: the parent's load in flight, whose thread it lacks.
+        state.loading, state.loading_pid = Future(), -1
+        assert reader.lookup(ask("item 1")) is None
+        assert state.loading is not None and state.loading_pid > 0
+        state.loading.result(timeout=60)
+        hit = reader.lookup(ask("item 1"))
+        assert hit is not None and hit.answer.content == "1"

@@ -533,6 +533,7 @@ class SemanticCache:
                 return True
             state.loading = self._executor()[1].submit(self._read_rest, scope, first, dim)
             state.loading_pid = os.getpid()
+            return False  # the lookup that starts a load is a miss, however fast it ends
         if not state.loading.done():
             return False
         done, state.loading = state.loading, None

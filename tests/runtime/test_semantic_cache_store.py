@@ -314,3 +314,29 @@ def test_a_load_started_before_a_fork_is_started_again_in_the_child(tmp_path):
         state.loading.result(timeout=60)
         hit = reader.lookup(ask("item 1"))
         assert hit is not None and hit.answer.content == "1"
+
+
+def test_a_reader_during_many_compactions_never_serves_a_wrong_entry(backend_spec):
+    """One process stores 400 entries into a scope bounded at 30 (a compaction every 3
+    stores) while this one looks entries up: every hit is the entry asked for, and what
+    this process holds never grows past the bound by more than the stores in between."""
+    url, prefix = backend_spec
+    worker = multiprocessing.get_context("fork").Process(
+        target=_store_many, args=(url, prefix, 0, 400, 30)
+    )
+    with open_backend(url, prefix=prefix) as backend:
+        reader = cache(backend, max_entries=30)
+        worker.start()
+        hits = 0
+        largest = 0
+        while worker.is_alive() or hits == 0:
+            for i in range(0, 400, 7):
+                hit = reader.lookup(ask(f"item {i}", "acme"))
+                assert hit is None or hit.answer.content == str(i)
+                hits += hit is not None
+            largest = max(largest, len(held(reader, "acme")))
+        worker.join(60)
+        assert worker.exitcode == 0
+        assert hits > 0 and largest <= 30 + 30
+        assert reader.lookup(ask("item 399", "acme")) is not None
+        assert held(reader, "acme") == stored(backend, reader, "acme")

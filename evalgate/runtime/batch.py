@@ -515,11 +515,15 @@ class BatchHandle:
             choice = body["choices"][0]
             message = choice["message"]
             calls_tools = bool(message.get("tool_calls") or message.get("function_call"))
-            # A tool-call answer has no content: "" stands for it in the result.
-            content = message.get("content") or ""
+            refusal = bool(message.get("refusal"))
+            # The rule reads the content as sent (null is no text, as online); in the
+            # result "" stands for an answer without text (a tool call, a refusal).
+            sent = message.get("content")
+            content = "" if sent is None else sent
             finish = choice.get("finish_reason")
         except (KeyError, IndexError, TypeError, AttributeError):
-            content, finish, calls_tools = None, None, False
+            sent = content = finish = None
+            calls_tools = refusal = False
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         tokens_in = (
             usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None
@@ -544,7 +548,7 @@ class BatchHandle:
             batch_id=batch_id,
         )
         answer = None
-        if error is None and is_cacheable(content, finish, tool_calls=calls_tools):
+        if error is None and is_cacheable(sent, finish, tool_calls=calls_tools, refusal=refusal):
             answer = CachedAnswer(
                 content=content,
                 model=route.model,

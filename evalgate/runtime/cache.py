@@ -49,15 +49,18 @@ class CacheRequest:
         )
 
 
-def is_cacheable(content: Any, finish_reason: Any, *, tool_calls: bool) -> bool:
+def is_cacheable(
+    content: Any, finish_reason: Any, *, tool_calls: bool, refusal: bool = False
+) -> bool:
     """Whether an answer may be stored and served again: the one rule for every path.
 
     Only a complete text answer is reusable: its content is a string and the provider
     said why it stopped (a cut stream has no finish reason). An answer that calls tools
     is never stored: its meaning is the calls, which a cached answer (text only) would
-    drop, and whose effects the application must run each time.
+    drop, and whose effects the application must run each time. Nor is a refusal
+    (``message.refusal``, content null): a cached answer would serve it as empty text.
     """
-    return isinstance(content, str) and not tool_calls and finish_reason is not None
+    return isinstance(content, str) and not tool_calls and not refusal and finish_reason is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -552,7 +552,12 @@ class Policy:
         calls_tools = bool(
             getattr(message, "tool_calls", None) or getattr(message, "function_call", None)
         )
-        if is_cacheable(content, getattr(choice, "finish_reason", None), tool_calls=calls_tools):
+        if is_cacheable(
+            content,
+            getattr(choice, "finish_reason", None),
+            tool_calls=calls_tools,
+            refusal=bool(getattr(message, "refusal", None)),
+        ):
             answer = CachedAnswer(
                 content=str(content),
                 model=route.model,
@@ -598,7 +603,9 @@ class Policy:
             error=error,
         )
         answer = None
-        # A cut or abandoned stream (an error, or no finish reason) is never stored.
+        # A cut or abandoned stream (an error, or no finish reason) is never stored. A
+        # refusal cannot be told here: litellm drops a stream's refusal deltas, so the
+        # caller and the cache both see an empty answer.
         if error is None and is_cacheable("", acc.finish_reason, tool_calls=acc.tool_calls):
             answer = CachedAnswer(
                 content="".join(acc.parts),

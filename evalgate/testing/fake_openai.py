@@ -26,6 +26,8 @@ Behaviour is chosen per request by the ``model`` field, so parallel tests never 
 ``key=K``             counter namespace (default: the whole model string)
 ``tool_call=NAME``    answer with a call of tool NAME (arguments ``{}``), no content, finish
                       reason ``tool_calls`` (streamed as one tool-call delta)
+``refusal=TEXT``      refuse: content null, ``refusal`` TEXT, finish reason ``stop`` (streamed
+                      as one refusal delta), as OpenAI answers what it declines
 ``echo_headers=1``    failures (``fail=``) quote the request's headers in the error message,
                       as some proxies do: for testing that credentials never reach a report
 
@@ -109,6 +111,7 @@ class Behaviour:
     chunks: int | None = None
     echo_headers: bool = False
     tool_call: str | None = None
+    refusal: str | None = None
 
     def fails(self, ordinal: int) -> bool:
         return self.fail_status is not None and (
@@ -175,6 +178,10 @@ def parse_model(model: str) -> Behaviour:
             if not v:
                 raise ValueError("directive 'tool_call' needs a tool name")
             fields["tool_call"] = v
+        elif k == "refusal":
+            if not v:
+                raise ValueError("directive 'refusal' needs a text")
+            fields["refusal"] = v
         elif k == "echo_headers":
             fields["echo_headers"] = v not in ("", "0", "false")
         elif k == "retry_after":
@@ -194,6 +201,14 @@ def _tool_calls(beh: Behaviour) -> list[dict[str, Any]]:
             "function": {"name": beh.tool_call, "arguments": "{}"},
         }
     ]
+
+
+def _message(beh: Behaviour, reply: str) -> dict[str, Any]:
+    if beh.tool_call is not None:
+        return {"role": "assistant", "content": None, "tool_calls": _tool_calls(beh)}
+    if beh.refusal is not None:
+        return {"role": "assistant", "content": None, "refusal": beh.refusal}
+    return {"role": "assistant", "content": reply, "refusal": None}
 
 
 def make_model(name: str = "fake", **directives: Any) -> str:
@@ -374,9 +389,10 @@ def _reply(
             prompt_tokens += len(text.split())
             if m.get("role") == "user":
                 last_user = text
-    if beh.tool_call is not None:  # the answer is the call: no text
+    if beh.tool_call is not None or beh.refusal is not None:  # no text: a call or a refusal
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 1}
-        return "", "tool_calls", {**usage, "total_tokens": prompt_tokens + 1}
+        finish = "tool_calls" if beh.tool_call is not None else "stop"
+        return "", finish, {**usage, "total_tokens": prompt_tokens + 1}
     reply = beh.reply if beh.reply is not None else "echo: " + last_user
     pieces = _split_chunks(reply, None)
     finish = "stop"
@@ -407,9 +423,7 @@ def _completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": reply, "refusal": None}
-                if beh.tool_call is None
-                else {"role": "assistant", "content": None, "tool_calls": _tool_calls(beh)},
+                "message": _message(beh, reply),
                 "logprobs": None,
                 "finish_reason": finish,
             }
@@ -770,6 +784,9 @@ class _HTTPProtocol(asyncio.Protocol):
         if beh.tool_call is not None:
             calls = [{"index": 0, **call} for call in _tool_calls(beh)]
             out.append(event({"tool_calls": calls}))
+            chunks = []
+        elif beh.refusal is not None:
+            out.append(event({"refusal": beh.refusal}))
             chunks = []
         delay = beh.chunk_delay_ms / 1000
         for i, piece in enumerate(chunks):

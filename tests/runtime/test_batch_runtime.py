@@ -139,6 +139,20 @@ def test_tool_call_answers_from_a_batch_are_never_cached(policy_for, fake_server
     assert online.choices[0].message.tool_calls  # not an empty cached text answer
 
 
+def test_refusals_from_a_batch_are_never_cached_as_empty_text(policy_for, fake_server, key) -> None:
+    """A refusal (content null, no tool call) is not a text answer: the online path never
+    stores it, and the batch path stored it as "" and served that to later requests."""
+    model = make_model(key=key, refusal="I can't help with that.")
+    policy = policy_for({"digest": feature(model, fake_server.base_url)})
+    first = policy.batch("digest", [ask("a")]).wait(timeout_s=60, poll_s=0.05)
+    assert first[0].error is None and not first[0].cached
+    again = policy.batch("digest", [ask("a")]).wait(timeout_s=60, poll_s=0.05)
+    assert not again[0].cached
+    online = policy.completion(feature="digest", messages=ask("a")["messages"], tenant="acme")
+    assert online.choices[0].message.content is None  # the refusal, not a cached ""
+    assert fake_server.request_count(key) == 3
+
+
 def test_limits_are_reserved_for_the_whole_batch_all_or_none(policy_for, fake_server, key) -> None:
     policy = policy_for(
         {"digest": feature(make_model(key=key), fake_server.base_url, cache={"mode": "off"})},

@@ -274,6 +274,19 @@ def test_tool_call_answers_are_never_cached(tmp_path, backend, fake_server, key,
     assert not any(r.cached for r in records(policy))
 
 
+def test_refusals_are_never_cached(tmp_path, backend, fake_server, key) -> None:
+    """A refusal has no text (content null): stored, it would be served as an empty
+    answer. (Streamed, litellm drops the refusal delta: the caller gets an empty answer.)"""
+    model = make_model(key=key, refusal="I can't help with that.")
+    policy = make_policy(tmp_path, backend, {"qa": feature(model, fake_server.base_url)})
+    for _ in range(2):
+        response = policy.completion(feature="qa", messages=ask())
+        assert response.choices[0].message.content is None
+        assert response.choices[0].message.refusal == "I can't help with that."
+    assert fake_server.request_count(key) == 2
+    assert not any(r.cached for r in records(policy))
+
+
 def test_cut_and_abandoned_streams_are_never_cached(tmp_path, backend, fake_server, key) -> None:
     cut = make_model(key=key + "a", reply="a b c d e f", cut_after=2)
     policy = make_policy(tmp_path, backend, {"qa": feature(cut, fake_server.base_url)})

@@ -323,15 +323,24 @@ def _quality(
     served: np.ndarray,
 ) -> dict[str, Any]:
     """Mean score of the hits (the served answers, graded for the new request) beside what
-    fresh calls scored on those same requests, and of the misses (fresh calls)."""
+    fresh calls scored on those same requests, and of the misses (fresh calls).
+
+    Means are over completed rows, as a config's quality is (``evalgate.stats``): an
+    errored row's score 0 is no grade. A hit is left out on both sides when either its
+    served answer or its fresh call errored (a grader can fail on either), so the two
+    means stay paired; ``errored`` counts the requests left out.
+    """
     hit = [i for i in range(len(requests)) if served[i] >= 0]
     miss = [i for i in range(len(requests)) if served[i] < 0]
+    paired = [i for i in hit if not composed[i].errored and not requests[i][1].errored]
+    completed = [i for i in miss if not composed[i].errored]
     return {
         "hits": len(hit),
-        "hit_score": _mean([composed[i].score for i in hit]),
-        "fresh_score_on_hits": _mean([requests[i][1].score for i in hit]),
+        "hit_score": _mean([composed[i].score for i in paired]),
+        "fresh_score_on_hits": _mean([requests[i][1].score for i in paired]),
         "misses": len(miss),
-        "miss_score": _mean([composed[i].score for i in miss]),
+        "miss_score": _mean([composed[i].score for i in completed]),
+        "errored": len(hit) - len(paired) + len(miss) - len(completed),
     }
 
 
@@ -362,13 +371,18 @@ def describe(config_id: str, record: Mapping[str, Any]) -> str:
     if record.get("near_miss_wrong_rate") is not None:
         line += f", {_pct(record['near_miss_wrong_rate'])} of near-misses"
     quality = record.get("quality") or {}
+    parts = []
     if quality.get("hit_score") is not None:
-        line += (
-            f"; quality of hits {quality['hit_score']:.3f} (fresh calls on the same requests "
+        parts.append(
+            f"hits {quality['hit_score']:.3f} (fresh calls on the same requests "
             f"{quality['fresh_score_on_hits']:.3f})"
         )
     if quality.get("miss_score") is not None:
-        line += f", of misses {quality['miss_score']:.3f}"
+        parts.append(f"{'of ' if parts else ''}misses {quality['miss_score']:.3f}")
+    if parts:
+        line += "; quality of " + ", ".join(parts)
+        if quality.get("errored"):
+            line += f" ({quality['errored']} errored rows left out)"
     if record.get("cost_saved_pct") is not None:
         line += f"; cost saved {record['cost_saved_pct']:.0f}%"
     fixed = ", ".join(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from evalgate.results import CallResult, CaseResult, GradeResult
 from evalgate.semcache.certify import calibrate, certify, evaluate, fold_labels
 from evalgate.semcache.guard import may_share, signature
 from evalgate.semcache.replay import EXACT, Replay
@@ -202,3 +203,77 @@ def test_empty_traffic_reports_nothing_and_certifies_nothing():
     replay = Replay([], [], np.zeros((0, 384)), [], lambda i, j: True)
     result = certify(replay, max_wrong_hit=0.05, alpha=0.1)
     assert not result.certified and result.figures.requests == 0 and result.figures.hits == 0
+
+
+def _row(score: float, *, error: str | None = None, grader_error: bool = False) -> CaseResult:
+    grades = (GradeResult("g", score, score >= 0.5, "r", error="boom" if grader_error else None),)
+    return CaseResult(
+        item_key="s::c[x]",
+        run_id="r",
+        suite="s",
+        feature="f",
+        suite_hash="h",
+        case_id="c",
+        config_id="x",
+        repeat=0,
+        group=None,
+        tier="t",
+        model="m",
+        must_pass=False,
+        call=CallResult(output="" if error else "a", error=error),
+        grades=grades,
+        score=0.0 if error or grader_error else score,
+        passed=score >= 0.5 and not (error or grader_error),
+    )
+
+
+def test_quality_figures_leave_errored_rows_out_of_the_means_and_count_them():
+    """Quality describes completed calls (the statistics' convention): an errored twin
+    call (score 0, a miss: errors are never cached) dragged the misses' mean down, and a
+    grader error on a hit or its fresh twin dragged one side of the pair."""
+    from evalgate.derived.semcache import _quality, describe
+
+    fresh = [_row(0.8), _row(0.6), _row(0.9, error="APIError: x"), _row(1.0), _row(0.7)]
+    composed = [_row(0.8), _row(0.6), fresh[2], _row(1.0, grader_error=True), _row(0.7)]
+    served = np.array([-1, 0, -1, 0, -1])
+    requests = [(None, row) for row in fresh]
+    quality = _quality(requests, composed, served)  # type: ignore[arg-type]
+    assert quality["hits"] == 2 and quality["misses"] == 3
+    # Hit 3's served answer could not be graded: the pair is left out on both sides.
+    assert quality["hit_score"] == pytest.approx(0.6)
+    assert quality["fresh_score_on_hits"] == pytest.approx(0.6)
+    assert quality["miss_score"] == pytest.approx(0.75)  # the errored call is no score
+    assert quality["errored"] == 2
+    # No hits, or every miss errored: no mean, and the line says nothing about it.
+    none = _quality(requests[2:3], composed[2:3], np.array([-1]))  # type: ignore[arg-type]
+    assert none == {
+        "hits": 0,
+        "hit_score": None,
+        "fresh_score_on_hits": None,
+        "misses": 1,
+        "miss_score": None,
+        "errored": 1,
+    }
+    record = {
+        "twin": "fresh",
+        "threshold": 0.9,
+        "max_wrong_hit": 0.02,
+        "alpha": 0.05,
+        "guard": True,
+        "certified": True,
+        "folds": 5,
+        "requests": 5,
+        "hit_rate": 0.4,
+        "wrong_hit_rate": {"estimate": 0.0, "low": 0.0, "high": 0.1},
+        "wrong_among_hits": {"estimate": 0.0, "low": 0.0, "high": 0.2},
+    }
+    assert "quality" not in describe("c", {**record, "quality": none})
+    line = describe("c", {**record, "quality": quality})
+    assert (
+        "; quality of hits 0.600 (fresh calls on the same requests 0.600), of misses 0.750" in line
+    )
+    assert "2 errored rows left out" in line
+    # No hits: the misses' figure is not left hanging after another clause.
+    misses = {**none, "miss_score": 0.75, "errored": 0}
+    line = describe("c", {**record, "near_miss_wrong_rate": 0.0, "quality": misses})
+    assert "0.0% of near-misses; quality of misses 0.750" in line

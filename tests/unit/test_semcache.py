@@ -277,3 +277,38 @@ def test_quality_figures_leave_errored_rows_out_of_the_means_and_count_them():
     misses = {**none, "miss_score": 0.75, "errored": 0}
     line = describe("c", {**record, "near_miss_wrong_rate": 0.0, "quality": misses})
     assert "0.0% of near-misses; quality of misses 0.750" in line
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # A leading decimal point was dropped: ".5" read as 5.
+        ("Refund .5 BTC to my wallet", "Refund 5 BTC to my wallet"),
+        # Commas were dropped wherever they stood, not only between thousands.
+        ("Refund 1,5 euros", "Refund 15 euros"),
+        ("Add items 1,2 to the cart", "Add item 12 to the cart"),
+        # A hyphenated answer format was still a negation (the defect v2 fixes).
+        (
+            "Is a whale a fish? A yes-or-no question.",
+            "Is a whale not a fish? A yes-or-no question.",
+        ),
+        ("Is a whale a fish? Answer yes, or no.", "Is a whale not a fish? Answer yes, or no."),
+        # Contractions typed without an apostrophe, or with another apostrophe character.
+        ("Is the bridge open today?", "Isnt the bridge open today?"),
+        ("Does the plan cover dental?", "Doesnt the plan cover dental?"),
+        ("Is the bridge open today?", "Isnʼt the bridge open today?"),
+        ("Is the bridge open today?", "Isn＇t the bridge open today?"),
+    ],
+)
+def test_guard_v2_keeps_apart_what_v1_let_share(a: str, b: str) -> None:
+    assert may_share(a, b, 1)  # v1 is kept as it was for the policies certified with it
+    assert not may_share(a, b)
+
+
+def test_guard_v2_still_shares_what_is_the_same_request() -> None:
+    assert may_share("Refund 1,000 dollars", "Refund 1000 dollars")
+    assert may_share("Refund 1,000,000.50 now", "Refund 1000000.50 now")
+    assert may_share("Pick 1, 2 or 3", "Pick 1,  2 or 3")
+    assert may_share("Is a whale a fish? yes-or-no", "Is a whale a fish? Yes / no")
+    assert may_share("Is a whale a fish? Answer yes, or no.", "Is a whale a fish?")
+    assert signature("Refund 0.5 BTC") != signature("Refund .5 BTC")  # as written: kept apart

@@ -69,6 +69,7 @@ def _expected(policy_features: Mapping[str, Any], name: str) -> dict[str, Any]:
         "escalation_share": getattr(getattr(feature, "router", None), "escalation_rate", None),
         "semantic_hit_rate": _evaluated_hit_rate(evidence),
         "cache_mode": getattr(getattr(feature, "cache", None), "mode", None),
+        "semantic_config": isinstance(evidence.get("semantic_cache"), Mapping),
     }
 
 
@@ -203,12 +204,14 @@ def format_table(summary: Mapping[str, Mapping[str, Any]], window: str) -> str:
         if f.get("semantic_hits") or exp.get("semantic_hit_rate") is not None:
             mode = exp.get("cache_mode")
             # A semantic cache config exported as exact (nothing certified, or --cache):
-            # the line names what the policy runs, not what the suite asked for.
-            head = (
-                "semantic cache"
-                if mode in (None, "semantic")
-                else f"{mode} cache (exported for a semantic cache config)"
-            )
+            # the line names what the policy runs, not what the suite asked for. Hits by
+            # similarity under another mode are an earlier policy's in the window: the
+            # export is named only when the evidence says it was a semantic cache config.
+            head = "semantic cache"
+            if mode not in (None, "semantic"):
+                head = "cache off" if mode == "off" else f"{mode} cache"
+                if exp.get("semantic_config"):
+                    head += " (exported for a semantic cache config)"
             lines.append(
                 f"    {head}: {_fmt(f['cache_hit_rate'], '.0%')} of calls served from "
                 f"the cache, {f['semantic_hits']} by similarity (evals: "

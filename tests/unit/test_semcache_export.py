@@ -111,3 +111,36 @@ def test_export_writes_the_guard_version_the_threshold_was_certified_with(
         doc["suites"]["doors"]["derivations"]["cached"]["guard_version"] = recorded
     entry = feature_entry(doc, "doors", "cached")
     assert entry["cache"]["guard_version"] == exported
+
+
+@pytest.mark.parametrize(
+    ("config", "cache", "head"),
+    [
+        # A feature that is not a semantic cache config, whose window still holds hits by
+        # similarity from an earlier policy: the line made a claim about its export.
+        ("fresh", "auto", "exact cache:"),
+        ("fresh", "off", "cache off:"),
+        # A semantic cache config exported with --cache off: the hits are an earlier
+        # policy's (before: "off cache (exported ...): 25% of calls served from the cache").
+        ("cached", "off", "cache off (exported for a semantic cache config):"),
+    ],
+)
+def test_the_usage_line_claims_no_export_it_cannot_see(
+    tmp_path: Path, config: str, cache: str, head: str
+) -> None:
+    from evalgate.policy.render import render_policy
+    from evalgate.runtime.ledger import UsageRecord
+    from evalgate.runtime.policy_file import load_policy_file
+    from evalgate.runtime.usage import format_table, summarise
+
+    entry = feature_entry(document(True), "doors", config, cache=cache)
+    path = tmp_path / "p.py"
+    path.write_text(render_policy({"version": 1, "features": {"doors": entry}}))
+    features = load_policy_file(path).features
+    records = [
+        UsageRecord(ts=1.0, feature="doors", cached=i == 0, similarity=0.95 if i == 0 else None)
+        for i in range(4)
+    ]
+    table = format_table(summarise(records, features), "all")
+    (line,) = [text for text in table.splitlines() if "of calls served from the cache" in text]
+    assert line.strip().startswith(head)

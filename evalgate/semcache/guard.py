@@ -70,7 +70,7 @@ def signature(text: str, version: int = GUARD_VERSION) -> str:
     too brittle: "no, it's not" vs "it's not"). ``version``: the guard an exported policy
     was certified with (see :data:`GUARD_VERSION`).
     """
-    if version not in GUARD_VERSIONS:
+    if isinstance(version, bool) or version not in GUARD_VERSIONS:  # True == 1
         raise ValueError(f"unknown guard version {version!r} (known: {GUARD_VERSIONS})")
     without_quotes = _QUOTED.sub(" ", text)
     quoted = sorted(next(g for g in m.groups() if g is not None) for m in _QUOTED.finditer(text))

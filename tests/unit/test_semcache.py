@@ -96,6 +96,9 @@ def test_guard_v2_answer_formats_are_not_negations():
     assert not may_share("True or false: Mars is a planet.", "True or false: Mars is untrue.")
     with pytest.raises(ValueError, match="guard version"):
         signature("x", 3)
+    # True == 1 in Python: SemanticCache(guard_version=True) silently ran version 1.
+    with pytest.raises(ValueError, match="guard version"):
+        signature("x", True)
 
 
 def test_guard_blocks_near_miss_hits_in_the_replay():

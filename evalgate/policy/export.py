@@ -235,16 +235,39 @@ def _semantic_section(
         # Why the policy holds exact caching, in the policy itself.
         reason = record.get("note") or "no threshold certified: exact caching"
         return {"mode": "exact", "ttl_s": ttl_s}, {**exact, "reason": reason}
+    version = _guard_version(record, where, config_id)  # only a semantic cache applies it
     return {
         "mode": "semantic",
         "ttl_s": ttl_s,
         "threshold": float(threshold),
         "embedding_model": model,
         "guard": bool(record.get("guard")),
-        # The runtime applies the guard the threshold was certified with (reports from
-        # before versions were recorded used version 1).
-        "guard_version": int(record.get("guard_version") or 1),
+        # The runtime applies the guard the threshold was certified with.
+        "guard_version": version,
     }, evidence
+
+
+def _guard_version(record: Mapping[str, Any], where: str, config_id: str) -> int:
+    """The guard version a report's threshold was certified with (reports from before
+    versions were recorded used version 1); one this evalgate's runtime cannot apply is
+    refused here rather than written into a policy it would refuse to load."""
+    from evalgate.semcache.guard import GUARD_VERSIONS
+
+    version = record.get("guard_version")
+    if version is None:
+        return 1
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ExportError(
+            f"{where}: derivations.{config_id}.guard_version: expected an integer >= 1, "
+            f"found {version!r}"
+        )
+    if version not in GUARD_VERSIONS:
+        known = ", ".join(map(str, GUARD_VERSIONS))
+        raise ExportError(
+            f"{where}: derivations.{config_id}.guard_version: certified with guard version "
+            f"{version}, this evalgate applies {known}: export with the evalgate that ran it"
+        )
+    return version
 
 
 # What a route cannot carry: a routed config's two configs must agree on these.

@@ -144,3 +144,15 @@ def test_the_usage_line_claims_no_export_it_cannot_see(
     table = format_table(summarise(records, features), "all")
     (line,) = [text for text in table.splitlines() if "of calls served from the cache" in text]
     assert line.strip().startswith(head)
+
+
+@pytest.mark.parametrize("recorded", ["abc", 2.7, True, 0, [2], 3])
+def test_export_refuses_a_guard_version_it_cannot_write(recorded: Any) -> None:
+    """A damaged or newer report: a one-line error at export (before: a traceback, or
+    2.7 and 0 written as versions 2 and 1, or a policy this evalgate cannot load)."""
+    from evalgate.policy.export import ExportError
+
+    doc = document(True)
+    doc["suites"]["doors"]["derivations"]["cached"]["guard_version"] = recorded
+    with pytest.raises(ExportError, match=r"derivations\.cached\.guard_version"):
+        feature_entry(doc, "doors", "cached")

@@ -304,7 +304,7 @@ def _parse_head(raw: bytes) -> tuple[str, CachedAnswer, float] | None:
     """(signature, answer, expiry or inf) of an entry's JSON head, or None."""
     try:
         head = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
         return None
     if not isinstance(head, dict) or head.get("v") != ENTRY_VERSION:
         return None

@@ -6,6 +6,7 @@ encoder of the hostile tests, since what is under test is the store."""
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import sqlite3
 import tempfile
@@ -340,3 +341,77 @@ def test_a_reader_during_many_compactions_never_serves_a_wrong_entry(backend_spe
         assert hits > 0 and largest <= 30 + 30
         assert reader.lookup(ask("item 399", "acme")) is not None
         assert held(reader, "acme") == stored(backend, reader, "acme")
+
+
+def _with_answer_bytes(vector: np.ndarray, raw_answer: bytes) -> bytes:
+    """An entry of format 2 whose answer bytes are ``raw_answer`` (a broken writer's)."""
+    good = encode_entry(vector, "", answer("x"), None)
+    return good[: len(good) - len(answer("x").to_bytes())] + raw_answer
+
+
+@pytest.mark.parametrize(
+    "raw_answer",
+    [
+        b"\xff\xfe",  # not UTF-8
+        b"not json",
+        b'"a string"',  # JSON, not an object
+        b"[" * 100_000,  # nested past the parser's recursion limit
+        b'{"v":1,"content":5,"model":"m"}',
+        b'{"v":1,"content":null,"model":"m"}',
+        b'{"v":1,"content":"c","model":["m"]}',
+        b'{"v":1,"content":"c","model":"m","tokens_in":"12"}',
+        b'{"v":1,"content":"c","model":"m","tokens_out":true}',
+        b'{"v":1,"content":"c","model":"m","cost_usd":"0.1"}',
+        b'{"v":1,"content":"c","model":"m","created":"now"}',
+        b'{"v":1,"content":"c","model":"m","finish_reason":{}}',
+    ],
+    ids=lambda raw: raw[:40].decode("utf-8", "replace"),
+)
+def test_an_answer_of_the_wrong_shape_is_never_served(backend_spec, raw_answer):
+    """The most similar entry's answer is broken (a broken or hostile writer): the lookup
+    neither fails nor serves it; the next best entry is served."""
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as backend:
+        c = cache(backend)
+        scope = c.scope_of(ask("item 5"))
+        assert scope is not None
+        near = np.zeros(DIM, dtype=np.float32)
+        near[5], near[6] = 0.999, math.sqrt(1 - 0.999**2)
+        backend.semantic_add(scope, encode_entry(near, "", answer("good"), None))
+        best = np.zeros(DIM, dtype=np.float32)
+        best[5] = 1.0
+        backend.semantic_add(scope, _with_answer_bytes(best, raw_answer))
+        for reader in (c, cache(backend)):
+            hit = reader.lookup(ask("item 5"))
+            assert hit is not None and hit.answer.content == "good"
+            assert hit.similarity is not None and hit.similarity < 1.0
+
+
+@pytest.mark.parametrize("raw", [b'"a string"', b"[" * 100_000])
+def test_an_exact_cache_entry_of_the_wrong_shape_is_a_miss(tmp_path, raw):
+    from evalgate.runtime.cache import ExactCache
+
+    with open_backend(f"sqlite:///{tmp_path / 's.sqlite3'}") as backend:
+        exact = ExactCache(backend)
+        request = ask("item 1")
+        backend.cache_set(ExactCache.KEY_PREFIX + request.key, raw, None)
+        assert exact.lookup(request) is None
+
+
+def test_an_entry_of_the_first_format_nested_too_deep_is_skipped(backend_spec):
+    """A JSON head past the parser's recursion limit is one torn entry: the rest of the
+    scope still loads (it made every lookup in the scope fail)."""
+    import struct
+
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as backend:
+        c = cache(backend)
+        scope = c.scope_of(ask("item 1"))
+        assert scope is not None
+        deep = b"[" * 100_000
+        backend.semantic_add(scope, struct.pack("<I", len(deep)) + deep + b"\0" * (4 * DIM))
+        vector = np.zeros(DIM, dtype=np.float32)
+        vector[1] = 1.0
+        backend.semantic_add(scope, encode_entry(vector, "", answer("one"), None))
+        hit = c.lookup(ask("item 1"))
+        assert hit is not None and hit.answer.content == "one"

@@ -74,7 +74,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,8 +106,6 @@ INLINE_LOAD = 2_048
 larger one is read on a background thread while its lookups are misses (see the module)."""
 LOAD_CHUNK = 25_000
 """Entries per read of a background load (each one round trip)."""
-LOAD_WAIT_S = 60.0
-"""How long a write waits for its scope's background load (then writes unchecked)."""
 EVICT_SHARE = 10
 """A compaction at the bound leaves room for max_entries // EVICT_SHARE new entries, so a
 full scope is compacted (and re-read by every process) once per that many stores."""
@@ -678,20 +676,16 @@ class SemanticCache:
         """Appends ``entry`` (on the writer thread), compacting the scope first when it is
         at its bound or a quarter of it has expired."""
         state = self._scope(scope)
-        for _attempt in range(3):
-            with state.lock:
-                # What other processes stored counts toward the bound too.
-                current = self._refreshed(scope, state, dim, "semantic cache write")
-                loading = state.loading
-                now = time.time()
-                stored = state.count - len(state.own)
-                expired = 0 if state.index is None else state.index.expired(now)
-                expired -= min(expired, state.stuck)
-                generation = state.generation
-            if current or loading is None:
-                break
-            # A background load: waited for here, off the call's path.
-            wait([loading], timeout=LOAD_WAIT_S)
+        with state.lock:
+            # What other processes stored counts toward the bound too. A scope still
+            # loading is appended to unchecked (a store after the load checks it): this
+            # runs on the ledger's thread, whose records must not wait seconds for a load.
+            current = self._refreshed(scope, state, dim, "semantic cache write")
+            now = time.time()
+            stored = state.count - len(state.own)
+            expired = 0 if state.index is None else state.index.expired(now)
+            expired -= min(expired, state.stuck)
+            generation = state.generation
         compact = current and (stored >= self.max_entries or 0 < 4 * expired >= stored)
         if not self.failures.available():
             self.failures.skipped("semantic cache write")

@@ -415,3 +415,46 @@ def test_an_entry_of_the_first_format_nested_too_deep_is_skipped(backend_spec):
         backend.semantic_add(scope, encode_entry(vector, "", answer("one"), None))
         hit = c.lookup(ask("item 1"))
         assert hit is not None and hit.answer.content == "one"
+
+
+def test_a_store_during_a_background_load_does_not_hold_up_the_ledger(tmp_path):
+    """Entries are written on the ledger's thread: a store into a scope still loading
+    appends at once (its bound is checked by a store after the load) instead of holding
+    every queued ledger record until the load ends (up to 3 x 60 s; a load queued behind
+    other scopes' loads takes that long)."""
+    import threading
+
+    from evalgate.runtime.ledger import Ledger, UsageRecord
+
+    with open_backend(f"sqlite:///{tmp_path / 's.sqlite3'}") as backend:
+        scope = cache(backend).scope_of(ask("item 1"))
+        assert scope is not None
+        _bulk(backend, scope, INLINE_LOAD + 10)
+        # The load's second read waits for the gate: a load that takes its time.
+        gate = threading.Event()
+        read = backend.semantic_tail
+
+        def slow_tail(scope: str, after: int, limit: int | None = None) -> Any:
+            if after > 0 and limit is not None:
+                gate.wait(60)
+            return read(scope, after, limit)
+
+        backend.semantic_tail = slow_tail  # type: ignore[method-assign]
+        ledger = Ledger(backend, write_behind=True)
+        try:
+            c = cache(backend, writer=ledger.submit)
+            assert c.lookup(ask("item 1")) is None  # the load starts, and waits
+            c.store(ask("item 2"), answer("new"), ttl_s=None)
+            ledger.append(UsageRecord(ts=time.time(), feature="f"))
+            deadline = time.monotonic() + 10
+            while not list(backend.ledger_read()) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert len(list(backend.ledger_read())) == 1  # written while the load waits
+        finally:
+            gate.set()
+            ledger.close()
+        state = c._scope(scope)
+        assert state.loading is not None
+        state.loading.result(timeout=60)
+        assert c.lookup(ask("item 2")) is not None  # loaded
+        assert stored(backend, c)[-1] == "new" and held(c)[-1] == "new"

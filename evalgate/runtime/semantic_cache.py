@@ -73,6 +73,7 @@ import os
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -388,6 +389,19 @@ class _Scope:
         return 0 if self.index is None else self.index.count
 
 
+_caches: weakref.WeakSet[SemanticCache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_caches):
+        cache._after_fork()
+
+
+# A forked child has only the thread that forked: a lock another thread held at that
+# moment (a lookup or a write in flight) would never be released there.
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class SemanticCache:
     """Serves the most similar earlier answer in the request's scope (see the module).
 
@@ -455,6 +469,17 @@ class SemanticCache:
         self._pool_pid = 0
         # Entries a compaction at the bound leaves room for (see EVICT_SHARE).
         self._room = max(1, self.max_entries // EVICT_SHARE)
+        _caches.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks for those another thread of the parent held at
+        the fork; a scope such a thread was changing may be half-changed, so it is
+        forgotten and read again."""
+        self._scopes_lock = threading.Lock()
+        for state in self._scopes.values():
+            if state.lock.locked():
+                state.reset()
+                state.lock = threading.Lock()
 
     def _model_identity(self) -> str:
         if self.embedding_model is None:

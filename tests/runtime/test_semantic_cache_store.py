@@ -458,3 +458,52 @@ def test_a_store_during_a_background_load_does_not_hold_up_the_ledger(tmp_path):
         state.loading.result(timeout=60)
         assert c.lookup(ask("item 2")) is not None  # loaded
         assert stored(backend, c)[-1] == "new" and held(c)[-1] == "new"
+
+
+def _look_up_in_child(c: Any, done: Any) -> None:
+    hit = c.lookup(ask("item 1"))
+    c.store(ask("item 2"), answer("two"), ttl_s=None)
+    again = c.lookup(ask("item 2"))
+    done.put((None if hit is None else content(hit.answer), again and content(again.answer)))
+
+
+def test_a_fork_while_another_thread_holds_a_scope_does_not_hang_the_child(tmp_path):
+    """A thread of the parent inside a lookup or a write (holding the scope's lock) when
+    another forks: in the child that thread does not exist, so the lock would never be
+    released and the child's first lookup in the scope hung forever. The child reads the
+    scope again (what the thread was changing may be half-changed)."""
+    import queue
+    import threading
+
+    with open_backend(f"sqlite:///{tmp_path / 's.sqlite3'}") as backend:
+        c = cache(backend)
+        c.store(ask("item 1"), answer("one"), ttl_s=None)
+        assert c.lookup(ask("item 1")) is not None
+        state = c._scope(c.scope_of(ask("item 1")))  # type: ignore[arg-type]
+        holding, release = threading.Event(), threading.Event()
+
+        def in_flight() -> None:
+            with state.lock:  # what a lookup on another thread holds while it reads
+                holding.set()
+                release.wait(60)
+
+        thread = threading.Thread(target=in_flight)
+        thread.start()
+        holding.wait(10)
+        context = multiprocessing.get_context("fork")
+        done: Any = context.Queue()
+        child = context.Process(target=_look_up_in_child, args=(c, done))
+        child.start()
+        try:
+            result = done.get(timeout=15)
+        except queue.Empty:
+            result = "hung"
+        finally:
+            release.set()
+            thread.join()
+            child.join(10)
+            if child.is_alive():
+                child.kill()
+                child.join()
+        assert result == ("one", "two")
+        assert child.exitcode == 0

@@ -30,10 +30,12 @@ def clustered(rng: np.random.Generator, n: int, dim: int = 384) -> tuple[np.ndar
     return centres, rows
 
 
+@pytest.mark.parametrize("int8_from", [0, 500], ids=["int8-from-0", "int8-from-500"])
 @pytest.mark.parametrize("int8", SCANS)
-def test_search_finds_the_exact_nearest_live_matching_row(int8, monkeypatch):
+def test_search_finds_the_exact_nearest_live_matching_row(int8, int8_from, monkeypatch):
     monkeypatch.setattr(semantic_index, "BLOCK", 96)  # tails that straddle scan blocks
-    monkeypatch.setattr(semantic_index, "INT8_FROM", 0)
+    # From 500: the rows before are quantised when a tail takes the index past it.
+    monkeypatch.setattr(semantic_index, "INT8_FROM", int8_from)
     rng = np.random.default_rng(7)
     centres, rows = clustered(rng, 1000)
     expires = np.where(rng.random(len(rows)) < 0.2, 50.0, np.inf)  # a fifth expired at 100
@@ -62,6 +64,19 @@ def test_search_finds_the_exact_nearest_live_matching_row(int8, monkeypatch):
                     assert found[1] == pytest.approx(float(sims[best]), abs=1e-6)
                     checked += 1
     assert checked > 300
+
+
+def test_a_scope_too_small_for_the_int8_scan_holds_no_int8_copy():
+    """An int8 block is dim x 16,384 bytes (6 MB at 384 dims): one per one-entry scope
+    made each tenant's scope cost ~5 MB of memory instead of ~2 KB per entry. Below
+    INT8_FROM the float32 scan runs, so no int8 copy is made until the scope reaches it."""
+    index = ScopeIndex(384, int8_scan=True)
+    row = np.zeros((1, 384), dtype=np.float32)
+    row[0, 0] = 1.0
+    index.append(row, np.array([np.inf]), [""], ["a"])
+    assert sum(block.nbytes for block in index._blocks) == 0
+    found = index.search(row[0], now=0.0, threshold=0.99)
+    assert found is not None and found[0] == 0
 
 
 @pytest.mark.skipif(

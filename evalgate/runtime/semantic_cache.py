@@ -96,6 +96,9 @@ _FIXED = struct.Struct("<4sdI")
 """Format 2's fixed head: magic, expiry (inf: none), vector width. The vector follows at
 a fixed offset, then the guard signature (length-prefixed) and the answer's bytes."""
 _FIXED_DTYPE = np.dtype([("magic", "S4"), ("expires", "<f8"), ("dim", "<u4")])
+IDENTICAL = 1.0 - 1e-6
+"""A similarity from which two turns count as identical: a float32 unit vector's dot with
+itself is 1 - 6e-8 as often as 1.0, so a threshold of 1.0 must accept that rounding."""
 UNIT_TOLERANCE = 1e-3
 """How far from 1 a vector's norm may be (float32 MiniLM rows are within 1e-6)."""
 # ((position, last entry, generation) when the read started, the read)
@@ -658,7 +661,10 @@ class SemanticCache:
             signature = self._signature(text) if self.guard else None
             while True:
                 found = state.index.search(
-                    vector, now=time.time(), threshold=self.threshold, signature=signature
+                    vector,
+                    now=time.time(),
+                    threshold=min(self.threshold, IDENTICAL),
+                    signature=signature,
                 )
                 if found is None:
                     return None
@@ -670,7 +676,7 @@ class SemanticCache:
                 state.index.drop(row)  # a torn answer: never served, the next best is
         # float32 rounding: an identical turn scores 1 - 1e-7, and 1.0 means identical.
         return Hit(
-            answer, kind="semantic", similarity=1.0 if similarity >= 1.0 - 1e-6 else similarity
+            answer, kind="semantic", similarity=1.0 if similarity >= IDENTICAL else similarity
         )
 
     def store(self, request: CacheRequest, answer: CachedAnswer, ttl_s: float | None) -> None:

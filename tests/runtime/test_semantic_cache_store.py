@@ -146,11 +146,11 @@ def test_two_processes_storing_at_the_bound_at_once(backend_spec):
         assert hit is not None and hit.answer.content == "other tenant"
 
 
-def _bulk(backend: Any, scope: str, count: int) -> None:
+def _bulk(backend: Any, scope: str, count: int, tag: str = "") -> None:
     for i in range(count):
         vector = np.zeros(DIM, dtype=np.float32)
         vector[i % DIM] = 1.0
-        backend.semantic_add(scope, encode_entry(vector, "", answer(str(i)), None))
+        backend.semantic_add(scope, encode_entry(vector, "", answer(f"{tag}{i}"), None))
 
 
 def test_a_large_scope_is_read_in_the_background_its_lookups_missing(backend_spec):
@@ -536,3 +536,60 @@ def test_a_threshold_of_one_serves_identical_turns(tmp_path):
                 hit = reader.lookup(ask(f"turn {i}"))
                 assert hit is not None and hit.answer.content == str(i) and hit.similarity == 1.0
             assert reader.lookup(ask("turn 999")) is None
+
+
+def _compact_twice_and_refill(url: str, prefix: str, scope: str, size: int, clear: bool) -> None:
+    with open_backend(url, prefix=prefix) as backend:
+        if clear:
+            backend.cache_clear()
+            _bulk(backend, scope, size, tag="c")
+            return
+        for round_ in range(2):
+            generation = backend.semantic_tail(scope, 0, 1).generation
+            assert backend.semantic_compact(scope, generation, time.time(), size - 300) == 300
+            _bulk(backend, scope, 300, tag=f"r{round_}-")  # back to the same length
+
+
+@pytest.mark.parametrize("clear", [False, True], ids=["compacted-twice", "cleared"])
+def test_a_background_load_across_compactions_and_a_refill_to_the_same_length(backend_spec, clear):
+    """Between two reads of a background load, another process compacts the scope twice
+    (or clears it) and refills it to the same length: positions and the last entry read
+    could line up again (ABA), the generation does not. The load starts over and holds
+    exactly what the store holds."""
+    import threading
+
+    url, prefix = backend_spec
+    size = INLINE_LOAD + 500
+    with open_backend(url, prefix=prefix) as backend, open_backend(url, prefix=prefix) as own:
+        scope = cache(backend).scope_of(ask("item 1"))
+        assert scope is not None
+        _bulk(backend, scope, size)
+        paused, resume = threading.Event(), threading.Event()
+        read = own.semantic_tail
+
+        def paused_tail(scope: str, after: int, limit: int | None = None) -> Any:
+            if after > 0 and limit is not None and not paused.is_set():
+                paused.set()  # the load's second read: the other process runs now
+                resume.wait(60)
+            return read(scope, after, limit)
+
+        own.semantic_tail = paused_tail  # type: ignore[method-assign]
+        reader = cache(own)
+        assert reader.lookup(ask("item 1")) is None
+        assert paused.wait(30)
+        other = multiprocessing.get_context("fork").Process(
+            target=_compact_twice_and_refill, args=(url, prefix, scope, size, clear)
+        )
+        other.start()
+        other.join(60)
+        resume.set()
+        assert other.exitcode == 0
+        state = reader._scope(scope)
+        assert state.loading is not None
+        state.loading.result(timeout=60)
+        reader.lookup(ask("item 1"))
+        while state.loading is not None:  # a load from before the change is read again
+            state.loading.result(timeout=60)
+            reader.lookup(ask("item 1"))
+        assert len(stored(backend, reader)) == size
+        assert held(reader) == stored(backend, reader)

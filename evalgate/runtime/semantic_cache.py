@@ -74,6 +74,7 @@ import struct
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -350,8 +351,9 @@ class _Scope:
     # Expired entries the last compaction could not remove (entries of format 1 on
     # SQLite, or not at the old end of a Redis list): they do not trigger another.
     stuck: int = 0
-    # Entries this process stored and already holds: skipped when read back from the store.
-    own: set[bytes] = field(default_factory=set)
+    # Entries this process stored and already holds: skipped when read back from the
+    # store, once per time stored (the same bytes may be stored twice).
+    own: Counter[bytes] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
@@ -618,8 +620,10 @@ class SemanticCache:
         state.last = raws[-1]
         fresh = []
         for raw in raws:
-            if raw in state.own:
-                state.own.discard(raw)
+            if state.own[raw] > 0:
+                state.own[raw] -= 1
+                if not state.own[raw]:
+                    del state.own[raw]
             else:
                 fresh.append(raw)
         vectors, sigs, answers, expires = decode_entries(fresh, dim)
@@ -697,7 +701,7 @@ class SemanticCache:
             if state.loaded:
                 until = np.array([math.inf if expires is None else expires])
                 state.add(vector[None, :], until, [sig], [answer], self._int8_scan)
-                state.own.add(entry)
+                state.own[entry] += 1
         if self._writer is None:
             self._write(scope, entry, expires, len(vector))
         else:
@@ -713,7 +717,7 @@ class SemanticCache:
             # runs on the ledger's thread, whose records must not wait seconds for a load.
             current = self._refreshed(scope, state, dim, "semantic cache write")
             now = time.time()
-            stored = state.count - len(state.own)
+            stored = state.count - state.own.total()
             expired = 0 if state.index is None else state.index.expired(now)
             expired -= min(expired, state.stuck)
             generation = state.generation

@@ -593,3 +593,18 @@ def test_a_background_load_across_compactions_and_a_refill_to_the_same_length(ba
             reader.lookup(ask("item 1"))
         assert len(stored(backend, reader)) == size
         assert held(reader) == stored(backend, reader)
+
+
+def test_the_same_entry_stored_twice_is_held_twice_not_three_times(backend_spec):
+    """An entry this process stored is held at once and skipped when read back; the same
+    bytes stored twice (an answer stored with a fixed ``created``, no expiry) were skipped
+    once and held again: the process held more than the store, and counted it toward
+    the bound."""
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as backend:
+        c = cache(backend)
+        for _ in range(3):
+            c.store(ask("item 1"), answer("same"), ttl_s=None)
+        c.store(ask("item 2"), answer("two"), ttl_s=None)
+        assert c.lookup(ask("item 2")) is not None
+        assert held(c) == stored(backend, c) == ["same", "same", "same", "two"]

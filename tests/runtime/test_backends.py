@@ -196,3 +196,34 @@ def test_a_fork_during_another_threads_sqlite_transaction_leaves_the_child_usabl
         thread.join()
         assert result == "written"
         assert [record for _, record in backend.ledger_read()][-1] == b"child"
+
+
+def _append_then_exit(ledger: Ledger) -> None:
+    ledger.append(UsageRecord(ts=2.0, feature="child"))
+    ledger.flush()  # what the exit hook does at a normal exit (os.fork, then sys.exit)
+
+
+def test_a_forked_child_writes_its_ledger_records_and_exits(backend_spec) -> None:
+    """A policy loaded before the fork (a pre-forking server): the writer thread stays in
+    the parent, so the child queued its records (and cache writes) for a thread it does
+    not have, and then hung forever at exit (or in ``flush``) waiting for them. The child
+    now starts its own writer."""
+    import multiprocessing
+
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as backend:
+        ledger = Ledger(backend, write_behind=True)
+        ledger.append(UsageRecord(ts=1.0, feature="parent"))
+        ledger.flush()
+        child = multiprocessing.get_context("fork").Process(
+            target=_append_then_exit, args=(ledger,)
+        )
+        child.start()
+        child.join(20)
+        hung = child.is_alive()
+        if hung:
+            child.kill()
+            child.join()
+        assert not hung and child.exitcode == 0
+        assert sorted(r.feature for r in ledger.read()) == ["child", "parent"]
+        ledger.close()

@@ -20,6 +20,7 @@ saturate at 16 bits, stay exact: 127 * 127 * 2 < 32767.
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,16 @@ _QUANTISE_CHUNK = 2_048
 
 _sessions: dict[int, Any] = {}
 _sessions_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # Another thread of the parent building a session at the fork holds the lock, and
+    # that thread does not exist in the child: a fresh lock (sessions built are kept).
+    global _sessions_lock
+    _sessions_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def int8_scan_available() -> bool:

@@ -134,3 +134,48 @@ def test_a_broken_onnx_encoder_falls_back_to_numpy(monkeypatch):
     monkeypatch.setattr(embeddings_onnx.OnnxEncoder, "__init__", broken)
     monkeypatch.setattr("evalgate.embeddings._encoders", {})
     assert isinstance(fastest_encoder(), NumpyEncoder)
+
+
+def _int8_search_in_child(done: object) -> None:
+    rows = np.eye(384, dtype=np.float32)[:1]
+    index = ScopeIndex(384, int8_scan=True)
+    index.append(rows, np.array([np.inf]), [""], ["a"])
+    found = index._scan(rows[0], 1)
+    done.put("scanned" if found is not None else "no scan")  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(not int8_scan_available(), reason="needs onnxruntime + onnx")
+def test_a_fork_while_another_thread_builds_the_int8_session(monkeypatch):
+    """The ORT session is built once per process under a lock: a child forked while
+    another thread held it (the process's first int8 scan) waited for it forever."""
+    import multiprocessing
+    import queue
+    import threading
+
+    monkeypatch.setattr(semantic_index, "_sessions", {})
+    holding, release = threading.Event(), threading.Event()
+
+    def building() -> None:
+        with semantic_index._sessions_lock:
+            holding.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=building)
+    thread.start()
+    holding.wait(10)
+    context = multiprocessing.get_context("fork")
+    done = context.Queue()
+    child = context.Process(target=_int8_search_in_child, args=(done,))
+    child.start()
+    try:
+        result = done.get(timeout=15)
+    except queue.Empty:
+        result = "hung"
+    finally:
+        release.set()
+        thread.join()
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    assert result == "scanned"

@@ -89,13 +89,54 @@ class CachedAnswer:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CachedAnswer | None:
+        """The answer stored as ``raw``, or None for anything else: an entry of another
+        version, or bytes a broken writer left (not JSON, nested past the parser's
+        recursion limit, an object whose fields have the wrong types). A miss, never an
+        error, and never an answer whose content is not text."""
         try:
             data = json.loads(raw)
-            if data.pop("v", None) != ENTRY_VERSION:
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            return None
+        if not isinstance(data, dict) or data.pop("v", None) != ENTRY_VERSION:
+            return None
+        for name, value in data.items():
+            if not _FIELD_CHECKS.get(name, _never)(value):
                 return None
+        try:
             return cls(**data)
-        except (ValueError, TypeError):
-            return None  # an entry of another version: a miss, never an error
+        except TypeError:  # a required field missing
+            return None
+
+
+def _never(value: Any) -> bool:
+    return False
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+# What each stored field may hold (a served answer's fields reach the application and
+# the ledger: a number where text belongs would fail there, far from the broken entry).
+_FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "content": _text,
+    "model": _text,
+    "finish_reason": _optional(_text),
+    "tokens_in": _optional(_number),
+    "tokens_out": _optional(_number),
+    "cost_usd": _optional(_number),
+    "latency_ms": _optional(_number),
+    "ttft_ms": _optional(_number),
+    "created": _number,
+}
 
 
 @dataclass(frozen=True, slots=True)

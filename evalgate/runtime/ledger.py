@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import queue
 import threading
 import weakref
@@ -113,40 +114,57 @@ class Ledger:
         self.backend = backend
         self.failures = failures or BackendFailures(backend.url)
         self._queue: queue.Queue[UsageRecord | Callable[[], None] | None] | None = None
+        self._pid = 0
         if write_behind:
-            self._queue = queue.Queue()
-            thread = threading.Thread(
-                target=_drain,
-                args=(self._queue, backend, self.failures),
-                name="evalgate-ledger",
-                daemon=True,
-            )
-            thread.start()
+            self._start_writer()
             atexit.register(_flush_at_exit, weakref.ref(self))
 
+    def _start_writer(self) -> None:
+        self._queue = queue.Queue()
+        self._pid = os.getpid()
+        thread = threading.Thread(
+            target=_drain,
+            args=(self._queue, self.backend, self.failures),
+            name="evalgate-ledger",
+            daemon=True,
+        )
+        thread.start()
+
+    def _pending(self) -> queue.Queue[UsageRecord | Callable[[], None] | None] | None:
+        """The writer's queue (None: written inline). A process forked after the writer
+        started has no writer thread (it stayed in the parent, which writes what was
+        queued before the fork): the child starts its own, on a new queue."""
+        if self._queue is not None and self._pid != os.getpid():
+            self._start_writer()
+        return self._queue
+
     def append(self, record: UsageRecord) -> None:
-        if self._queue is not None:
-            self._queue.put(record)
+        pending = self._pending()
+        if pending is not None:
+            pending.put(record)
         else:
             self.backend.ledger_append(record.ts, record.to_bytes())
 
     def submit(self, job: Callable[[], None]) -> None:
         """Runs ``job`` on the writer thread, in order with the records (or now, without one)."""
-        if self._queue is not None:
-            self._queue.put(job)
+        pending = self._pending()
+        if pending is not None:
+            pending.put(job)
         else:
             job()
 
     def flush(self) -> None:
         """Waits until every appended record is written."""
-        if self._queue is not None:
-            self._queue.join()
+        pending = self._pending()
+        if pending is not None:
+            pending.join()
 
     def close(self) -> None:
         """Writes what is queued and stops the writer."""
-        if self._queue is not None:
-            self._queue.join()
-            self._queue.put(None)
+        pending = self._pending()
+        if pending is not None:
+            pending.join()
+            pending.put(None)
             self._queue = None
 
     def read(self, since: float | None = None) -> Iterator[UsageRecord]:

@@ -73,8 +73,10 @@ import os
 import struct
 import threading
 import time
+import weakref
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +97,9 @@ _FIXED = struct.Struct("<4sdI")
 """Format 2's fixed head: magic, expiry (inf: none), vector width. The vector follows at
 a fixed offset, then the guard signature (length-prefixed) and the answer's bytes."""
 _FIXED_DTYPE = np.dtype([("magic", "S4"), ("expires", "<f8"), ("dim", "<u4")])
+IDENTICAL = 1.0 - 1e-6
+"""A similarity from which two turns count as identical: a float32 unit vector's dot with
+itself is 1 - 6e-8 as often as 1.0, so a threshold of 1.0 must accept that rounding."""
 UNIT_TOLERANCE = 1e-3
 """How far from 1 a vector's norm may be (float32 MiniLM rows are within 1e-6)."""
 # ((position, last entry, generation) when the read started, the read)
@@ -106,8 +111,6 @@ INLINE_LOAD = 2_048
 larger one is read on a background thread while its lookups are misses (see the module)."""
 LOAD_CHUNK = 25_000
 """Entries per read of a background load (each one round trip)."""
-LOAD_WAIT_S = 60.0
-"""How long a write waits for its scope's background load (then writes unchecked)."""
 EVICT_SHARE = 10
 """A compaction at the bound leaves room for max_entries // EVICT_SHARE new entries, so a
 full scope is compacted (and re-read by every process) once per that many stores."""
@@ -304,7 +307,7 @@ def _parse_head(raw: bytes) -> tuple[str, CachedAnswer, float] | None:
     """(signature, answer, expiry or inf) of an entry's JSON head, or None."""
     try:
         head = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
         return None
     if not isinstance(head, dict) or head.get("v") != ENTRY_VERSION:
         return None
@@ -348,8 +351,9 @@ class _Scope:
     # Expired entries the last compaction could not remove (entries of format 1 on
     # SQLite, or not at the old end of a Redis list): they do not trigger another.
     stuck: int = 0
-    # Entries this process stored and already holds: skipped when read back from the store.
-    own: set[bytes] = field(default_factory=set)
+    # Entries this process stored and already holds: skipped when read back from the
+    # store, once per time stored (the same bytes may be stored twice).
+    own: Counter[bytes] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
@@ -388,6 +392,19 @@ class _Scope:
     @property
     def count(self) -> int:
         return 0 if self.index is None else self.index.count
+
+
+_caches: weakref.WeakSet[SemanticCache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_caches):
+        cache._after_fork()
+
+
+# A forked child has only the thread that forked: a lock another thread held at that
+# moment (a lookup or a write in flight) would never be released there.
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class SemanticCache:
@@ -457,6 +474,17 @@ class SemanticCache:
         self._pool_pid = 0
         # Entries a compaction at the bound leaves room for (see EVICT_SHARE).
         self._room = max(1, self.max_entries // EVICT_SHARE)
+        _caches.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks for those another thread of the parent held at
+        the fork; a scope such a thread was changing may be half-changed, so it is
+        forgotten and read again."""
+        self._scopes_lock = threading.Lock()
+        for state in self._scopes.values():
+            if state.lock.locked():
+                state.reset()
+                state.lock = threading.Lock()
 
     def _model_identity(self) -> str:
         if self.embedding_model is None:
@@ -592,8 +620,10 @@ class SemanticCache:
         state.last = raws[-1]
         fresh = []
         for raw in raws:
-            if raw in state.own:
-                state.own.discard(raw)
+            if state.own[raw] > 0:
+                state.own[raw] -= 1
+                if not state.own[raw]:
+                    del state.own[raw]
             else:
                 fresh.append(raw)
         vectors, sigs, answers, expires = decode_entries(fresh, dim)
@@ -635,7 +665,10 @@ class SemanticCache:
             signature = self._signature(text) if self.guard else None
             while True:
                 found = state.index.search(
-                    vector, now=time.time(), threshold=self.threshold, signature=signature
+                    vector,
+                    now=time.time(),
+                    threshold=min(self.threshold, IDENTICAL),
+                    signature=signature,
                 )
                 if found is None:
                     return None
@@ -647,7 +680,7 @@ class SemanticCache:
                 state.index.drop(row)  # a torn answer: never served, the next best is
         # float32 rounding: an identical turn scores 1 - 1e-7, and 1.0 means identical.
         return Hit(
-            answer, kind="semantic", similarity=1.0 if similarity >= 1.0 - 1e-6 else similarity
+            answer, kind="semantic", similarity=1.0 if similarity >= IDENTICAL else similarity
         )
 
     def store(self, request: CacheRequest, answer: CachedAnswer, ttl_s: float | None) -> None:
@@ -668,7 +701,7 @@ class SemanticCache:
             if state.loaded:
                 until = np.array([math.inf if expires is None else expires])
                 state.add(vector[None, :], until, [sig], [answer], self._int8_scan)
-                state.own.add(entry)
+                state.own[entry] += 1
         if self._writer is None:
             self._write(scope, entry, expires, len(vector))
         else:
@@ -678,20 +711,16 @@ class SemanticCache:
         """Appends ``entry`` (on the writer thread), compacting the scope first when it is
         at its bound or a quarter of it has expired."""
         state = self._scope(scope)
-        for _attempt in range(3):
-            with state.lock:
-                # What other processes stored counts toward the bound too.
-                current = self._refreshed(scope, state, dim, "semantic cache write")
-                loading = state.loading
-                now = time.time()
-                stored = state.count - len(state.own)
-                expired = 0 if state.index is None else state.index.expired(now)
-                expired -= min(expired, state.stuck)
-                generation = state.generation
-            if current or loading is None:
-                break
-            # A background load: waited for here, off the call's path.
-            wait([loading], timeout=LOAD_WAIT_S)
+        with state.lock:
+            # What other processes stored counts toward the bound too. A scope still
+            # loading is appended to unchecked (a store after the load checks it): this
+            # runs on the ledger's thread, whose records must not wait seconds for a load.
+            current = self._refreshed(scope, state, dim, "semantic cache write")
+            now = time.time()
+            stored = state.count - state.own.total()
+            expired = 0 if state.index is None else state.index.expired(now)
+            expired -= min(expired, state.stuck)
+            generation = state.generation
         compact = current and (stored >= self.max_entries or 0 < 4 * expired >= stored)
         if not self.failures.available():
             self.failures.skipped("semantic cache write")

@@ -20,6 +20,7 @@ saturate at 16 bits, stay exact: 127 * 127 * 2 < 32767.
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,16 @@ _QUANTISE_CHUNK = 2_048
 
 _sessions: dict[int, Any] = {}
 _sessions_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # Another thread of the parent building a session at the fork holds the lock, and
+    # that thread does not exist in the child: a fresh lock (sessions built are kept).
+    global _sessions_lock
+    _sessions_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def int8_scan_available() -> bool:
@@ -111,6 +122,7 @@ class ScopeIndex:
         # (zero point) x (sum of the int8 row): the query offset's share, exact in float32.
         self._offsets = np.zeros(0, dtype=np.float32)
         self._blocks: list[np.ndarray] = []  # (dim, BLOCK) int8, C-contiguous
+        self._quantised = 0  # rows with an int8 copy (none until INT8_FROM: see append)
         self.answers: list[Any] = []
 
     @property
@@ -144,8 +156,11 @@ class ScopeIndex:
             self._soonest = min(self._soonest, float(np.min(expires)))
             squares = np.einsum("ij,ij->i", vectors, vectors)
             self._max_norm = max(self._max_norm, float(np.sqrt(squares.max())))
-        if self.int8:
-            self._quantise(vectors, start)
+        if self.int8 and need >= INT8_FROM:
+            # Below INT8_FROM the float32 scan runs, and an int8 block (dim x BLOCK bytes,
+            # 6 MB at 384 dims) would cost a small scope (a tenant's) far more than its rows.
+            self._quantise(self._vectors[self._quantised : need], self._quantised)
+            self._quantised = need
         self.answers.extend(answers)
         self.count = need
 

@@ -147,3 +147,83 @@ def test_sqlite_url_follows_sqlalchemy_convention(tmp_path: Path, monkeypatch) -
     with open_backend(f"sqlite:///{absolute}") as abs_:
         assert Path(abs_.path) == absolute  # type: ignore[attr-defined]
     assert (tmp_path / "rel" / "state.db").exists()
+
+
+def _append_in_child(backend: Backend, done: object) -> None:
+    try:
+        backend.ledger_append(2.0, b"child")
+        done.put("written")  # type: ignore[attr-defined]
+    except Exception as exc:
+        done.put(f"{type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
+
+
+def test_a_fork_during_another_threads_sqlite_transaction_leaves_the_child_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite keeps each file's lock state per process: a child forked while another
+    thread of the parent was inside a write transaction inherited a lock nobody in the
+    child would release, and every write of the child to that file then failed with
+    "database is locked" after the busy timeout (30 s each). A fork now waits for the
+    statements in flight to end."""
+    import multiprocessing
+    import threading
+
+    from evalgate.runtime.backends import sqlite as sqlite_backend
+
+    monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT_S", 2.0)  # the child's, when it fails
+    with open_backend(f"sqlite:///{tmp_path / 's.sqlite3'}") as backend:
+        assert isinstance(backend, sqlite_backend.SQLiteBackend)
+        backend.ledger_append(1.0, b"parent")
+        holding = threading.Event()
+
+        def in_transaction() -> None:
+            with backend._connections.use() as db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT INTO ledger (ts, record) VALUES (1.5, x'00')")
+                holding.set()
+                time.sleep(0.3)
+                db.execute("COMMIT")
+
+        thread = threading.Thread(target=in_transaction)
+        thread.start()
+        holding.wait(10)
+        context = multiprocessing.get_context("fork")
+        done = context.Queue()
+        child = context.Process(target=_append_in_child, args=(backend, done))
+        child.start()
+        result = done.get(timeout=30)
+        child.join(10)
+        thread.join()
+        assert result == "written"
+        assert [record for _, record in backend.ledger_read()][-1] == b"child"
+
+
+def _append_then_exit(ledger: Ledger) -> None:
+    ledger.append(UsageRecord(ts=2.0, feature="child"))
+    ledger.flush()  # what the exit hook does at a normal exit (os.fork, then sys.exit)
+
+
+def test_a_forked_child_writes_its_ledger_records_and_exits(backend_spec) -> None:
+    """A policy loaded before the fork (a pre-forking server): the writer thread stays in
+    the parent, so the child queued its records (and cache writes) for a thread it does
+    not have, and then hung forever at exit (or in ``flush``) waiting for them. The child
+    now starts its own writer."""
+    import multiprocessing
+
+    url, prefix = backend_spec
+    with open_backend(url, prefix=prefix) as backend:
+        ledger = Ledger(backend, write_behind=True)
+        ledger.append(UsageRecord(ts=1.0, feature="parent"))
+        ledger.flush()
+        child = multiprocessing.get_context("fork").Process(
+            target=_append_then_exit, args=(ledger,)
+        )
+        child.start()
+        child.join(20)
+        hung = child.is_alive()
+        if hung:
+            child.kill()
+            child.join()
+        assert not hung and child.exitcode == 0
+        assert sorted(r.feature for r in ledger.read()) == ["child", "parent"]
+        ledger.close()

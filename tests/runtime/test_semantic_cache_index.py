@@ -30,10 +30,12 @@ def clustered(rng: np.random.Generator, n: int, dim: int = 384) -> tuple[np.ndar
     return centres, rows
 
 
+@pytest.mark.parametrize("int8_from", [0, 500], ids=["int8-from-0", "int8-from-500"])
 @pytest.mark.parametrize("int8", SCANS)
-def test_search_finds_the_exact_nearest_live_matching_row(int8, monkeypatch):
+def test_search_finds_the_exact_nearest_live_matching_row(int8, int8_from, monkeypatch):
     monkeypatch.setattr(semantic_index, "BLOCK", 96)  # tails that straddle scan blocks
-    monkeypatch.setattr(semantic_index, "INT8_FROM", 0)
+    # From 500: the rows before are quantised when a tail takes the index past it.
+    monkeypatch.setattr(semantic_index, "INT8_FROM", int8_from)
     rng = np.random.default_rng(7)
     centres, rows = clustered(rng, 1000)
     expires = np.where(rng.random(len(rows)) < 0.2, 50.0, np.inf)  # a fifth expired at 100
@@ -62,6 +64,19 @@ def test_search_finds_the_exact_nearest_live_matching_row(int8, monkeypatch):
                     assert found[1] == pytest.approx(float(sims[best]), abs=1e-6)
                     checked += 1
     assert checked > 300
+
+
+def test_a_scope_too_small_for_the_int8_scan_holds_no_int8_copy():
+    """An int8 block is dim x 16,384 bytes (6 MB at 384 dims): one per one-entry scope
+    made each tenant's scope cost ~5 MB of memory instead of ~2 KB per entry. Below
+    INT8_FROM the float32 scan runs, so no int8 copy is made until the scope reaches it."""
+    index = ScopeIndex(384, int8_scan=True)
+    row = np.zeros((1, 384), dtype=np.float32)
+    row[0, 0] = 1.0
+    index.append(row, np.array([np.inf]), [""], ["a"])
+    assert sum(block.nbytes for block in index._blocks) == 0
+    found = index.search(row[0], now=0.0, threshold=0.99)
+    assert found is not None and found[0] == 0
 
 
 @pytest.mark.skipif(
@@ -119,3 +134,48 @@ def test_a_broken_onnx_encoder_falls_back_to_numpy(monkeypatch):
     monkeypatch.setattr(embeddings_onnx.OnnxEncoder, "__init__", broken)
     monkeypatch.setattr("evalgate.embeddings._encoders", {})
     assert isinstance(fastest_encoder(), NumpyEncoder)
+
+
+def _int8_search_in_child(done: object) -> None:
+    rows = np.eye(384, dtype=np.float32)[:1]
+    index = ScopeIndex(384, int8_scan=True)
+    index.append(rows, np.array([np.inf]), [""], ["a"])
+    found = index._scan(rows[0], 1)
+    done.put("scanned" if found is not None else "no scan")  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(not int8_scan_available(), reason="needs onnxruntime + onnx")
+def test_a_fork_while_another_thread_builds_the_int8_session(monkeypatch):
+    """The ORT session is built once per process under a lock: a child forked while
+    another thread held it (the process's first int8 scan) waited for it forever."""
+    import multiprocessing
+    import queue
+    import threading
+
+    monkeypatch.setattr(semantic_index, "_sessions", {})
+    holding, release = threading.Event(), threading.Event()
+
+    def building() -> None:
+        with semantic_index._sessions_lock:
+            holding.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=building)
+    thread.start()
+    holding.wait(10)
+    context = multiprocessing.get_context("fork")
+    done = context.Queue()
+    child = context.Process(target=_int8_search_in_child, args=(done,))
+    child.start()
+    try:
+        result = done.get(timeout=15)
+    except queue.Empty:
+        result = "hung"
+    finally:
+        release.set()
+        thread.join()
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    assert result == "scanned"

@@ -6,6 +6,11 @@ thread was appending). So every statement runs under its connection's own lock (
 contended in normal use: one thread per connection) and ``close`` takes each lock before
 closing; a thread that then uses its closed connection gets ``sqlite3.ProgrammingError``
 (an ``sqlite3.Error``, which the runtime treats as the backend being unavailable).
+
+A fork waits for the statements in flight (it takes every connection's lock first):
+SQLite keeps a file's lock state per process, so a child forked inside another thread's
+transaction inherits a lock that no thread of the child holds or releases, and every write
+it makes to the file fails with "database is locked".
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +34,8 @@ class ThreadConnections:
         self._all: list[tuple[sqlite3.Connection, threading.Lock]] = []
         self._all_lock = threading.Lock()
         self._pid = os.getpid()
+        self._held: list[threading.Lock] = []
+        _instances.add(self)
 
     @contextmanager
     def use(self) -> Iterator[sqlite3.Connection]:
@@ -55,3 +63,35 @@ class ThreadConnections:
         for db, lock in entries:
             with lock:  # waits for a statement in flight on another thread
                 db.close()
+
+    def _hold(self) -> None:
+        """Before a fork: waits for every statement in flight and lets none start."""
+        self._all_lock.acquire()
+        self._held = [lock for _, lock in self._all]
+        for lock in self._held:
+            lock.acquire()
+
+    def _release(self) -> None:
+        """After a fork (parent and child): what :meth:`_hold` took. The child then opens
+        its own connections (see :meth:`use`)."""
+        for lock in reversed(self._held):
+            lock.release()
+        self._held = []
+        self._all_lock.release()
+
+
+_instances: weakref.WeakSet[ThreadConnections] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for connections in list(_instances):
+        connections._hold()
+
+
+def _after_fork() -> None:
+    for connections in list(_instances):
+        if connections._all_lock.locked():
+            connections._release()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)

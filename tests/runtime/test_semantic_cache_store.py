@@ -608,3 +608,20 @@ def test_the_same_entry_stored_twice_is_held_twice_not_three_times(backend_spec)
         c.store(ask("item 2"), answer("two"), ttl_s=None)
         assert c.lookup(ask("item 2")) is not None
         assert held(c) == stored(backend, c) == ["same", "same", "same", "two"]
+
+
+def test_garbage_under_a_scopes_generation_key_is_a_miss_not_an_error(tmp_path):
+    """Another writer's value under evalgate's generation key (Redis): a lookup is a miss
+    (a backend fault, logged), never a ValueError out of the application's call."""
+    from tests.runtime.conftest import backend_url
+
+    url, prefix = backend_url("redis", tmp_path)
+    with open_backend(url, prefix=prefix) as backend:
+        try:
+            c = cache(backend)
+            c.store(ask("item 1"), answer("one"), ttl_s=None)
+            scope = c.scope_of(ask("item 1"))
+            backend._r.set(backend._semantic_gen + scope, b"not a number")
+            assert cache(backend).lookup(ask("item 1")) is None
+        finally:
+            backend.delete_all()

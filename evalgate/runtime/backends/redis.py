@@ -133,7 +133,15 @@ class RedisBackend(Backend):
         pipe.lrange(key, after, -1 if limit is None else after + limit - 1)
         pipe.llen(key)
         compactions, clears, entries, length = pipe.execute()
-        generation = int(clears or 0) << 32 | int(compactions or 0)
+        try:
+            generation = int(clears or 0) << 32 | int(compactions or 0)
+        except ValueError:
+            # Another writer's value under evalgate's keys: a backend fault (a miss, logged
+            # once), not an exception out of the application's call.
+            raise self.errors[0](
+                f"semantic cache generation of a scope is not an integer: {compactions!r}, "
+                f"{clears!r}"
+            ) from None
         if length < after:
             return SemanticTail(generation, 0, [])
         return SemanticTail(generation, after + len(entries), [bytes(e) for e in entries])

@@ -174,6 +174,9 @@ def test_ctrl_c_stops_the_server_and_keeps_finished_results(tmp_path: Path) -> N
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # As from a terminal: a runner that started us in the background (SIGINT ignored,
+        # which the child inherits) must not make pytest deaf to Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 180
     results = None

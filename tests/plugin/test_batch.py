@@ -201,7 +201,15 @@ def test_ctrl_c_cancels_the_runs_batches(tmp_path, key) -> None:
         (tmp_path / "s.yaml").write_text(batch_suite(server.base_url, model, cases=5))
         cmd = evalgate_command("--evalgate-cache-dir", str(tmp_path / ".cache"))
         proc = subprocess.Popen(
-            cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            cmd,
+            cwd=tmp_path,
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            # As from a terminal: a runner that started us in the background (SIGINT
+            # ignored, which the child inherits) must not make pytest deaf to Ctrl-C.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + 60
         while not batch_files(tmp_path) and time.monotonic() < deadline:

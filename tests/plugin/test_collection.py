@@ -26,7 +26,7 @@ cases:
 
 
 def collected_ids(pytester: pytest.Pytester, *args: str) -> list[str]:
-    result = pytester.runpytest("--evalgate", "--collect-only", "-q", *args)
+    result = pytester.runpytest_subprocess("--evalgate", "--collect-only", "-q", *args)
     return [line for line in result.outlines if "::" in line]
 
 
@@ -86,7 +86,7 @@ def test_yaml_without_suite_key_is_ignored(pytester: pytest.Pytester) -> None:
 
 def test_without_flag_suites_are_not_collected(pytester: pytest.Pytester) -> None:
     pytester.makefile(".yaml", s=SUITE)
-    result = pytester.runpytest("--collect-only", "-q")
+    result = pytester.runpytest_subprocess("--collect-only", "-q")
     assert not [line for line in result.outlines if "::" in line]
 
 
@@ -118,7 +118,7 @@ def test_latin1_suite_is_a_collection_error_not_skipped(pytester: pytest.Pyteste
     pytester.path.joinpath("latin.yaml").write_bytes(
         SUITE.replace("Paris", "Pâris").encode("latin-1")
     )
-    result = pytester.runpytest("--evalgate", "--collect-only", "-q")
+    result = pytester.runpytest_subprocess("--evalgate", "--collect-only", "-q")
     assert any(
         line.startswith("latin.yaml:") and "not UTF-8 text (byte 0xe2)" in line
         for line in result.outlines
@@ -128,7 +128,7 @@ def test_latin1_suite_is_a_collection_error_not_skipped(pytester: pytest.Pyteste
 
 def test_template_error_for_one_case_is_one_line(pytester: pytest.Pytester) -> None:
     pytester.makefile(".yaml", s=SUITE.replace("{{ question }}", "{{ question.titel }}"))
-    result = pytester.runpytest("--evalgate", "--collect-only", "-q")
+    result = pytester.runpytest_subprocess("--evalgate", "--collect-only", "-q")
     text = result.stdout.str()
     assert "Traceback" not in text
     assert any(

@@ -38,7 +38,7 @@ cases:
 
 
 def collection_errors(pytester: pytest.Pytester) -> list[str]:
-    result = pytester.runpytest("--evalgate", "--collect-only", "-q")
+    result = pytester.runpytest_subprocess("--evalgate", "--collect-only", "-q")
     text = result.stdout.str()
     assert "Traceback" not in text and "raise " not in text, text
     return [line for line in result.outlines if re.match(r"^\S+\.(yaml|jsonl|csv):\d+: ", line)]
@@ -169,7 +169,7 @@ def test_grader_checks_fail_collection_with_one_located_line(
 def test_other_suites_still_collect_after_a_grader_error(pytester: pytest.Pytester) -> None:
     pytester.makefile(".yaml", bad=with_assert("  - {type: python, function: nope.mod.f}\n"))
     pytester.makefile(".yaml", good=GOOD)
-    result = pytester.runpytest("--evalgate", "--collect-only", "-q")
+    result = pytester.runpytest_subprocess("--evalgate", "--collect-only", "-q")
     assert "good.yaml::good::c1[base]" in result.stdout.str()
 
 

@@ -21,7 +21,7 @@ cases:
 
 def collection_error(pytester: pytest.Pytester, **files: str) -> list[str]:
     """The error lines pytest printed for the collection, and asserts no traceback."""
-    result = pytester.runpytest("--evalgate", "--collect-only", "-q")
+    result = pytester.runpytest_subprocess("--evalgate", "--collect-only", "-q")
     text = result.stdout.str()
     assert "Traceback" not in text and "raise " not in text, text
     return [line for line in result.outlines if re.match(r"^\S+\.(yaml|jsonl|csv):\d+: ", line)]
@@ -163,7 +163,7 @@ def test_duplicate_ids_in_dataset(pytester: pytest.Pytester) -> None:
 
 def test_other_suites_still_collect(pytester: pytest.Pytester) -> None:
     pytester.makefile(".yaml", bad=GOOD.replace("configs:", "confgs:"), good=GOOD)
-    result = pytester.runpytest("--evalgate", "--collect-only", "-q")
+    result = pytester.runpytest_subprocess("--evalgate", "--collect-only", "-q")
     assert "good.yaml::good::c1[base]" in result.outlines
     assert any(line.startswith("bad.yaml:6: confgs:") for line in result.outlines)
     assert result.ret != 0
@@ -181,7 +181,7 @@ def test_dataset_limit_and_csv(pytester: pytest.Pytester) -> None:
             "dataset: {path: data/rows.csv, limit: 2}\n",
         ),
     )
-    result = pytester.runpytest("--evalgate", "--collect-only", "-q")
+    result = pytester.runpytest_subprocess("--evalgate", "--collect-only", "-q")
     assert [line for line in result.outlines if "::" in line] == [
         "s.yaml::good::a[base]",
         "s.yaml::good::b[base]",

@@ -336,6 +336,7 @@ class Policy:
                 guard=spec.guard,
                 guard_version=spec.guard_version,
                 embedding_model=spec.embedding_model,
+                **({} if spec.max_entries is None else {"max_entries": spec.max_entries}),
                 failures=self.failures,
                 writer=self.ledger.submit,
             )

@@ -109,6 +109,7 @@ class CacheSpec:
     embedding_model: str | None = None
     guard: bool = False
     guard_version: int = 1  # the guard the threshold was certified with (absent: 1)
+    max_entries: int | None = None  # entries per scope (None: the runtime's default)
 
     @property
     def enabled(self) -> bool:
@@ -443,7 +444,7 @@ def _feature(check: _Checker, name: str, raw: Any) -> FeaturePolicy:
 
     raw_cache = raw.get("cache", {"mode": "off"})
     ck = f"{key}.cache"
-    semantic_keys = ("threshold", "embedding_model", "guard", "guard_version")
+    semantic_keys = ("threshold", "embedding_model", "guard", "guard_version", "max_entries")
     semantic = raw_cache.get("mode") == "semantic" if isinstance(raw_cache, dict) else False
     check.keys(
         raw_cache,
@@ -503,7 +504,14 @@ def _semantic_cache(check: _Checker, raw: dict, key: str, cache: CacheSpec) -> C
             f"{key}.guard_version",
             f"expected one of {known} (this evalgate's guards), found {_shown(version)}",
         )
-    return CacheSpec(cache.mode, cache.ttl_s, float(threshold), model, guard, int(version))
+    bound = raw.get("max_entries")
+    if bound is not None and (
+        isinstance(bound, bool) or not isinstance(bound, int) or not 1 <= bound < MAX_INT
+    ):
+        raise check.fail(
+            f"{key}.max_entries", f"expected a whole number >= 1, found {_shown(bound)}"
+        )
+    return CacheSpec(cache.mode, cache.ttl_s, float(threshold), model, guard, int(version), bound)
 
 
 def _router(check: _Checker, raw: Any, key: str) -> Any:

@@ -119,6 +119,22 @@ def test_the_policy_applies_the_guard_version_it_was_certified_with(
     policy.close()
 
 
+def test_max_entries_from_the_policy_bounds_each_scope(tmp_path, backend, fake_server, key):
+    """`cache.max_entries` reaches the runtime: a full scope evicts its oldest entry, so
+    the first question is asked again while the newest are still served."""
+    entry = feature(make_model(key=key), fake_server.base_url, cache=semantic(0.99, max_entries=2))
+    policy = make_policy(tmp_path, backend, entry)
+    questions = ["Where do staff park?", "How long is the refund window?", "Who signs leases?"]
+    for text in questions:
+        policy.completion(feature="qa", tenant="t", messages=ask(text))
+    policy.ledger.flush()  # entries are written behind the call, on the ledger's thread
+    policy.completion(feature="qa", tenant="t", messages=ask(questions[2]))
+    assert fake_server.request_count(key) == 3  # the newest: a hit
+    policy.completion(feature="qa", tenant="t", messages=ask(questions[0]))
+    assert fake_server.request_count(key) == 4  # the oldest was evicted: called again
+    policy.close()
+
+
 def test_a_second_process_sees_entries_through_the_version_check(backend_spec, tmp_path):
     url, prefix = backend_spec
     answer = CachedAnswer(content="30 days", model="m", cost_usd=0.01)
@@ -152,6 +168,14 @@ def test_policy_file_errors_name_the_key(tmp_path, backend, fake_server):
             {"mode": "semantic", "threshold": 0.9, "embedding_model": "x", "guard_version": 7},
             "cache.guard_version",
         ),
+        *(
+            (
+                {"mode": "semantic", "threshold": 0.9, "embedding_model": "x", "max_entries": v},
+                "cache.max_entries",
+            )
+            for v in (0, -3, 2.5, True, "10", 2**70)
+        ),
+        ({"mode": "exact", "max_entries": 10}, "cache.max_entries"),
         (
             {"mode": "semantic", "threshold": 0.9, "embedding_model": "x", "guard_version": True},
             "cache.guard_version",
